@@ -1,0 +1,156 @@
+// Package api is khod's HTTP surface: gin routes, the one authentication
+// middleware, request ids, JSON access logs, and the mapping of kho error
+// codes to application/problem+json answers.
+//
+// api imports the root package and is handed everything else (authenticator,
+// readiness checks, services) by cmd/khod. It makes no authorization decision
+// of its own beyond "is there a valid principal": those belong to policies
+// and consent.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+
+	"kho"
+)
+
+// Check is one dependency readiness probes look at.
+type Check struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Config is what the server is built from.
+type Config struct {
+	Logger        *slog.Logger
+	Authenticator *Authenticator
+	// Checks run on every /readyz, concurrently, each bounded by CheckTimeout.
+	Checks       []Check
+	CheckTimeout time.Duration // default 2s
+	// DevJWKS, when set, is published at /dev/idp/jwks.json. Only --mode=dev
+	// sets it.
+	DevJWKS jwk.Set
+	Version string
+}
+
+// Server routes kho's HTTP API.
+type Server struct {
+	cfg    Config
+	engine *gin.Engine
+}
+
+// New validates cfg and builds the routes.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		return nil, kho.Errorf(kho.EINVALID, "api: a logger is required")
+	}
+	if cfg.Authenticator == nil {
+		return nil, kho.Errorf(kho.EINVALID, "api: an authenticator is required")
+	}
+	for _, c := range cfg.Checks {
+		if c.Name == "" || c.Check == nil {
+			return nil, kho.Errorf(kho.EINVALID, "api: readiness checks need a name and a function")
+		}
+	}
+	if cfg.CheckTimeout == 0 {
+		cfg.CheckTimeout = 2 * time.Second
+	}
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.HandleMethodNotAllowed = true
+	e.ContextWithFallback = true
+	e.Use(withRequestID(), withLogging(cfg.Logger), withRecovery(cfg.Logger))
+	e.NoRoute(func(c *gin.Context) { errorf(c, kho.ENOTFOUND, "no such route") })
+	e.NoMethod(func(c *gin.Context) {
+		writeProblem(c, http.StatusMethodNotAllowed, kho.EINVALID, kho.Errorf(kho.EINVALID, "method not allowed on this route"))
+	})
+	s := &Server{cfg: cfg, engine: e}
+
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	if cfg.DevJWKS != nil {
+		e.GET("/dev/idp/jwks.json", func(c *gin.Context) { c.JSON(http.StatusOK, cfg.DevJWKS) })
+	}
+
+	v1 := e.Group("/v1", authenticate(cfg.Authenticator))
+	v1.GET("/me", s.me)
+	return s, nil
+}
+
+// Handler returns the http.Handler serving every route.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// healthz answers as long as the process serves HTTP; it checks nothing else,
+// so an orchestrator restarts khod only when khod itself is stuck.
+func (s *Server) healthz(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"status": "ok", "version": s.cfg.Version})
+}
+
+// CheckResult is one dependency's state in a readiness answer.
+type CheckResult struct {
+	Status string `json:"status"` // "ok" or "fail"
+	Error  string `json:"error,omitempty"`
+	TookMS int64  `json:"took_ms"`
+}
+
+// readyz checks every dependency now, concurrently, and answers 503 when any
+// fails, so a load balancer stops sending traffic within one probe period.
+func (s *Server) readyz(c *gin.Context) {
+	results := make(map[string]CheckResult, len(s.cfg.Checks))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, chk := range s.cfg.Checks {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.CheckTimeout)
+			defer cancel()
+			start := time.Now()
+			err := chk.Check(ctx)
+			r := CheckResult{Status: "ok", TookMS: time.Since(start).Milliseconds()}
+			if err != nil {
+				r.Status, r.Error = "fail", kho.ErrorMessage(err)
+				s.cfg.Logger.Warn("readiness check failed", "request_id", requestID(c), "check", chk.Name, "err", err.Error())
+			}
+			mu.Lock()
+			results[chk.Name] = r
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	status, code := "ok", http.StatusOK
+	for _, r := range results {
+		if r.Status != "ok" {
+			status, code = "unavailable", http.StatusServiceUnavailable
+		}
+	}
+	c.JSON(code, gin.H{"status": status, "checks": results})
+}
+
+// me tells callers who kho thinks they are: the quickest way to check a
+// token. It answers with the caller's own identifiers only.
+func (s *Server) me(c *gin.Context) {
+	p, _ := kho.FromContext(c.Request.Context())
+	out := gin.H{"kind": p.Kind, "issuer": p.Issuer, "token_id": p.TokenID, "expires_at": p.ExpiresAt.UTC()}
+	if p.Person != "" {
+		out["person"] = p.Person
+	}
+	if p.Business != "" {
+		out["business"] = p.Business
+	}
+	if p.Agency != "" {
+		out["agency"] = p.Agency
+	}
+	if p.Staff != "" {
+		out["staff"] = p.Staff
+	}
+	if sub, ok := p.ActsFor(); ok {
+		out["store_of"] = sub
+	}
+	c.JSON(http.StatusOK, out)
+}

@@ -1,0 +1,203 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/lestrrat-go/httprc/v3"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jwt"
+
+	"kho"
+)
+
+// MaxTokenLifetime bounds exp-iat of accepted tokens: a leaked token is of
+// use for this long at most.
+const MaxTokenLifetime = 12 * time.Hour
+
+// IssuerConfig names an identity provider khod trusts and where its keys are.
+// Exactly one of JWKSURL and KeySet is set.
+type IssuerConfig struct {
+	Issuer  string  // the exact iss claim value
+	JWKSURL string  // fetched, cached and refreshed
+	KeySet  jwk.Set // static keys (the dev identity provider, tests)
+}
+
+// Authenticator turns bearer tokens into principals. It is the only code in
+// khod that does.
+type Authenticator struct {
+	audience string
+	issuers  map[string]jwk.Set
+	cache    *jwk.Cache
+	now      func() time.Time
+}
+
+// NewAuthenticator validates the issuers, registers remote key sets with a
+// refreshing cache (waiting for their first fetch) and returns the
+// authenticator. ctx bounds the first fetches and the cache's life.
+func NewAuthenticator(ctx context.Context, audience string, issuers []IssuerConfig) (*Authenticator, error) {
+	if audience == "" {
+		return nil, kho.Errorf(kho.EINVALID, "auth: an audience is required")
+	}
+	if len(issuers) == 0 {
+		return nil, kho.Errorf(kho.EINVALID, "auth: at least one trusted token issuer is required")
+	}
+	a := &Authenticator{audience: audience, issuers: map[string]jwk.Set{}, now: time.Now}
+	for _, is := range issuers {
+		if is.Issuer == "" {
+			return nil, kho.Errorf(kho.EINVALID, "auth: issuer name is empty")
+		}
+		if _, dup := a.issuers[is.Issuer]; dup {
+			return nil, kho.Errorf(kho.EINVALID, "auth: issuer %q configured twice", is.Issuer)
+		}
+		switch {
+		case is.KeySet != nil && is.JWKSURL == "":
+			if is.KeySet.Len() == 0 {
+				return nil, kho.Errorf(kho.EINVALID, "auth: issuer %q has an empty key set", is.Issuer)
+			}
+			a.issuers[is.Issuer] = is.KeySet
+		case is.KeySet == nil && is.JWKSURL != "":
+			u, err := url.Parse(is.JWKSURL)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return nil, kho.Errorf(kho.EINVALID, "auth: JWKS URL of issuer %q must be an http(s) URL", is.Issuer)
+			}
+			if a.cache == nil {
+				c, err := jwk.NewCache(ctx, httprc.NewClient())
+				if err != nil {
+					return nil, kho.WrapError(kho.EINTERNAL, "auth: JWKS cache", err)
+				}
+				a.cache = c
+			}
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = a.cache.Register(rctx, is.JWKSURL)
+			cancel()
+			if err != nil {
+				return nil, kho.WrapError(kho.EUNAVAILABLE, fmt.Sprintf("auth: cannot fetch the JWKS of issuer %q", is.Issuer), err)
+			}
+			set, err := a.cache.CachedSet(is.JWKSURL)
+			if err != nil {
+				return nil, kho.WrapError(kho.EINTERNAL, "auth: JWKS cache", err)
+			}
+			a.issuers[is.Issuer] = set
+		default:
+			return nil, kho.Errorf(kho.EINVALID, "auth: issuer %q needs exactly one of a JWKS URL and a key set", is.Issuer)
+		}
+	}
+	return a, nil
+}
+
+// Authenticate verifies a compact JWT and returns the principal it names.
+// Errors are EUNAUTHORIZED with a message safe to return to the caller.
+func (a *Authenticator) Authenticate(ctx context.Context, token string) (kho.Principal, error) {
+	unauth := func(msg string, err error) (kho.Principal, error) {
+		return kho.Principal{}, kho.WrapError(kho.EUNAUTHORIZED, msg, err)
+	}
+	// Read iss without trusting anything, only to choose the key set; the
+	// verified parse below checks iss again.
+	insecure, err := jwt.ParseInsecure([]byte(token))
+	if err != nil {
+		return unauth("bearer token is not a well-formed JWT", err)
+	}
+	iss, _ := insecure.Issuer()
+	set, ok := a.issuers[iss]
+	if !ok {
+		return unauth("bearer token is from an issuer kho does not trust", nil)
+	}
+	tok, err := jwt.Parse([]byte(token),
+		jwt.WithKeySet(set),
+		jwt.WithIssuer(iss),
+		jwt.WithAudience(a.audience),
+		jwt.WithClock(jwt.ClockFunc(a.now)),
+		jwt.WithAcceptableSkew(30*time.Second),
+		jwt.WithRequiredClaim(jwt.ExpirationKey),
+		jwt.WithRequiredClaim(jwt.IssuedAtKey),
+		jwt.WithRequiredClaim(jwt.JwtIDKey),
+		jwt.WithRequiredClaim(jwt.SubjectKey),
+	)
+	if err != nil {
+		return unauth("bearer token is invalid or expired", err)
+	}
+	exp, _ := tok.Expiration()
+	iat, _ := tok.IssuedAt()
+	if exp.Sub(iat) > MaxTokenLifetime {
+		return unauth(fmt.Sprintf("bearer token lives longer than %s", MaxTokenLifetime), nil)
+	}
+	p, err := principalFromToken(tok)
+	if err != nil {
+		return unauth("bearer token does not name a valid principal", err)
+	}
+	p.Issuer = iss
+	p.ExpiresAt = exp
+	return p, nil
+}
+
+func stringClaim(tok jwt.Token, name string) string {
+	var s string
+	if err := tok.Get(name, &s); err != nil {
+		return ""
+	}
+	return s
+}
+
+// principalFromToken maps verified claims to a principal and validates it.
+func principalFromToken(tok jwt.Token) (kho.Principal, error) {
+	sub, _ := tok.Subject()
+	jti, _ := tok.JwtID()
+	p := kho.Principal{Kind: kho.PrincipalKind(stringClaim(tok, kho.ClaimKind)), TokenID: jti}
+	agency := kho.AgencyCode(stringClaim(tok, kho.ClaimAgency))
+	business := stringClaim(tok, kho.ClaimBusiness)
+	switch p.Kind {
+	case kho.PrincipalCitizen:
+		p.Person = kho.SubjectID(sub)
+	case kho.PrincipalBusinessRep:
+		p.Person, p.Business = kho.SubjectID(sub), kho.SubjectID(business)
+	case kho.PrincipalAgency:
+		// An agency's system authenticates as the agency itself.
+		if string(agency) != sub {
+			return p, kho.Errorf(kho.EINVALID, "agency token's sub and %s differ", kho.ClaimAgency)
+		}
+		p.Agency = agency
+	case kho.PrincipalAgencyOfficer:
+		p.Agency, p.Staff = agency, kho.StaffID(sub)
+	case kho.PrincipalSecurityOfficer, kho.PrincipalOperator:
+		p.Staff = kho.StaffID(sub)
+	}
+	if p.Kind != kho.PrincipalBusinessRep && business != "" {
+		return p, kho.Errorf(kho.EINVALID, "%s is only for business representatives", kho.ClaimBusiness)
+	}
+	if p.Kind != kho.PrincipalAgency && p.Kind != kho.PrincipalAgencyOfficer && agency != "" {
+		return p, kho.Errorf(kho.EINVALID, "%s is only for agencies and their officers", kho.ClaimAgency)
+	}
+	if len(jti) == 0 || len(jti) > 128 {
+		return p, kho.Errorf(kho.EINVALID, "jti must be 1 to 128 characters")
+	}
+	return p, p.Validate()
+}
+
+// authenticate is the one middleware that establishes who is calling. Every
+// route behind it sees a validated kho.Principal in the request context.
+func authenticate(a *Authenticator) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		h := c.GetHeader("Authorization")
+		scheme, token, ok := strings.Cut(h, " ")
+		if h == "" {
+			errorf(c, kho.EUNAUTHORIZED, "a bearer token is required")
+			return
+		}
+		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+			errorf(c, kho.EUNAUTHORIZED, "the Authorization header must be \"Bearer <token>\"")
+			return
+		}
+		p, err := a.Authenticate(c.Request.Context(), strings.TrimSpace(token))
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		c.Request = c.Request.WithContext(kho.NewContext(c.Request.Context(), p))
+		c.Next()
+	}
+}

@@ -1,0 +1,83 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"kho"
+)
+
+// Problem is an RFC 9457 problem detail. Detail is always the safe message of
+// a kho.Error: never personal data, document contents or internal errors.
+type Problem struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail,omitempty"`
+	Instance  string `json:"instance,omitempty"`
+	Code      string `json:"code"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// statusOf maps error codes to HTTP statuses; the one place that does.
+func statusOf(code string) int {
+	switch code {
+	case kho.EINVALID:
+		return http.StatusBadRequest
+	case kho.EUNAUTHORIZED:
+		return http.StatusUnauthorized
+	case kho.EFORBIDDEN:
+		return http.StatusForbidden
+	case kho.ENOTFOUND:
+		return http.StatusNotFound
+	case kho.ECONFLICT:
+		return http.StatusConflict
+	case kho.ETOOLARGE:
+		return http.StatusRequestEntityTooLarge
+	case kho.EUNAVAILABLE:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// writeError answers with the problem for err and logs the full chain under
+// the request's id.
+func writeError(c *gin.Context, err error) {
+	code := kho.ErrorCode(err)
+	writeProblem(c, statusOf(code), code, err)
+}
+
+// writeProblem answers with status for err, whose code is code.
+func writeProblem(c *gin.Context, status int, code string, err error) {
+	// The path may carry identifiers (a subject's, say): the problem names
+	// the route instead.
+	p := Problem{
+		Type:      "urn:kho:problem:" + code,
+		Title:     http.StatusText(status),
+		Status:    status,
+		Detail:    kho.ErrorMessage(err),
+		Instance:  c.FullPath(),
+		Code:      code,
+		RequestID: requestID(c),
+	}
+	if status == http.StatusUnauthorized {
+		c.Header("WWW-Authenticate", `Bearer realm="kho"`)
+	}
+	_ = c.Error(err)
+	c.Header("Content-Type", "application/problem+json")
+	c.AbortWithStatusJSON(status, p)
+}
+
+// errorf answers with a problem made from a code and a safe message.
+func errorf(c *gin.Context, code, format string, args ...any) {
+	writeError(c, kho.Errorf(code, format, args...))
+}
+
+// isClientError reports whether err is the caller's fault (4xx).
+func isClientError(err error) bool {
+	var e *kho.Error
+	return errors.As(err, &e) && statusOf(e.Code) < 500
+}

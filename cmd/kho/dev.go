@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"kho/internal/devidp"
+	"kho/internal/devstack"
+)
+
+func openStack(out io.Writer) (*devstack.Stack, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	return devstack.New(wd, os.Getenv, out)
+}
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New(`dev needs a command: up, down, status, env, token or khod (kho -h)`)
+	}
+	s, err := openStack(stderr)
+	if err != nil {
+		return err
+	}
+	switch args[0] {
+	case "up":
+		if err := parseFlags(flag.NewFlagSet("dev up", flag.ContinueOnError), args[1:], stdout); err != nil {
+			return err
+		}
+		st, err := s.Up(ctx)
+		if err != nil {
+			return err
+		}
+		if _, err := devidp.LoadOrCreate(st.DevIdPKey); err != nil {
+			return err
+		}
+		return nil
+	case "down":
+		if err := parseFlags(flag.NewFlagSet("dev down", flag.ContinueOnError), args[1:], stdout); err != nil {
+			return err
+		}
+		return s.Down()
+	case "status":
+		if err := parseFlags(flag.NewFlagSet("dev status", flag.ContinueOnError), args[1:], stdout); err != nil {
+			return err
+		}
+		return devStatus(ctx, s, stdout)
+	case "env":
+		if err := parseFlags(flag.NewFlagSet("dev env", flag.ContinueOnError), args[1:], stdout); err != nil {
+			return err
+		}
+		st, err := s.LoadState()
+		if err != nil {
+			return err
+		}
+		for _, kv := range st.KhodEnv() {
+			fmt.Fprintf(stdout, "export %s=%s\n", kv[0], devstack.ShellQuote(kv[1]))
+		}
+		return nil
+	case "token":
+		return devToken(s, args[1:], stdout)
+	case "khod":
+		return devKhod(ctx, s, args[1:], stdout, stderr)
+	default:
+		return fmt.Errorf("unknown dev command %q: use up, down, status, env, token or khod", args[0])
+	}
+}
+
+func devStatus(ctx context.Context, s *devstack.Stack, stdout io.Writer) error {
+	list, err := s.Status(ctx)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SERVICE\tADDRESS\tPID\tHEALTH\tDETAIL")
+	bad := 0
+	for _, ss := range list {
+		pid, health := "-", "ok"
+		if ss.PID != 0 {
+			pid = fmt.Sprint(ss.PID)
+		}
+		if !ss.Healthy {
+			health, bad = "DOWN", bad+1
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", ss.Name, ss.Address, pid, health, ss.Detail)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d service(s) down: kho dev up starts them", bad)
+	}
+	return nil
+}
+
+func devToken(s *devstack.Stack, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("dev token", flag.ContinueOnError)
+	as := fs.String("as", "", "who the token is for: citizen:<12-digit id>, business:<enterprise code>:<representative's id>, agency:<code>, officer:<agency code>:<staff id>, security:<staff id> or operator:<staff id>")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid (at most 12h)")
+	aud := fs.String("audience", "kho", "aud claim")
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if *as == "" {
+		return errors.New("dev token: --as is required, e.g. --as citizen:001090000001")
+	}
+	if *ttl <= 0 || *ttl > 12*time.Hour {
+		return errors.New("dev token: --ttl must be between 1s and 12h")
+	}
+	p, err := devidp.ParseAs(*as)
+	if err != nil {
+		return fmt.Errorf("dev token: %v", err)
+	}
+	st, err := s.LoadState()
+	if err != nil {
+		return err
+	}
+	idp, err := devidp.Load(st.DevIdPKey)
+	if err != nil {
+		return err
+	}
+	tok, err := idp.Mint(p, *aud, *ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+// devKhod runs khod in the foreground with the dev stack's environment, and
+// once it is ready prints where it is and a first request to try.
+func devKhod(ctx context.Context, s *devstack.Stack, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev khod", flag.ContinueOnError)
+	bin := fs.String("bin", "", "khod binary (default: khod next to this kho binary)")
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if *bin == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		*bin = filepath.Join(filepath.Dir(self), "khod")
+	}
+	st, err := s.LoadState()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(*bin)
+	cmd.Env = os.Environ()
+	for _, kv := range st.KhodEnv() {
+		cmd.Env = append(cmd.Env, kv[0]+"="+kv[1])
+	}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start khod: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	base := "http://" + st.KhodListen
+	ready := make(chan struct{})
+	go func() {
+		for i := 0; i < 150; i++ {
+			resp, err := http.Get(base + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					close(ready)
+					return
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	self, _ := os.Executable()
+	for {
+		select {
+		case <-ready:
+			fmt.Fprintf(stdout, `
+  kho is running at %[1]s   (Ctrl-C stops khod; "make down" stops the stack)
+
+  Readiness of PostgreSQL, MinIO and Vault:
+    curl -s %[1]s/readyz
+
+  Who am I? As the demo citizen 001090000001:
+    curl -s -H "Authorization: Bearer $(%[2]s dev token --as citizen:001090000001)" %[1]s/v1/me
+
+  Other demo users: business:0101234567:001090000001, agency:000.06.16.G09,
+  agency:000.00.15.H29, security:so01, operator:op01 (see README.md).
+
+`, base, relOrAbs(self))
+			ready = nil
+		case err := <-exited:
+			return err
+		case <-ctx.Done():
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			ctx = context.Background()
+		}
+	}
+}
+
+func relOrAbs(p string) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return p
+	}
+	if r, err := filepath.Rel(wd, p); err == nil && !strings.HasPrefix(r, "..") {
+		return "./" + r
+	}
+	return p
+}

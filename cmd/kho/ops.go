@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"kho/internal/demo"
+	"kho/policies"
+	"kho/postgres"
+	"kho/storage/minioadmin"
+	"kho/vault"
+)
+
+// databaseFlags are shared by the commands that reach PostgreSQL. The URL
+// comes from --database-url, else KHO_DATABASE_URL, else the dev stack.
+type databaseFlags struct {
+	url, schema string
+}
+
+func (d *databaseFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&d.url, "database-url", "", "PostgreSQL URL (default: $KHO_DATABASE_URL, else the dev stack's)")
+	fs.StringVar(&d.schema, "database-schema", "public", "schema holding kho's tables")
+}
+
+func (d *databaseFlags) open(ctx context.Context) (*postgres.DB, error) {
+	url := d.url
+	if url == "" {
+		url = os.Getenv("KHO_DATABASE_URL")
+	}
+	if url == "" {
+		s, err := openStack(io.Discard)
+		if err != nil {
+			return nil, errors.New("no database: give --database-url or KHO_DATABASE_URL, or run inside a checkout with the dev stack up")
+		}
+		st, err := s.LoadState()
+		if err != nil {
+			return nil, err
+		}
+		url = st.DatabaseURL
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return postgres.Open(cctx, url, postgres.WithSchema(d.schema))
+}
+
+func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	var dbf databaseFlags
+	dbf.register(fs)
+	statusOnly := fs.Bool("status", false, "only show the applied and latest versions")
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	db, err := dbf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if !*statusOnly {
+		applied, err := db.Migrate(ctx)
+		for _, m := range applied {
+			fmt.Fprintf(stdout, "applied %04d_%s\n", m.Version, m.Name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	st, err := db.Status(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "database schema %s at migration %d of %d\n", db.Schema(), st.Current, st.Latest)
+	if !st.UpToDate() {
+		return fmt.Errorf("%d migration(s) pending", st.Latest-st.Current)
+	}
+	return nil
+}
+
+func runSeed(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("demo seed", flag.ContinueOnError)
+	var dbf databaseFlags
+	dbf.register(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	db, err := dbf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if st, err := db.Status(ctx); err != nil {
+		return err
+	} else if !st.UpToDate() {
+		return errors.New("the database is not migrated: run kho migrate first")
+	}
+	d, err := demo.Seed(ctx, db)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "demo data ready: %d citizens, %d business, %d agencies, %d document types, %d procedures\n",
+		len(d.Citizens), len(d.Businesses), len(d.Agencies), len(d.DocumentTypes), len(d.Procedures))
+	return nil
+}
+
+// runInit prepares a real deployment's Vault and MinIO for khod, with the
+// operator's credentials taken from the environment (never from flags, which
+// other users can read in the process list). It writes khod's credentials to
+// files in --out, mode 0600.
+func runInit(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("init", flag.ContinueOnError)
+	vaultAddr := fs.String("vault-addr", os.Getenv("VAULT_ADDR"), "Vault URL (operator token in VAULT_TOKEN)")
+	minioEndpoint := fs.String("minio-endpoint", "", "MinIO host:port or URL (root credentials in MINIO_ROOT_USER and MINIO_ROOT_PASSWORD)")
+	bucket := fs.String("minio-bucket", "kho-documents", "bucket for document ciphertext")
+	user := fs.String("minio-user", "khod", "MinIO user to create for khod, limited to the bucket")
+	out := fs.String("out", "", "folder to write khod's credentials to [required]")
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	token := os.Getenv("VAULT_TOKEN")
+	rootUser, rootPass := os.Getenv("MINIO_ROOT_USER"), os.Getenv("MINIO_ROOT_PASSWORD")
+	switch {
+	case *out == "":
+		return errors.New("init: --out is required")
+	case *vaultAddr == "" || token == "":
+		return errors.New("init: give --vault-addr (or VAULT_ADDR) and the operator's VAULT_TOKEN")
+	case *minioEndpoint == "" || rootUser == "" || rootPass == "":
+		return errors.New("init: give --minio-endpoint and MINIO_ROOT_USER/MINIO_ROOT_PASSWORD")
+	}
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return err
+	}
+	api, err := vault.NewAPIClient(*vaultAddr, token, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	hcl, err := policies.KhodVaultPolicy()
+	if err != nil {
+		return err
+	}
+	creds, err := vault.Bootstrap(ctx, api, vault.BootstrapOptions{PolicyName: policies.KhodVaultPolicyName, PolicyHCL: hcl})
+	if err != nil {
+		return err
+	}
+	root, err := minioadmin.New(*minioEndpoint, rootUser, rootPass)
+	if err != nil {
+		return err
+	}
+	if err := root.EnsureBucket(ctx, *bucket); err != nil {
+		return err
+	}
+	secretKey := randomHex(24)
+	if err := root.EnsureUser(ctx, *user, secretKey, *bucket); err != nil {
+		return err
+	}
+	files := map[string]string{
+		"vault-role-id":    creds.RoleID,
+		"vault-secret-id":  creds.SecretID,
+		"minio-access-key": *user,
+		"minio-secret-key": secretKey,
+	}
+	for name, v := range files {
+		if err := os.WriteFile(filepath.Join(*out, name), []byte(v+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "Vault and MinIO ready for khod; its credentials are in %s.\nStart khod with --vault-role-id \"$(cat %[1]s/vault-role-id)\" --vault-secret-id-file %[1]s/vault-secret-id --minio-access-key %s --minio-secret-key-file %[1]s/minio-secret-key\n", *out, *user)
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,311 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"kho"
+	"kho/storage"
+	"kho/vault"
+)
+
+// Config is everything khod needs. Each field is an option that can be given
+// as a flag (--database-url), an environment variable (KHO_DATABASE_URL) or a
+// key of the JSON config file ("database-url"), in that order of precedence.
+type Config struct {
+	ConfigFile string
+
+	Listen          string
+	Mode            string
+	LogLevel        string
+	ShutdownTimeout time.Duration
+
+	DatabaseURL    string
+	DatabaseSchema string
+	MigrateOnStart bool
+
+	MinIOEndpoint      string
+	MinIOAccessKey     string
+	MinIOSecretKey     string
+	MinIOSecretKeyFile string
+	MinIOBucket        string
+
+	VaultAddr         string
+	VaultRoleID       string
+	VaultSecretID     string
+	VaultSecretIDFile string
+	VaultAppRoleMount string
+
+	Audience       string
+	TrustedIssuers issuerList
+	DevIdPKey      string
+}
+
+// Modes khod runs in.
+const (
+	ModeProduction = "production"
+	ModeDev        = "dev"
+)
+
+// issuerList is the repeatable --trusted-issuer ISSUER=JWKS_URL option.
+type issuerList []string
+
+func (l *issuerList) String() string { return strings.Join(*l, ",") }
+
+func (l *issuerList) Set(v string) error {
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		iss, jwks, ok := strings.Cut(part, "=")
+		if !ok || iss == "" || jwks == "" {
+			return fmt.Errorf("want ISSUER=JWKS_URL, got %q", part)
+		}
+		*l = append(*l, part)
+	}
+	return nil
+}
+
+func newFlagSet(cfg *Config) *flag.FlagSet {
+	fs := flag.NewFlagSet("khod", flag.ContinueOnError)
+	fs.StringVar(&cfg.ConfigFile, "config", "", "JSON `file` of options (keys are the option names without dashes in front)")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8480", "`address` to serve HTTP on")
+	fs.StringVar(&cfg.Mode, "mode", ModeProduction, "production or dev; only dev allows the built-in identity provider")
+	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
+
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL `URL` (postgres://user:pass@host:port/db) [required]")
+	fs.StringVar(&cfg.DatabaseSchema, "database-schema", "public", "PostgreSQL `schema` holding kho's tables")
+	fs.BoolVar(&cfg.MigrateOnStart, "migrate-on-start", false, "apply pending migrations before serving (otherwise /readyz fails until `kho migrate` runs)")
+
+	fs.StringVar(&cfg.MinIOEndpoint, "minio-endpoint", "", "MinIO `host:port` or http(s) URL [required]")
+	fs.StringVar(&cfg.MinIOAccessKey, "minio-access-key", "", "khod's own MinIO access key, limited to its bucket [required]")
+	fs.StringVar(&cfg.MinIOSecretKey, "minio-secret-key", "", "khod's MinIO secret key (prefer --minio-secret-key-file)")
+	fs.StringVar(&cfg.MinIOSecretKeyFile, "minio-secret-key-file", "", "`file` holding khod's MinIO secret key")
+	fs.StringVar(&cfg.MinIOBucket, "minio-bucket", "kho-documents", "`bucket` for document ciphertext")
+
+	fs.StringVar(&cfg.VaultAddr, "vault-addr", "", "Vault `URL`, e.g. http://127.0.0.1:8200 [required]")
+	fs.StringVar(&cfg.VaultRoleID, "vault-role-id", "", "AppRole role_id khod logs in with [required]")
+	fs.StringVar(&cfg.VaultSecretID, "vault-secret-id", "", "AppRole secret_id (prefer --vault-secret-id-file)")
+	fs.StringVar(&cfg.VaultSecretIDFile, "vault-secret-id-file", "", "`file` holding the AppRole secret_id")
+	fs.StringVar(&cfg.VaultAppRoleMount, "vault-approle-mount", "approle", "`path` the AppRole auth method is mounted at")
+
+	fs.StringVar(&cfg.Audience, "audience", "kho", "aud claim bearer tokens must carry")
+	fs.Var(&cfg.TrustedIssuers, "trusted-issuer", "trust tokens from `ISSUER=JWKS_URL` (repeatable, or comma-separated)")
+	fs.StringVar(&cfg.DevIdPKey, "dev-idp-key", "", "dev identity provider key `file`; only with --mode=dev")
+	return fs
+}
+
+// envName maps an option name to its environment variable.
+func envName(flagName string) string {
+	return "KHO_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// LoadConfig reads args, then the environment, then the config file, each
+// filling only the options the ones before left unset, and validates the
+// result. getenv is os.Getenv outside tests.
+func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Config, error) {
+	cfg := &Config{}
+	fs := newFlagSet(cfg)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(fs, usage)
+			return nil, err
+		}
+		return nil, fmt.Errorf("%v (khod -h lists the options)", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (khod takes options only; khod -h lists them)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, name := range flagNames(fs) {
+		if set[name] {
+			continue
+		}
+		if v := getenv(envName(name)); v != "" {
+			if err := fs.Set(name, v); err != nil {
+				return nil, fmt.Errorf("environment %s: %v", envName(name), err)
+			}
+			set[name] = true
+		}
+	}
+	if cfg.ConfigFile != "" {
+		if err := applyFile(fs, cfg.ConfigFile, set); err != nil {
+			return nil, err
+		}
+	}
+	if err := cfg.resolveSecrets(); err != nil {
+		return nil, err
+	}
+	return cfg, cfg.Validate()
+}
+
+func flagNames(fs *flag.FlagSet) []string {
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	return names
+}
+
+// applyFile sets, from a JSON object, the options not already set.
+func applyFile(fs *flag.FlagSet, path string, set map[string]bool) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %v", err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("config file %s is not a JSON object: %v", path, err)
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if fs.Lookup(k) == nil || k == "config" {
+			return fmt.Errorf("config file %s: unknown option %q (khod -h lists the options)", path, k)
+		}
+		if set[k] {
+			continue
+		}
+		var values []string
+		var s string
+		var arr []string
+		switch {
+		case json.Unmarshal(m[k], &s) == nil:
+			values = []string{s}
+		case json.Unmarshal(m[k], &arr) == nil:
+			values = arr
+		default:
+			// numbers and booleans: their JSON text is the flag's text.
+			values = []string{string(m[k])}
+		}
+		for _, v := range values {
+			if err := fs.Set(k, v); err != nil {
+				return fmt.Errorf("config file %s: option %q: %v", path, k, err)
+			}
+		}
+	}
+	return nil
+}
+
+// resolveSecrets reads secrets given as files, refusing both forms at once.
+func (c *Config) resolveSecrets() error {
+	read := func(name, inline, file string) (string, error) {
+		if file == "" {
+			return inline, nil
+		}
+		if inline != "" {
+			return "", fmt.Errorf("give either --%s or --%s-file, not both", name, name)
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--%s-file: %v", name, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	var err error
+	if c.MinIOSecretKey, err = read("minio-secret-key", c.MinIOSecretKey, c.MinIOSecretKeyFile); err != nil {
+		return err
+	}
+	c.VaultSecretID, err = read("vault-secret-id", c.VaultSecretID, c.VaultSecretIDFile)
+	return err
+}
+
+// Validate checks every option without reaching any server.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("--listen %q is not host:port", c.Listen)
+	}
+	switch c.Mode {
+	case ModeProduction, ModeDev:
+	default:
+		return fmt.Errorf("--mode must be production or dev, not %q", c.Mode)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.ShutdownTimeout <= 0 {
+		return errors.New("--shutdown-timeout must be positive")
+	}
+	if c.DatabaseURL == "" {
+		return errors.New("--database-url (KHO_DATABASE_URL) is required")
+	}
+	if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+		return errors.New("--database-url must be a postgres://user:password@host:port/database URL")
+	}
+	if c.MinIOEndpoint == "" {
+		return errors.New("--minio-endpoint (KHO_MINIO_ENDPOINT) is required")
+	}
+	if _, _, err := storage.ParseEndpoint(c.MinIOEndpoint); err != nil {
+		return fmt.Errorf("--minio-endpoint: %v", err)
+	}
+	if c.MinIOAccessKey == "" || c.MinIOSecretKey == "" {
+		return errors.New("--minio-access-key and --minio-secret-key(-file) are required")
+	}
+	if c.VaultAddr == "" {
+		return errors.New("--vault-addr (KHO_VAULT_ADDR) is required")
+	}
+	if err := vault.ValidateAddress(c.VaultAddr); err != nil {
+		return fmt.Errorf("--vault-addr: %s", kho.ErrorMessage(err))
+	}
+	if c.VaultRoleID == "" || c.VaultSecretID == "" {
+		return errors.New("--vault-role-id and --vault-secret-id(-file) are required: khod logs in to Vault with AppRole only")
+	}
+	if c.Audience == "" {
+		return errors.New("--audience must not be empty")
+	}
+	for _, is := range c.TrustedIssuers {
+		_, jwks, _ := strings.Cut(is, "=")
+		if u, err := url.Parse(jwks); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("--trusted-issuer %q: the JWKS URL must be an http(s) URL", is)
+		}
+	}
+	if c.DevIdPKey != "" && c.Mode != ModeDev {
+		return errors.New("--dev-idp-key: the built-in dev identity provider is refused outside --mode=dev")
+	}
+	if len(c.TrustedIssuers) == 0 && c.DevIdPKey == "" {
+		return errors.New("no token issuer is trusted: give --trusted-issuer (or, in --mode=dev, --dev-idp-key)")
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("--log-level must be debug, info, warn or error, not %q", s)
+	}
+	return l, nil
+}
+
+func printUsage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, `khod serves kho's API: the encrypted personal-data warehouse for public services.
+
+Usage: khod [options]
+
+Every option can also be set in the environment (--database-url as
+KHO_DATABASE_URL) or in a JSON file given with --config ({"database-url": "..."}).
+Flags win over the environment, which wins over the file. khod checks every
+option and reaches PostgreSQL, MinIO and Vault before it serves; any problem
+stops it with one line naming it.
+
+Options:
+`)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}

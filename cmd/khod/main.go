@@ -1,0 +1,196 @@
+// Command khod is kho's server. It holds nothing durable: documents are in
+// MinIO, keys in Vault, everything else in PostgreSQL, so any number of khod
+// replicas can run behind a load balancer.
+//
+// khod -h documents every option.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwk"
+
+	"kho"
+	"kho/api"
+	"kho/internal/devidp"
+	"kho/postgres"
+	"kho/storage"
+	"kho/vault"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	cfg, err := LoadConfig(os.Args[1:], os.Getenv, os.Stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err == nil {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err = run(ctx, cfg)
+		stop()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "khod: "+oneLine(err))
+		os.Exit(1)
+	}
+}
+
+// oneLine flattens an error chain (Vault's errors span several lines) so a
+// failed start says what went wrong on one line.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// run reaches every dependency, fails fast on the first that is missing, and
+// serves until ctx ends.
+func run(ctx context.Context, cfg *Config) error {
+	level, _ := parseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("service", "khod")
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+
+	db, err := postgres.Open(startCtx, cfg.DatabaseURL, postgres.WithSchema(cfg.DatabaseSchema))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if cfg.MigrateOnStart {
+		applied, err := db.Migrate(startCtx)
+		if err != nil {
+			return err
+		}
+		for _, m := range applied {
+			log.Info("migration applied", "version", m.Version, "name", m.Name)
+		}
+	}
+	st, err := db.Status(startCtx)
+	if err != nil {
+		return err
+	}
+	if !st.UpToDate() {
+		log.Warn("database migrations pending; /readyz fails until `kho migrate` runs", "current", st.Current, "latest", st.Latest)
+	}
+
+	blobs, err := storage.NewMinIO(storage.MinIOConfig{
+		Endpoint: cfg.MinIOEndpoint, AccessKey: cfg.MinIOAccessKey, SecretKey: cfg.MinIOSecretKey, Bucket: cfg.MinIOBucket,
+	})
+	if err != nil {
+		return err
+	}
+	if err := blobs.Health(startCtx); err != nil {
+		return fmt.Errorf("%w (endpoint %s)", err, cfg.MinIOEndpoint)
+	}
+
+	vc, err := vault.New(startCtx, vault.Config{
+		Address: cfg.VaultAddr, RoleID: cfg.VaultRoleID, SecretID: cfg.VaultSecretID,
+		AppRoleMount: cfg.VaultAppRoleMount, Logger: log.With("component", "vault"),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := vc.Close(); err != nil {
+			log.Warn("vault token not revoked at shutdown", "err", err.Error())
+		}
+	}()
+
+	issuers, devJWKS, err := trustedIssuers(cfg)
+	if err != nil {
+		return err
+	}
+	authn, err := api.NewAuthenticator(ctx, cfg.Audience, issuers)
+	if err != nil {
+		return err
+	}
+	srv, err := api.New(api.Config{
+		Logger:        log,
+		Authenticator: authn,
+		DevJWKS:       devJWKS,
+		Version:       version,
+		Checks: []api.Check{
+			{Name: "postgres", Check: func(ctx context.Context) error {
+				if err := db.Health(ctx); err != nil {
+					return err
+				}
+				st, err := db.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if !st.UpToDate() {
+					return kho.Errorf(kho.EUNAVAILABLE, "database at migration %d of %d; run kho migrate", st.Current, st.Latest)
+				}
+				return nil
+			}},
+			{Name: "minio", Check: blobs.Health},
+			{Name: "vault", Check: vc.Health},
+		},
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// No overall read/write timeouts: document streams may be large.
+	}
+	log.Info("khod serving", "addr", ln.Addr().String(), "mode", cfg.Mode, "version", version)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("khod shutting down", "grace", cfg.ShutdownTimeout.String())
+	sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer scancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("khod stopped")
+	return nil
+}
+
+// trustedIssuers builds the issuer list from the options; in dev mode it adds
+// the built-in identity provider and returns its public keys to publish.
+func trustedIssuers(cfg *Config) ([]api.IssuerConfig, jwk.Set, error) {
+	var out []api.IssuerConfig
+	for _, is := range cfg.TrustedIssuers {
+		iss, jwks, _ := strings.Cut(is, "=")
+		out = append(out, api.IssuerConfig{Issuer: iss, JWKSURL: jwks})
+	}
+	if cfg.DevIdPKey == "" {
+		return out, nil, nil
+	}
+	if cfg.Mode != ModeDev {
+		return nil, nil, errors.New("the built-in dev identity provider is refused outside --mode=dev")
+	}
+	idp, err := devidp.Load(cfg.DevIdPKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	set, err := idp.PublicSet()
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(out, api.IssuerConfig{Issuer: devidp.Issuer, KeySet: set}), set, nil
+}

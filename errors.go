@@ -1,0 +1,81 @@
+package kho
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error codes. They are the only error classification the API maps to HTTP
+// statuses; packages return them through *Error and callers match them with
+// ErrorCode, never by comparing strings.
+const (
+	EINVALID      = "invalid"      // the request is malformed or breaks a rule
+	EUNAUTHORIZED = "unauthorized" // no, or no valid, credentials
+	EFORBIDDEN    = "forbidden"    // authenticated, but not allowed
+	ENOTFOUND     = "not_found"    // no such thing (or not visible to the caller)
+	ECONFLICT     = "conflict"     // the state does not allow the change
+	ETOOLARGE     = "too_large"    // the input is over a configured limit
+	EUNAVAILABLE  = "unavailable"  // a dependency did not answer; retry later
+	EINTERNAL     = "internal"     // a bug or an unexpected failure
+)
+
+// Error is an error with a code from the list above and a message that is safe
+// to show to the caller: it never holds personal data or document contents.
+// The wrapped Err carries the detail for logs.
+type Error struct {
+	Code    string
+	Message string
+	Err     error
+}
+
+// Error returns the safe message followed by the wrapped detail.
+func (e *Error) Error() string {
+	switch {
+	case e.Err == nil:
+		return e.Message
+	case e.Message == "":
+		return e.Err.Error()
+	default:
+		return e.Message + ": " + e.Err.Error()
+	}
+}
+
+// Unwrap exposes the wrapped error to errors.Is and errors.As.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error with the given code and a formatted safe message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// WrapError returns an *Error with the given code and safe message around err.
+func WrapError(code, message string, err error) *Error {
+	return &Error{Code: code, Message: message, Err: err}
+}
+
+// ErrorCode returns the code of the outermost *Error in err's chain,
+// EINTERNAL for any other non-nil error, and "" for nil.
+func ErrorCode(err error) string {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) && e.Code != "" {
+		return e.Code
+	}
+	return EINTERNAL
+}
+
+// ErrorMessage returns the safe message of the outermost *Error in err's
+// chain, or a generic message for errors that carry none: details of
+// unexpected errors never reach the caller.
+func ErrorMessage(err error) string {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) && e.Message != "" {
+		return e.Message
+	}
+	return "an internal error occurred"
+}

@@ -1,0 +1,148 @@
+package devstack
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// PIDFile records a process the stack started. A pid file holds the pid of a process the stack started and the absolute
+// path of its executable. down signals a pid only when /proc still shows that
+// executable behind it, so a recycled pid is never signalled, and nothing is
+// ever stopped by process name.
+type PIDFile struct {
+	path string
+}
+
+func (p PIDFile) write(pid int, exe string) error {
+	return os.WriteFile(p.path, []byte(fmt.Sprintf("%d\n%s\n", pid, exe)), 0o600)
+}
+
+// Running returns the pid when the recorded process is alive and still runs
+// the recorded executable; 0 otherwise.
+func (p PIDFile) Running() (int, error) {
+	b, err := os.ReadFile(p.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	lines := strings.SplitN(strings.TrimSpace(string(b)), "\n", 2)
+	pid, err := strconv.Atoi(lines[0])
+	if err != nil || pid <= 1 || len(lines) != 2 {
+		return 0, fmt.Errorf("pid file %s is malformed", p.path)
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return 0, nil // gone
+	}
+	if strings.TrimSuffix(exe, " (deleted)") != lines[1] {
+		return 0, nil // the pid now belongs to someone else
+	}
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		// A zombie has exited; only its parent's wait is missing.
+		if f := strings.Fields(string(st)); len(f) > 2 && f[2] == "Z" {
+			return 0, nil
+		}
+	}
+	return pid, nil
+}
+
+// stop signals the recorded process, waits for it to exit, and removes the
+// pid file. sig is the signal the service treats as a fast, clean shutdown.
+func (p PIDFile) stop(sig syscall.Signal, grace time.Duration) (bool, error) {
+	pid, err := p.Running()
+	if err != nil {
+		return false, err
+	}
+	if pid == 0 {
+		_ = os.Remove(p.path)
+		return false, nil
+	}
+	_ = syscall.Kill(pid, sig)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if cur, _ := p.Running(); cur == 0 {
+			_ = os.Remove(p.path)
+			return true, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	time.Sleep(200 * time.Millisecond)
+	_ = os.Remove(p.path)
+	return true, nil
+}
+
+// startDetached starts bin in its own session, so it outlives the CLI, with
+// output appended to logPath, and records it in pf.
+func startDetached(pf PIDFile, bin string, args, env []string, logPath string, cred *syscall.Credential) (int, error) {
+	exe, err := filepath.EvalSymlinks(bin)
+	if err != nil {
+		return 0, err
+	}
+	exe, err = filepath.Abs(exe)
+	if err != nil {
+		return 0, err
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer logf.Close()
+	fmt.Fprintf(logf, "\n--- %s started by kho dev up: %s %s\n", time.Now().Format(time.RFC3339), exe, strings.Join(args, " "))
+	cmd := exec.Command(exe, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	pid := cmd.Process.Pid
+	if err := pf.write(pid, exe); err != nil {
+		_ = cmd.Process.Kill()
+		return 0, err
+	}
+	// Reap the child if it dies while this process still runs, so running()
+	// does not mistake a zombie for a live server.
+	go func() { _ = cmd.Wait() }()
+	return pid, nil
+}
+
+// portFree reports whether nothing listens on 127.0.0.1:port.
+func portFree(port int) bool {
+	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 300*time.Millisecond)
+	if err != nil {
+		return true
+	}
+	c.Close()
+	return false
+}
+
+// tail returns the last n lines of a log, to explain a failed start.
+func tail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,154 @@
+// Package postgres is kho's PostgreSQL adapter: the connection pool, the
+// versioned migrations embedded in the binary, and the transaction helper the
+// services (storage metadata, consent, audit) share so that a document row,
+// its audit event and its notification commit together or not at all.
+//
+// It imports only the root package. Services keep their own SQL and are handed
+// a *DB; they never open connections of their own.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"kho"
+)
+
+// DB is a pool of connections to kho's database, all with the same schema on
+// their search path.
+type DB struct {
+	Pool   *pgxpool.Pool
+	schema string
+}
+
+var _ kho.HealthChecker = (*DB)(nil)
+
+// Option changes how Open connects.
+type Option func(*options)
+
+type options struct {
+	schema   string
+	maxConns int32
+}
+
+// WithSchema puts every connection's search path on schema, creating it when
+// missing. Tests use one schema each; production uses the default, public.
+func WithSchema(schema string) Option { return func(o *options) { o.schema = schema } }
+
+// WithMaxConns bounds the pool (default: pgxpool's, 4 per CPU).
+func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
+
+var schemaRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// Open validates url, connects and checks that the server answers. It does
+// not migrate; call Migrate for that.
+func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
+	o := options{schema: "public"}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if !schemaRE.MatchString(o.schema) {
+		return nil, kho.Errorf(kho.EINVALID, "postgres: schema name %q is not a plain lower-case identifier", o.schema)
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's message may echo the password: keep only the fact.
+		return nil, kho.Errorf(kho.EINVALID, "postgres: database URL is malformed")
+	}
+	if o.maxConns > 0 {
+		cfg.MaxConns = o.maxConns
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = o.schema
+	cfg.ConnConfig.RuntimeParams["application_name"] = "kho"
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	if o.schema != "public" {
+		if err := createSchema(ctx, url, o.schema); err != nil {
+			return nil, err
+		}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "postgres: connect", err)
+	}
+	db := &DB{Pool: pool, schema: o.schema}
+	if err := db.Health(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func createSchema(ctx context.Context, url, schema string) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, fmt.Sprintf("postgres: cannot reach %s", redactedHost(url)), err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()); err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "postgres: create schema", err)
+	}
+	return nil
+}
+
+// Schema returns the schema the pool's connections use.
+func (db *DB) Schema() string { return db.schema }
+
+// Close releases every connection.
+func (db *DB) Close() { db.Pool.Close() }
+
+// Health pings the server.
+func (db *DB) Health(ctx context.Context) error {
+	if err := db.Pool.Ping(ctx); err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "postgres: not reachable", err)
+	}
+	return nil
+}
+
+// InTx runs fn in one transaction, committing when fn returns nil and rolling
+// back otherwise (including when fn panics).
+func (db *DB) InTx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "postgres: begin", err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			panic(p)
+		}
+		if err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "postgres: commit", err)
+	}
+	return nil
+}
+
+// redactedHost names the server of a URL without its credentials, for
+// messages.
+func redactedHost(url string) string {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return "the database"
+	}
+	return fmt.Sprintf("%s:%d", cfg.Host, cfg.Port)
+}
+
+// IsUniqueViolation reports whether err is PostgreSQL's unique_violation.
+func IsUniqueViolation(err error) bool {
+	var pgErr interface{ SQLState() string }
+	return errors.As(err, &pgErr) && pgErr.SQLState() == "23505"
+}

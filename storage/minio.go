@@ -1,0 +1,177 @@
+// Package storage is kho's encrypted object store. This file is its MinIO
+// adapter: a BlobStore that keeps ciphertext under opaque names in one bucket,
+// reached with credentials limited to that bucket.
+//
+// storage imports the root package only; it is handed its clients by cmd/.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"kho"
+)
+
+// MinIOConfig says where the bucket is and how to reach it.
+type MinIOConfig struct {
+	Endpoint  string // host:port, or an http(s):// URL
+	AccessKey string
+	SecretKey string
+	Bucket    string
+	// PartSize bounds the memory one upload of unknown length holds
+	// (default 16 MiB; MinIO's minimum is 5 MiB).
+	PartSize uint64
+}
+
+// MinIO is a BlobStore over one MinIO bucket.
+type MinIO struct {
+	client   *minio.Client
+	bucket   string
+	partSize uint64
+}
+
+var _ kho.BlobStore = (*MinIO)(nil)
+
+var bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+
+// ParseEndpoint splits an endpoint given as host:port or as an http(s) URL
+// into minio-go's host and TLS flag.
+func ParseEndpoint(endpoint string) (host string, secure bool, err error) {
+	if endpoint == "" {
+		return "", false, errors.New("endpoint is empty")
+	}
+	if u, perr := url.Parse(endpoint); perr == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		if u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return "", false, fmt.Errorf("endpoint %q must be scheme://host:port with no path", endpoint)
+		}
+		return u.Host, u.Scheme == "https", nil
+	}
+	if _, _, err := net.SplitHostPort(endpoint); err != nil {
+		return "", false, fmt.Errorf("endpoint %q is neither host:port nor an http(s) URL", endpoint)
+	}
+	return endpoint, false, nil
+}
+
+// NewMinIO validates cfg and makes a client. It does not reach the server;
+// call Health for that.
+func NewMinIO(cfg MinIOConfig) (*MinIO, error) {
+	host, secure, err := ParseEndpoint(cfg.Endpoint)
+	if err != nil {
+		return nil, kho.WrapError(kho.EINVALID, "storage: MinIO endpoint", err)
+	}
+	if cfg.AccessKey == "" || cfg.SecretKey == "" {
+		return nil, kho.Errorf(kho.EINVALID, "storage: MinIO access key and secret key are required")
+	}
+	if !bucketRE.MatchString(cfg.Bucket) {
+		return nil, kho.Errorf(kho.EINVALID, "storage: bucket name %q is not a valid S3 bucket name", cfg.Bucket)
+	}
+	if cfg.PartSize == 0 {
+		cfg.PartSize = 16 << 20
+	}
+	if cfg.PartSize < 5<<20 {
+		return nil, kho.Errorf(kho.EINVALID, "storage: part size must be at least 5 MiB")
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	tr.ResponseHeaderTimeout = 30 * time.Second
+	client, err := minio.New(host, &minio.Options{
+		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure:    secure,
+		Transport: tr,
+		// One attempt per call: callers decide about retries, and a probe
+		// must see an outage at once rather than after minio-go's backoff.
+		MaxRetries: 1,
+	})
+	if err != nil {
+		return nil, kho.WrapError(kho.EINVALID, "storage: MinIO client", err)
+	}
+	return &MinIO{client: client, bucket: cfg.Bucket, partSize: cfg.PartSize}, nil
+}
+
+// Bucket returns the bucket's name.
+func (m *MinIO) Bucket() string { return m.bucket }
+
+// Health checks that the bucket exists and the credentials may use it.
+func (m *MinIO) Health(ctx context.Context) error {
+	ok, err := m.client.BucketExists(ctx, m.bucket)
+	if err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "storage: MinIO not reachable", err)
+	}
+	if !ok {
+		return kho.Errorf(kho.EUNAVAILABLE, "storage: bucket %s does not exist", m.bucket)
+	}
+	return nil
+}
+
+var objectNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9/_.-]{0,254}$`)
+
+func checkName(name string) error {
+	if !objectNameRE.MatchString(name) {
+		return kho.Errorf(kho.EINVALID, "storage: object name is not an opaque identifier")
+	}
+	return nil
+}
+
+// Put streams r into the bucket under name.
+func (m *MinIO) Put(ctx context.Context, name string, r io.Reader, size int64) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	_, err := m.client.PutObject(ctx, m.bucket, name, r, size, minio.PutObjectOptions{
+		ContentType: "application/octet-stream",
+		PartSize:    m.partSize,
+	})
+	if err != nil {
+		return mapErr("put object", err)
+	}
+	return nil
+}
+
+// Get opens the object. A missing object gives ENOTFOUND at once rather than
+// on the first read.
+func (m *MinIO) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	obj, err := m.client.GetObject(ctx, m.bucket, name, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, mapErr("get object", err)
+	}
+	if _, err := obj.Stat(); err != nil {
+		obj.Close()
+		return nil, mapErr("get object", err)
+	}
+	return obj, nil
+}
+
+// Delete removes the object.
+func (m *MinIO) Delete(ctx context.Context, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if err := m.client.RemoveObject(ctx, m.bucket, name, minio.RemoveObjectOptions{}); err != nil {
+		return mapErr("delete object", err)
+	}
+	return nil
+}
+
+func mapErr(op string, err error) error {
+	resp := minio.ToErrorResponse(err)
+	switch resp.Code {
+	case "NoSuchKey":
+		return kho.WrapError(kho.ENOTFOUND, "storage: object not found", err)
+	case "AccessDenied":
+		return kho.WrapError(kho.EFORBIDDEN, "storage: "+op+": access denied", err)
+	}
+	return kho.WrapError(kho.EUNAVAILABLE, "storage: "+op, err)
+}
