@@ -111,7 +111,7 @@ func (s *Server) readyz(c *gin.Context) {
 			ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.CheckTimeout)
 			defer cancel()
 			start := time.Now()
-			err := chk.Check(ctx)
+			err := runCheck(ctx, chk)
 			r := CheckResult{Status: "ok", TookMS: time.Since(start).Milliseconds()}
 			if err != nil {
 				r.Status, r.Error = "fail", kho.ErrorMessage(err)
@@ -130,6 +130,17 @@ func (s *Server) readyz(c *gin.Context) {
 		}
 	}
 	c.JSON(code, gin.H{"status": status, "checks": results})
+}
+
+// runCheck runs one check, turning a panic into a failure so one broken
+// adapter cannot take the whole process down through its probe.
+func runCheck(ctx context.Context, chk Check) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = kho.Errorf(kho.EINTERNAL, "check %s panicked", chk.Name)
+		}
+	}()
+	return chk.Check(ctx)
 }
 
 // me tells callers who kho thinks they are: the quickest way to check a

@@ -25,6 +25,9 @@ type IssuerConfig struct {
 	Issuer  string  // the exact iss claim value
 	JWKSURL string  // fetched, cached and refreshed
 	KeySet  jwk.Set // static keys (the dev identity provider, tests)
+	// FetchTimeout bounds the first fetch of JWKSURL, retries included
+	// (default 10s); khod does not start without its issuers' keys.
+	FetchTimeout time.Duration
 }
 
 // Authenticator turns bearer tokens into principals. It is the only code in
@@ -72,7 +75,11 @@ func NewAuthenticator(ctx context.Context, audience string, issuers []IssuerConf
 				}
 				a.cache = c
 			}
-			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			timeout := is.FetchTimeout
+			if timeout <= 0 {
+				timeout = 10 * time.Second
+			}
+			rctx, cancel := context.WithTimeout(ctx, timeout)
 			err = a.cache.Register(rctx, is.JWKSURL)
 			cancel()
 			if err != nil {

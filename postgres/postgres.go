@@ -79,9 +79,9 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "postgres: connect", err)
 	}
 	db := &DB{Pool: pool, schema: o.schema}
-	if err := db.Health(ctx); err != nil {
+	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, err
+		return nil, kho.WrapError(kho.EUNAVAILABLE, fmt.Sprintf("postgres: cannot reach %s", redactedHost(url)), err)
 	}
 	return db, nil
 }
@@ -92,7 +92,10 @@ func createSchema(ctx context.Context, url, schema string) error {
 		return kho.WrapError(kho.EUNAVAILABLE, fmt.Sprintf("postgres: cannot reach %s", redactedHost(url)), err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()); err != nil {
+	// IF NOT EXISTS is not atomic: replicas starting together can race on the
+	// catalogue's unique index. The loser's schema exists all the same.
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()); err != nil &&
+		!IsUniqueViolation(err) && !hasSQLState(err, "42P06") {
 		return kho.WrapError(kho.EUNAVAILABLE, "postgres: create schema", err)
 	}
 	return nil
@@ -148,7 +151,9 @@ func redactedHost(url string) string {
 }
 
 // IsUniqueViolation reports whether err is PostgreSQL's unique_violation.
-func IsUniqueViolation(err error) bool {
+func IsUniqueViolation(err error) bool { return hasSQLState(err, "23505") }
+
+func hasSQLState(err error, state string) bool {
 	var pgErr interface{ SQLState() string }
-	return errors.As(err, &pgErr) && pgErr.SQLState() == "23505"
+	return errors.As(err, &pgErr) && pgErr.SQLState() == state
 }

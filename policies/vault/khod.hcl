@@ -37,7 +37,7 @@ path "kho-subjects/keys/+" {
 path "kho-subjects/keys/+/config" {
   capabilities = ["update"]
   allowed_parameters = {
-    "deletion_allowed"       = ["true"]
+    "deletion_allowed"       = []
     "min_decryption_version" = []
     "min_encryption_version" = []
   }
