@@ -192,7 +192,7 @@ func TestSubjectsTableRejectsMalformedIdentifiers(t *testing.T) {
 	ctx := testenv.Context(t)
 	for _, tc := range []struct{ id, kind string }{
 		{"12345", "citizen"},
-		{"0101234567", "citizen"},   // enterprise code as a citizen
+		{"0101234567", "citizen"},    // enterprise code as a citizen
 		{"001090000001", "business"}, // personal number as a business
 	} {
 		_, err := db.Pool.Exec(ctx, `INSERT INTO subjects (id, kind, handle) VALUES ($1, $2, gen_random_uuid())`, tc.id, tc.kind)

@@ -108,7 +108,10 @@ func TestKhodTokenIsLeastPrivilege(t *testing.T) {
 			_, err := khod.ReadWithContext(ctx, vault.MountSigning+"/export/signing-key/"+signingKey)
 			return err
 		}},
-		{"back up a key", func() error { _, err := khod.ReadWithContext(ctx, vault.MountSubjects+"/backup/"+subjectKey); return err }},
+		{"back up a key", func() error {
+			_, err := khod.ReadWithContext(ctx, vault.MountSubjects+"/backup/"+subjectKey)
+			return err
+		}},
 		{"restore a key", func() error {
 			_, err := khod.WriteWithContext(ctx, vault.MountSubjects+"/restore/"+testenv.Name("x"), map[string]any{"backup": "AAAA"})
 			return err
@@ -133,7 +136,10 @@ func TestKhodTokenIsLeastPrivilege(t *testing.T) {
 			_, err := khod.WriteWithContext(ctx, vault.MountSigning+"/keys/"+signingKey+"/config", map[string]any{"deletion_allowed": true})
 			return err
 		}},
-		{"delete a signing key", func() error { _, err := khod.DeleteWithContext(ctx, vault.MountSigning+"/keys/"+signingKey); return err }},
+		{"delete a signing key", func() error {
+			_, err := khod.DeleteWithContext(ctx, vault.MountSigning+"/keys/"+signingKey)
+			return err
+		}},
 		{"read the PKI root's private issuer config", func() error { _, err := khod.ReadWithContext(ctx, vault.MountPKI+"/config/urls"); return err }},
 		{"generate a root CA", func() error {
 			_, err := khod.WriteWithContext(ctx, vault.MountPKI+"/root/generate/internal", map[string]any{"common_name": "evil"})

@@ -18,6 +18,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"kho/internal/devstack"
 )
 
 const usage = `kho — operator CLI of the kho personal-data warehouse
@@ -45,9 +47,21 @@ func main() {
 		return
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "kho: "+strings.TrimSpace(err.Error()))
+		fmt.Fprintln(os.Stderr, "kho: "+errorLine(err))
+		var le *devstack.LogError
+		if errors.As(err, &le) && le.Tail != "" {
+			for _, l := range strings.Split(le.Tail, "\n") {
+				fmt.Fprintln(os.Stderr, "  | "+l)
+			}
+		}
 		os.Exit(1)
 	}
+}
+
+// errorLine flattens an error chain (database and Vault errors span lines)
+// into the one line the CLI prints.
+func errorLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -102,7 +102,7 @@ func (s *Stack) runWithProgress(ctx context.Context, what string, cmd *exec.Cmd,
 		select {
 		case err := <-done:
 			if err != nil {
-				return fmt.Errorf("build %s failed after %s; last lines of %s:\n%s", what, time.Since(start).Round(time.Second), logPath, tail(logPath, 15))
+				return logError(logPath, "build %s failed after %s", what, time.Since(start).Round(time.Second))
 			}
 			s.say("built %s in %s", what, time.Since(start).Round(time.Second))
 			return nil

@@ -186,7 +186,9 @@ func (s *Stack) pgInit(ctx context.Context, bindir, root, data, sock, adminPass 
 	cmd.Env = []string{"LANG=C.UTF-8", "PATH=/usr/bin:/bin"}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("initdb failed: %v\n%s", err, out)
+		logPath := s.path("logs", "initdb.log")
+		_ = os.WriteFile(logPath, out, 0o644)
+		return logError(logPath, "initdb failed: %v", err)
 	}
 	return nil
 }
@@ -304,10 +306,10 @@ func (s *Stack) waitFor(ctx context.Context, name string, timeout time.Duration,
 			return nil
 		}
 		if pid, _ := pf.Running(); pid == 0 {
-			return fmt.Errorf("%s exited during start; last lines of %s:\n%s", name, logPath, tail(logPath, 15))
+			return logError(logPath, "%s exited during start", name)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after %s (%v); last lines of %s:\n%s", name, timeout, last, logPath, tail(logPath, 15))
+			return logError(logPath, "%s not ready after %s (%v)", name, timeout, last)
 		}
 		select {
 		case <-ctx.Done():

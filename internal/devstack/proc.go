@@ -128,6 +128,21 @@ func portFree(port int) bool {
 	return false
 }
 
+// LogError is a server that failed to start or build. Its message is one
+// line naming the log; Tail holds the log's last lines for the CLI to show
+// under it.
+type LogError struct {
+	Msg  string
+	Log  string
+	Tail string
+}
+
+func (e *LogError) Error() string { return e.Msg + " (see " + e.Log + ")" }
+
+func logError(log, format string, args ...any) error {
+	return &LogError{Msg: fmt.Sprintf(format, args...), Log: log, Tail: tail(log, 15)}
+}
+
 // tail returns the last n lines of a log, to explain a failed start.
 func tail(path string, n int) string {
 	f, err := os.Open(path)

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"kho/internal/testenv"
+)
+
+func runKho(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, &out, &errOut)
+	return out.String(), err
+}
+
+func TestCommandErrorsAreOneLine(t *testing.T) {
+	testenv.Stack(t)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"dev"}, "dev needs a command"},
+		{[]string{"dev", "sideways"}, `unknown dev command "sideways"`},
+		{[]string{"dev", "token"}, "--as is required"},
+		{[]string{"dev", "token", "--as", "citizen:12345"}, "personal identification number"},
+		{[]string{"dev", "token", "--as", "king:me"}, "--as must start with"},
+		{[]string{"dev", "token", "--as", "citizen:001090000001", "--ttl", "48h"}, "--ttl"},
+		{[]string{"dev", "up", "--fast"}, "flag provided but not defined: -fast"},
+		{[]string{"demo", "plant"}, `use "kho demo seed"`},
+		{[]string{"migrate", "--database-url", "postgres://kho:x@127.0.0.1:1/kho?connect_timeout=1"}, "cannot reach 127.0.0.1:1"},
+		{[]string{"init"}, "--out is required"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, err := runKho(t, tt.args...)
+			if err == nil {
+				t.Fatal("succeeded")
+			}
+			if line := errorLine(err); !strings.Contains(line, tt.want) || strings.Contains(line, "\n") {
+				t.Fatalf("error %q: want one line naming %q", line, tt.want)
+			}
+		})
+	}
+}
+
+func TestMigrateAndSeedAreIdempotent(t *testing.T) {
+	schema := testenv.Schema(t)
+	url := testenv.DatabaseURL(t)
+	args := []string{"--database-url", url, "--database-schema", schema}
+	if _, err := runKho(t, append([]string{"demo", "seed"}, args...)...); err == nil || !strings.Contains(err.Error(), "kho migrate first") {
+		t.Fatalf("seed before migrate: %v", err)
+	}
+	if _, err := runKho(t, append([]string{"migrate", "--status"}, args...)...); err == nil || !strings.Contains(err.Error(), "pending") {
+		t.Fatalf("status of an empty schema: %v", err)
+	}
+	out, err := runKho(t, append([]string{"migrate"}, args...)...)
+	if err != nil || !strings.Contains(out, "applied 0001_foundation") {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	for range 2 {
+		out, err = runKho(t, append([]string{"demo", "seed"}, args...)...)
+		if err != nil || !strings.Contains(out, "3 citizens, 1 business, 2 agencies") {
+			t.Fatalf("seed: %v\n%s", err, out)
+		}
+	}
+	out, err = runKho(t, append([]string{"migrate", "--status"}, args...)...)
+	if err != nil || !strings.Contains(out, "at migration 1 of 1") {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+}
+
+func TestDevEnvAndToken(t *testing.T) {
+	st := testenv.Stack(t)
+	out, err := runKho(t, "dev", "env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "export KHO_VAULT_ROLE_ID='") || strings.Contains(out, st.VaultRootToken) || strings.Contains(out, st.MinIORootPassword) {
+		t.Fatalf("dev env:\n%s", out)
+	}
+	tok, err := runKho(t, "dev", "token", "--as", "agency:000.06.16.G09")
+	if err != nil || strings.Count(strings.TrimSpace(tok), ".") != 2 {
+		t.Fatalf("dev token: %v %q", err, tok)
+	}
+	status, err := runKho(t, "dev", "status")
+	if err != nil || strings.Count(status, " ok ") != 3 {
+		t.Fatalf("dev status: %v\n%s", err, status)
+	}
+}

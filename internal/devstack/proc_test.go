@@ -1,0 +1,92 @@
+package devstack_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"kho/internal/devstack"
+)
+
+func sleeper(t *testing.T) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	return cmd
+}
+
+// down stops what up started by pid file and never anything else: a pid file
+// naming a live process that runs another program is not acted on.
+func TestPIDFileNeverSignalsAnotherProgram(t *testing.T) {
+	cmd := sleeper(t)
+	path := filepath.Join(t.TempDir(), "svc.pid")
+	// The recorded program is not what runs under that pid (as after a pid
+	// was recycled).
+	if err := os.WriteFile(path, []byte(strings.Join([]string{itoa(cmd.Process.Pid), "/usr/local/bin/minio"}, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pf := devstack.NewPIDFile(path)
+	if pid, err := pf.Running(); err != nil || pid != 0 {
+		t.Fatalf("Running = %d, %v; want 0 for a pid running another program", pid, err)
+	}
+	if err := pf.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the unrelated process was signalled: %v", err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("stale pid file not removed: %v", err)
+	}
+}
+
+func TestPIDFileStopsWhatItRecorded(t *testing.T) {
+	cmd := sleeper(t)
+	exe, err := os.Readlink("/proc/" + itoa(cmd.Process.Pid) + "/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "svc.pid")
+	if err := os.WriteFile(path, []byte(itoa(cmd.Process.Pid)+"\n"+exe+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pf := devstack.NewPIDFile(path)
+	if pid, _ := pf.Running(); pid != cmd.Process.Pid {
+		t.Fatalf("Running = %d, want %d", pid, cmd.Process.Pid)
+	}
+	exited := make(chan struct{})
+	go func() { _, _ = cmd.Process.Wait(); close(exited) }()
+	if err := pf.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("recorded process still running after Stop")
+	}
+}
+
+func TestPIDFileMalformed(t *testing.T) {
+	for name, body := range map[string]string{"garbage": "abc\n", "pid 1": "1\n/sbin/init\n", "no exe": "1234\n"} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "x.pid")
+			_ = os.WriteFile(path, []byte(body), 0o600)
+			if _, err := devstack.NewPIDFile(path).Running(); err == nil {
+				t.Fatal("malformed pid file accepted")
+			}
+		})
+	}
+	if pid, err := devstack.NewPIDFile(filepath.Join(t.TempDir(), "none.pid")).Running(); pid != 0 || err != nil {
+		t.Fatalf("missing pid file: %d, %v", pid, err)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,65 @@
+package devstack_test
+
+import (
+	"strings"
+	"testing"
+
+	"kho/internal/devstack"
+	"kho/internal/testenv"
+)
+
+// khod's environment in the dev stack carries its own credentials and never
+// an operator's: no Vault root token or unseal key, no MinIO root password, no
+// database superuser.
+func TestKhodEnvHoldsNoRootCredentials(t *testing.T) {
+	st := testenv.Stack(t)
+	var all strings.Builder
+	for _, kv := range st.KhodEnv() {
+		all.WriteString(kv[0] + "=" + kv[1] + "\n")
+	}
+	env := all.String()
+	for name, secret := range map[string]string{
+		"vault root token":    st.VaultRootToken,
+		"vault unseal key":    st.VaultUnsealKey,
+		"minio root password": st.MinIORootPassword,
+		"database admin url":  st.DatabaseAdminURL,
+	} {
+		if secret != "" && strings.Contains(env, secret) {
+			t.Errorf("khod's environment holds the %s", name)
+		}
+	}
+	for _, want := range []string{"KHO_VAULT_ROLE_ID=", "KHO_VAULT_SECRET_ID=", "KHO_MINIO_ACCESS_KEY=khod", "KHO_MODE=dev"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("khod's environment lacks %s", want)
+		}
+	}
+}
+
+func TestNewReadsPortsAndRejectsBadOnes(t *testing.T) {
+	repo := testenv.RepoDir(t)
+	env := map[string]string{"KHO_DEV_MINIO_PORT": "61000", "KHO_STATE_DIR": "/tmp/x", "KHO_CACHE_DIR": "/tmp/c"}
+	s, err := devstack.New(repo, func(k string) string { return env[k] }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Ports.MinIO != 61000 || s.Ports.Postgres != 55432 || s.StateDir != "/tmp/x" || s.CacheDir != "/tmp/c" {
+		t.Fatalf("stack: %+v", s)
+	}
+	for _, bad := range []string{"80", "abc", "70000"} {
+		env["KHO_DEV_VAULT_PORT"] = bad
+		if _, err := devstack.New(repo, func(k string) string { return env[k] }, nil); err == nil {
+			t.Errorf("port %q accepted", bad)
+		}
+	}
+	if _, err := devstack.New("/", func(string) string { return "" }, nil); err == nil {
+		t.Error("stack outside a checkout accepted")
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{"abc": "'abc'", "it's": `'it'\''s'`, "": "''", "$(rm -rf /)": "'$(rm -rf /)'"} {
+		if got := devstack.ShellQuote(in); got != want {
+			t.Errorf("ShellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
