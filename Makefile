@@ -24,10 +24,15 @@ run: build
 	$(KHO) dev khod
 
 ## test: start the stack (or reuse it), check formatting and vet, run every test
+# Every test is listed by name; a skipped test fails the run, since an
+# integration test that did not reach the real servers proves nothing.
 test: build lint
 	$(KHO) dev up
 	$(KHO) dev status
-	$(GO) test $(TEST_FLAGS) ./...
+	@mkdir -p .kho
+	set -o pipefail; $(GO) test -v $(TEST_FLAGS) ./... 2>&1 | tee .kho/test.log | grep -Ev '^=== (RUN|PAUSE|CONT|NAME)'
+	@if grep -q -- '--- SKIP' .kho/test.log; then echo "skipped tests are not allowed:"; grep -- '--- SKIP' .kho/test.log; exit 1; fi
+	@echo "all tests passed: $$(grep -c -- '--- PASS' .kho/test.log) tests and subtests, none skipped"
 
 up: build
 	$(KHO) dev up

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"kho/internal/demo"
-	"kho/policies"
+	"kho/internal/devstack"
 	"kho/postgres"
 	"kho/storage/minioadmin"
 	"kho/vault"
@@ -28,6 +28,14 @@ type databaseFlags struct {
 func (d *databaseFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.url, "database-url", "", "PostgreSQL URL (default: $KHO_DATABASE_URL, else the dev stack's)")
 	fs.StringVar(&d.schema, "database-schema", "public", "schema holding kho's tables")
+}
+
+// parseAndOpen parses a database command's flags and opens the database.
+func (d *databaseFlags) parseAndOpen(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writer) (*postgres.DB, error) {
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return nil, err
+	}
+	return d.open(ctx)
 }
 
 func (d *databaseFlags) open(ctx context.Context) (*postgres.DB, error) {
@@ -56,10 +64,7 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
 	var dbf databaseFlags
 	dbf.register(fs)
 	statusOnly := fs.Bool("status", false, "only show the applied and latest versions")
-	if err := parseFlags(fs, args, stdout); err != nil {
-		return err
-	}
-	db, err := dbf.open(ctx)
+	db, err := dbf.parseAndOpen(ctx, fs, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -88,10 +93,7 @@ func runSeed(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("demo seed", flag.ContinueOnError)
 	var dbf databaseFlags
 	dbf.register(fs)
-	if err := parseFlags(fs, args, stdout); err != nil {
-		return err
-	}
-	db, err := dbf.open(ctx)
+	db, err := dbf.parseAndOpen(ctx, fs, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -141,11 +143,7 @@ func runInit(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	hcl, err := policies.KhodVaultPolicy()
-	if err != nil {
-		return err
-	}
-	creds, err := vault.Bootstrap(ctx, api, vault.BootstrapOptions{PolicyName: policies.KhodVaultPolicyName, PolicyHCL: hcl})
+	creds, err := devstack.BootstrapVault(ctx, api)
 	if err != nil {
 		return err
 	}

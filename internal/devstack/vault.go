@@ -114,17 +114,24 @@ func (s *Stack) upVault(ctx context.Context, st *State) error {
 		return err
 	}
 	api.SetToken(st.VaultRootToken)
-	hcl, err := policies.KhodVaultPolicy()
-	if err != nil {
-		return err
-	}
-	creds, err := vault.Bootstrap(ctx, api, vault.BootstrapOptions{PolicyName: policies.KhodVaultPolicyName, PolicyHCL: hcl})
+	creds, err := BootstrapVault(ctx, api)
 	if err != nil {
 		return err
 	}
 	st.VaultRoleID, st.VaultSecretID = creds.RoleID, creds.SecretID
 	s.say("vault: mounts, khod policy and AppRole ready")
 	return nil
+}
+
+// BootstrapVault prepares a Vault for khod with an operator's client: kho's
+// mounts, khod's embedded least-privilege policy and its AppRole. kho dev up
+// and kho init both use it.
+func BootstrapVault(ctx context.Context, operator *vaultapi.Client) (*vault.AppRoleCredentials, error) {
+	hcl, err := policies.KhodVaultPolicy()
+	if err != nil {
+		return nil, err
+	}
+	return vault.Bootstrap(ctx, operator, vault.BootstrapOptions{PolicyName: policies.KhodVaultPolicyName, PolicyHCL: hcl})
 }
 
 func (s *Stack) stopVault() (bool, error) {
