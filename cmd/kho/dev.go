@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -159,6 +160,12 @@ func devKhod(ctx context.Context, s *devstack.Stack, args []string, stdout, stde
 	if err != nil {
 		return err
 	}
+	// The banner below must describe this khod, not another one already
+	// answering on the port.
+	if c, err := net.DialTimeout("tcp", st.KhodListen, 300*time.Millisecond); err == nil {
+		c.Close()
+		return fmt.Errorf("%s is already in use (another khod?): stop it, or set KHO_DEV_KHOD_PORT before kho dev up", st.KhodListen)
+	}
 	cmd := exec.Command(*bin)
 	cmd.Env = os.Environ()
 	for _, kv := range st.KhodEnv() {
@@ -204,7 +211,11 @@ func devKhod(ctx context.Context, s *devstack.Stack, args []string, stdout, stde
 `, base, relOrAbs(self))
 			ready = nil
 		case err := <-exited:
-			return err
+			if err != nil {
+				// khod said what went wrong on its own stderr.
+				return errReported
+			}
+			return nil
 		case <-ctx.Done():
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			ctx = context.Background()

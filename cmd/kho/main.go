@@ -46,6 +46,9 @@ func main() {
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
+	if errors.Is(err, errReported) {
+		os.Exit(1)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kho: "+errorLine(err))
 		var le *devstack.LogError
@@ -57,6 +60,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// errReported is returned when a child process already printed why it failed.
+var errReported = errors.New("failed (reported above)")
 
 // errorLine flattens an error chain (database and Vault errors span lines)
 // into the one line the CLI prints.
