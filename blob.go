@@ -3,6 +3,7 @@ package kho
 import (
 	"context"
 	"io"
+	"time"
 )
 
 // BlobStore keeps opaque byte streams under opaque names. It never interprets
@@ -22,4 +23,26 @@ type BlobStore interface {
 	// Delete removes the blob; removing a missing blob is not an error.
 	// Errors: EUNAVAILABLE.
 	Delete(ctx context.Context, name string) error
+}
+
+// ReaderAtCloser is random access to a stored blob.
+type ReaderAtCloser interface {
+	io.ReaderAt
+	io.Closer
+}
+
+// BlobRandomAccess is met by blob stores that can read ranges, for HTTP Range
+// downloads without reading from the start.
+type BlobRandomAccess interface {
+	// OpenAt opens name for random access and returns its size.
+	// Errors: ENOTFOUND, EUNAVAILABLE.
+	OpenAt(ctx context.Context, name string) (ReaderAtCloser, int64, error)
+}
+
+// BlobLister is met by blob stores that can list what they hold, for the
+// reconciler that removes objects no document row refers to.
+type BlobLister interface {
+	// Walk calls fn for each blob whose name starts with prefix, with its
+	// last modification time, until fn returns an error.
+	Walk(ctx context.Context, prefix string, fn func(name string, modified time.Time) error) error
 }

@@ -16,6 +16,7 @@ const (
 	ECONFLICT     = "conflict"     // the state does not allow the change
 	ETOOLARGE     = "too_large"    // the input is over a configured limit
 	EUNAVAILABLE  = "unavailable"  // a dependency did not answer; retry later
+	EINTEGRITY    = "integrity"    // stored data failed a cryptographic check
 	EINTERNAL     = "internal"     // a bug or an unexpected failure
 )
 

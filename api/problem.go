@@ -38,6 +38,9 @@ func statusOf(code string) int {
 		return http.StatusRequestEntityTooLarge
 	case kho.EUNAVAILABLE:
 		return http.StatusServiceUnavailable
+	case kho.EINTEGRITY:
+		// Not the caller's fault, and not to be retried blindly.
+		return http.StatusInternalServerError
 	default:
 		return http.StatusInternalServerError
 	}

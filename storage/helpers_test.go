@@ -1,7 +1,13 @@
 package storage_test
 
-import "github.com/minio/minio-go/v7/pkg/credentials"
+import (
+	"time"
+
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
 
 func credentialsOf(access, secret string) *credentials.Credentials {
 	return credentials.NewStaticV4(access, secret, "")
 }
+
+type timeT = time.Time

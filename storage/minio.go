@@ -40,7 +40,11 @@ type MinIO struct {
 	partSize uint64
 }
 
-var _ kho.BlobStore = (*MinIO)(nil)
+var (
+	_ kho.BlobStore        = (*MinIO)(nil)
+	_ kho.BlobRandomAccess = (*MinIO)(nil)
+	_ kho.BlobLister       = (*MinIO)(nil)
+)
 
 var bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 
@@ -152,6 +156,38 @@ func (m *MinIO) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 		return nil, mapErr("get object", err)
 	}
 	return obj, nil
+}
+
+// OpenAt opens the object for random access; each ReadAt is a ranged GET.
+func (m *MinIO) OpenAt(ctx context.Context, name string) (kho.ReaderAtCloser, int64, error) {
+	if err := checkName(name); err != nil {
+		return nil, 0, err
+	}
+	obj, err := m.client.GetObject(ctx, m.bucket, name, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, 0, mapErr("get object", err)
+	}
+	st, err := obj.Stat()
+	if err != nil {
+		obj.Close()
+		return nil, 0, mapErr("get object", err)
+	}
+	return obj, st.Size, nil
+}
+
+// Walk lists the objects under prefix.
+func (m *MinIO) Walk(ctx context.Context, prefix string, fn func(name string, modified time.Time) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for obj := range m.client.ListObjects(ctx, m.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if obj.Err != nil {
+			return mapErr("list objects", obj.Err)
+		}
+		if err := fn(obj.Key, obj.LastModified); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
 }
 
 // Delete removes the object.

@@ -1,0 +1,306 @@
+package kho
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// SubjectHandle is the opaque identifier of a subject's store: a random UUID
+// that stands for the subject everywhere outside PostgreSQL's subject table
+// (Vault key names, object names, audit events, logs, URLs).
+type SubjectHandle string
+
+// Validate checks that h is a UUID.
+func (h SubjectHandle) Validate() error {
+	if _, err := uuid.Parse(string(h)); err != nil || len(h) != 36 {
+		return Errorf(EINVALID, "subject handle must be a UUID")
+	}
+	return nil
+}
+
+// DocumentID identifies one version of a document: a UUIDv7, so ids sort by
+// deposit time.
+type DocumentID string
+
+// NewDocumentID returns a fresh UUIDv7.
+func NewDocumentID() DocumentID { return DocumentID(uuid.Must(uuid.NewV7()).String()) }
+
+// Validate checks that id is a UUID.
+func (id DocumentID) Validate() error {
+	if _, err := uuid.Parse(string(id)); err != nil || len(id) != 36 {
+		return Errorf(EINVALID, "document id must be a UUID")
+	}
+	return nil
+}
+
+// DocumentStatus is where a document stands in its life.
+type DocumentStatus string
+
+// Statuses. Expired is not stored: a valid document whose validity period has
+// ended is reported as expired.
+const (
+	StatusValid      DocumentStatus = "valid"
+	StatusSuperseded DocumentStatus = "superseded"
+	StatusRevoked    DocumentStatus = "revoked"
+	StatusExpired    DocumentStatus = "expired"
+	StatusErased     DocumentStatus = "erased"
+)
+
+// DocumentSource says who vouches for a document.
+type DocumentSource string
+
+// Sources.
+const (
+	SourceAgencyIssued DocumentSource = "agency_issued" // deposited by the agency that issued it
+	SourceSelfDeclared DocumentSource = "self_declared" // uploaded by the subject
+)
+
+// Date is a calendar date (YYYY-MM-DD in JSON), without time zone.
+type Date struct{ time.Time }
+
+// ParseDate reads YYYY-MM-DD.
+func ParseDate(s string) (Date, error) {
+	t, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		return Date{}, Errorf(EINVALID, "date %q must be YYYY-MM-DD", truncate(s, 20))
+	}
+	return Date{t}, nil
+}
+
+// String formats the date as YYYY-MM-DD.
+func (d Date) String() string { return d.Format(time.DateOnly) }
+
+// MarshalJSON writes YYYY-MM-DD.
+func (d Date) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads YYYY-MM-DD.
+func (d *Date) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return Errorf(EINVALID, "a date must be a string YYYY-MM-DD")
+	}
+	p, err := ParseDate(s)
+	if err != nil {
+		return err
+	}
+	*d = p
+	return nil
+}
+
+// DossierCode identifies a dossier received by a unit: its unit code, the
+// receipt date (YYMMDD) and the daily sequence, e.g. 000.06.16.G09-231215-0001.
+type DossierCode string
+
+var dossierRE = regexp.MustCompile(`^([A-Z0-9]{1,8}(?:\.[A-Z0-9]{1,8}){0,4})-(\d{6})-(\d{4})$`)
+
+// Validate checks the form and the receipt date.
+func (c DossierCode) Validate() error {
+	m := dossierRE.FindStringSubmatch(string(c))
+	if m == nil {
+		return Errorf(EINVALID, "dossier code must look like 000.06.16.G09-231215-0001 (unit code, receipt date YYMMDD, daily sequence)")
+	}
+	if _, err := time.Parse("060102", m[2]); err != nil {
+		return Errorf(EINVALID, "dossier code has an impossible receipt date %s", m[2])
+	}
+	return nil
+}
+
+// ResultCode returns the code of the n-th result issued for the dossier:
+// <dossier code>-KQ<n>.
+func (c DossierCode) ResultCode(n int) string { return fmt.Sprintf("%s-KQ%d", c, n) }
+
+// Document is one version of a document in a subject's store.
+type Document struct {
+	ID      DocumentID     `json:"id"`
+	Subject SubjectHandle  `json:"subject"`
+	Type    string         `json:"type"`
+	Name    string         `json:"name"`
+	Number  string         `json:"number,omitempty"` // số, ký hiệu
+	IssueOn Date           `json:"issued_on"`
+	Issuer  AgencyCode     `json:"issuer,omitempty"` // empty for self-declared
+	Source  DocumentSource `json:"source"`
+	Summary string         `json:"summary,omitempty"`
+
+	ValidFrom  *Date  `json:"valid_from,omitempty"`
+	ValidUntil *Date  `json:"valid_until,omitempty"`
+	Scope      string `json:"scope,omitempty"`
+
+	DossierCode   DossierCode `json:"dossier_code,omitempty"`
+	ProcedureCode string      `json:"procedure_code,omitempty"`
+	ResultCode    string      `json:"result_code,omitempty"`
+
+	Status       DocumentStatus `json:"status"`
+	RevokeReason string         `json:"revoke_reason,omitempty"`
+
+	MediaType string `json:"media_type"`
+	Size      int64  `json:"size"`
+	SHA256    string `json:"sha256"` // hex, of the plaintext
+
+	ChainID      DocumentID  `json:"chain_id"` // the first version's id
+	Version      int         `json:"version"`
+	Supersedes   *DocumentID `json:"supersedes,omitempty"`
+	SupersededBy *DocumentID `json:"superseded_by,omitempty"`
+
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// EffectiveStatus reports expired for a valid document past its validity.
+func (d *Document) EffectiveStatus(now time.Time) DocumentStatus {
+	if d.Status == StatusValid && d.ValidUntil != nil && now.After(d.ValidUntil.AddDate(0, 0, 1)) {
+		return StatusExpired
+	}
+	return d.Status
+}
+
+// DepositMetadata describes a document being deposited. It arrives as JSON
+// from outside and is checked by ParseDepositMetadata.
+type DepositMetadata struct {
+	SubjectID     SubjectID   `json:"subject_id"`
+	Type          string      `json:"type"`
+	Name          string      `json:"name"`
+	Number        string      `json:"number,omitempty"`
+	IssuedOn      Date        `json:"issued_on"`
+	Summary       string      `json:"summary,omitempty"`
+	ValidFrom     *Date       `json:"valid_from,omitempty"`
+	ValidUntil    *Date       `json:"valid_until,omitempty"`
+	Scope         string      `json:"scope,omitempty"`
+	DossierCode   DossierCode `json:"dossier_code,omitempty"`
+	ProcedureCode string      `json:"procedure_code,omitempty"`
+	ResultNo      int         `json:"result_no,omitempty"`
+	MediaType     string      `json:"media_type"`
+}
+
+// MaxMetadataSize bounds the JSON of deposit metadata.
+const MaxMetadataSize = 16 << 10
+
+var codeRE = regexp.MustCompile(`^[A-Z0-9][A-Z0-9._-]{0,39}$`)
+
+// ParseDepositMetadata decodes and validates deposit metadata. Unknown fields
+// are refused, so a misspelt field is an error rather than silently lost.
+func ParseDepositMetadata(b []byte) (*DepositMetadata, error) {
+	if len(b) > MaxMetadataSize {
+		return nil, Errorf(ETOOLARGE, "metadata is larger than %d bytes", MaxMetadataSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var m DepositMetadata
+	if err := dec.Decode(&m); err != nil {
+		var ke *Error
+		if errorsAs(err, &ke) {
+			return nil, ke
+		}
+		return nil, Errorf(EINVALID, "metadata is not valid JSON for a deposit: %s", truncate(jsonErrorText(err), 120))
+	}
+	if dec.More() {
+		return nil, Errorf(EINVALID, "metadata has content after the JSON object")
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Validate checks every field; SubjectID may be empty (a subject uploading to
+// their own store).
+func (m *DepositMetadata) Validate() error {
+	if m.SubjectID != "" {
+		if err := m.SubjectID.Validate(); err != nil {
+			return err
+		}
+	}
+	if !codeRE.MatchString(m.Type) {
+		return Errorf(EINVALID, "type must be a catalogue code (upper-case letters, digits, . _ -)")
+	}
+	checks := []struct {
+		field string
+		v     string
+		min   int
+		max   int
+	}{
+		{"name", m.Name, 1, 500},
+		{"number", m.Number, 0, 100},
+		{"summary", m.Summary, 0, 4000},
+		{"scope", m.Scope, 0, 500},
+	}
+	for _, c := range checks {
+		if !utf8.ValidString(c.v) {
+			return Errorf(EINVALID, "%s is not valid UTF-8", c.field)
+		}
+		n := utf8.RuneCountInString(strings.TrimSpace(c.v))
+		if n < c.min || utf8.RuneCountInString(c.v) > c.max {
+			return Errorf(EINVALID, "%s must have %d to %d characters", c.field, c.min, c.max)
+		}
+		if strings.ContainsFunc(c.v, func(r rune) bool { return r < 0x20 && r != '\n' && r != '\t' }) {
+			return Errorf(EINVALID, "%s contains control characters", c.field)
+		}
+	}
+	if m.IssuedOn.IsZero() {
+		return Errorf(EINVALID, "issued_on is required")
+	}
+	if m.ValidFrom != nil && m.ValidUntil != nil && m.ValidUntil.Before(m.ValidFrom.Time) {
+		return Errorf(EINVALID, "valid_until is before valid_from")
+	}
+	if m.DossierCode != "" {
+		if err := m.DossierCode.Validate(); err != nil {
+			return err
+		}
+	}
+	if m.ProcedureCode != "" && !codeRE.MatchString(m.ProcedureCode) {
+		return Errorf(EINVALID, "procedure_code must be a catalogue code")
+	}
+	if m.ResultNo < 0 || m.ResultNo > 999 {
+		return Errorf(EINVALID, "result_no must be between 1 and 999")
+	}
+	if m.ResultNo > 0 && m.DossierCode == "" {
+		return Errorf(EINVALID, "result_no needs the dossier_code it is a result of")
+	}
+	if !AllowedMediaType(m.MediaType) {
+		return Errorf(EINVALID, "media_type must be one of %s", strings.Join(AllowedMediaTypes(), ", "))
+	}
+	return nil
+}
+
+// mediaTypes maps each media type kho stores to the types Go's content
+// sniffer (http.DetectContentType) reports for such files.
+var mediaTypes = map[string][]string{
+	"application/pdf":  {"application/pdf"},
+	"image/jpeg":       {"image/jpeg"},
+	"image/png":        {"image/png"},
+	"application/zip":  {"application/zip"},
+	"application/xml":  {"text/xml; charset=utf-8"},
+	"application/json": {"text/plain; charset=utf-8"},
+	"text/plain":       {"text/plain; charset=utf-8"},
+}
+
+// AllowedMediaType reports whether kho stores documents of type t.
+func AllowedMediaType(t string) bool { _, ok := mediaTypes[t]; return ok }
+
+// AllowedMediaTypes lists them, sorted.
+func AllowedMediaTypes() []string {
+	return []string{"application/json", "application/pdf", "application/xml", "application/zip", "image/jpeg", "image/png", "text/plain"}
+}
+
+// SniffMatches reports whether a file declared as declared may have content
+// the sniffer reported as sniffed.
+func SniffMatches(declared, sniffed string) bool {
+	for _, s := range mediaTypes[declared] {
+		if s == sniffed {
+			return true
+		}
+	}
+	return false
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

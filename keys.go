@@ -1,0 +1,74 @@
+package kho
+
+import "context"
+
+// SubjectKeys holds one key per subject, in Vault Transit, that wraps the
+// subjects' file keys. Keys never leave it; deleting a subject's key makes
+// every file key wrapped by it, and so every copy of the subject's
+// ciphertext, unreadable. The vault package's Transit meets it.
+type SubjectKeys interface {
+	// EnsureKey creates the subject's key when missing. Errors: EUNAVAILABLE.
+	EnsureKey(ctx context.Context, h SubjectHandle) error
+
+	// Wrap encrypts a file key under the subject's latest key version,
+	// bound to ad: unwrapping needs the same ad. It returns the wrapped key
+	// and the key version used. Errors: ENOTFOUND (no key), EUNAVAILABLE.
+	Wrap(ctx context.Context, h SubjectHandle, fileKey, ad []byte) (wrapped string, version int, err error)
+
+	// Unwrap reverses Wrap. Errors: EINTEGRITY (wrong ad, corrupt or
+	// retired wrap), ENOTFOUND (key erased), EUNAVAILABLE.
+	Unwrap(ctx context.Context, h SubjectHandle, wrapped string, ad []byte) ([]byte, error)
+
+	// Rewrap re-encrypts wrapped keys under the latest key version without
+	// revealing them, in one call. Errors: EINTEGRITY, ENOTFOUND,
+	// EUNAVAILABLE.
+	Rewrap(ctx context.Context, h SubjectHandle, items []RewrapItem) ([]RewrapItem, error)
+
+	// Rotate adds a new key version; later wraps use it.
+	Rotate(ctx context.Context, h SubjectHandle) error
+
+	// Versions reports the latest version and the oldest one still allowed
+	// to unwrap.
+	Versions(ctx context.Context, h SubjectHandle) (latest, minDecryption int, err error)
+
+	// RetireBefore forbids unwrapping with versions older than v.
+	RetireBefore(ctx context.Context, h SubjectHandle, v int) error
+
+	// Delete destroys the subject's key (crypto-shredding). Deleting a
+	// missing key is not an error.
+	Delete(ctx context.Context, h SubjectHandle) error
+}
+
+// RewrapItem is one wrapped key with the ad it is bound to.
+type RewrapItem struct {
+	Wrapped string
+	AD      []byte
+	Version int // set on return
+}
+
+// ManifestSigner signs and verifies document manifests with keys that never
+// leave Vault. The vault package's Transit meets it.
+type ManifestSigner interface {
+	// SignDetached returns a compact JWS with a detached payload over
+	// payload, made with the named signing key (created when missing).
+	// Errors: EUNAVAILABLE.
+	SignDetached(ctx context.Context, key string, payload []byte) (string, error)
+
+	// VerifyDetached checks jws against payload and returns the key name
+	// and version that signed it. Errors: EINTEGRITY, EUNAVAILABLE.
+	VerifyDetached(ctx context.Context, jws string, payload []byte) (key string, version int, err error)
+}
+
+type requestIDKey struct{}
+
+// WithRequestID returns ctx carrying the id of the request being served, so
+// audit events and logs deep in the call can name it.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+// RequestID returns the id WithRequestID put in ctx, or "".
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}

@@ -1,0 +1,400 @@
+package storage
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"hash"
+	"io"
+	"net/http"
+	"sync"
+
+	"filippo.io/age"
+	"github.com/jackc/pgx/v5"
+	pdfapi "github.com/pdfcpu/pdfcpu/pkg/api"
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/model"
+
+	"kho"
+	"kho/audit"
+	"kho/policies"
+	"kho/postgres"
+)
+
+// Manifest is what the depositing agency signs: enough to bind the signature
+// to one document's bytes, owner and meaning. Field order is fixed by the
+// struct, so the JSON is the same wherever it is made.
+type Manifest struct {
+	Version    int               `json:"v"`
+	DocumentID kho.DocumentID    `json:"document_id"`
+	Subject    kho.SubjectHandle `json:"subject"`
+	Type       string            `json:"type"`
+	SHA256     string            `json:"sha256"`
+	Size       int64             `json:"size"`
+	MediaType  string            `json:"media_type"`
+	IssuedOn   string            `json:"issued_on"`
+	Issuer     string            `json:"issuer"` // agency code, or "self-declared"
+}
+
+// Bytes returns the manifest's canonical JSON.
+func (m Manifest) Bytes() []byte {
+	b, _ := json.Marshal(m) // a struct of strings and ints always encodes
+	return b
+}
+
+func manifestOf(d *kho.Document) Manifest {
+	issuer := string(d.Issuer)
+	if d.Source == kho.SourceSelfDeclared {
+		issuer = "self-declared"
+	}
+	return Manifest{Version: 1, DocumentID: d.ID, Subject: d.Subject, Type: d.Type, SHA256: d.SHA256, Size: d.Size,
+		MediaType: d.MediaType, IssuedOn: d.IssueOn.String(), Issuer: issuer}
+}
+
+// signingKeyName is the Transit key that signs a document's manifest: the
+// issuing agency's own, or kho's for self-declared documents.
+func signingKeyName(d *kho.Document) string {
+	if d.Source == kho.SourceSelfDeclared {
+		return "kho-self-declared"
+	}
+	return "agency-" + string(d.Issuer)
+}
+
+var pdfcpuOnce sync.Once
+
+// checkPDF validates the PDF's structure with pdfcpu.
+func checkPDF(b []byte) error {
+	// Without this, pdfcpu writes a configuration file into the user's home
+	// directory on first use.
+	pdfcpuOnce.Do(func() { model.ConfigPath = "disable" })
+	conf := model.NewDefaultConfiguration()
+	conf.ValidationMode = model.ValidationRelaxed
+	if err := pdfapi.Validate(bytes.NewReader(b), conf); err != nil {
+		return kho.WrapError(kho.EINVALID, "the file is not a well-formed PDF", err)
+	}
+	return nil
+}
+
+// countingHasher hashes and counts what passes through, and fails once more
+// than limit bytes have passed.
+type countingHasher struct {
+	r     io.Reader
+	h     hash.Hash
+	n     int64
+	limit int64
+}
+
+func (c *countingHasher) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	if c.n > c.limit {
+		return n, kho.Errorf(kho.ETOOLARGE, "the document is larger than %d bytes", c.limit)
+	}
+	return n, err
+}
+
+// prepared is a checked content stream ready to encrypt.
+type prepared struct {
+	src *countingHasher
+}
+
+// prepare checks the start of the content against the declared media type
+// and, for a PDF, its whole structure (a PDF is held in memory for that, up to
+// the PDF limit); other content streams through.
+func (s *Service) prepare(body io.Reader, mediaType string) (*prepared, error) {
+	br := bufio.NewReaderSize(body, 4096)
+	head, err := br.Peek(512)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+		return nil, kho.WrapError(kho.EINVALID, "could not read the document", err)
+	}
+	if len(head) == 0 {
+		return nil, kho.Errorf(kho.EINVALID, "the document is empty")
+	}
+	if sniffed := http.DetectContentType(head); !kho.SniffMatches(mediaType, sniffed) {
+		return nil, kho.Errorf(kho.EINVALID, "the content looks like %s, not the declared %s", sniffed, mediaType)
+	}
+	var src io.Reader = br
+	if mediaType == "application/pdf" {
+		b, err := io.ReadAll(io.LimitReader(br, s.maxPDF+1))
+		if err != nil {
+			return nil, kho.WrapError(kho.EINVALID, "could not read the document", err)
+		}
+		if int64(len(b)) > s.maxPDF {
+			return nil, kho.Errorf(kho.ETOOLARGE, "a PDF may be at most %d bytes", s.maxPDF)
+		}
+		if err := checkPDF(b); err != nil {
+			return nil, err
+		}
+		src = bytes.NewReader(b)
+	}
+	return &prepared{src: &countingHasher{r: src, h: sha256.New(), limit: s.maxSize}}, nil
+}
+
+// encryptToStore streams src through age into a new object. It returns the
+// wrapped file key and its key version.
+func (s *Service) encryptToStore(ctx context.Context, object string, doc kho.DocumentID, subject kho.SubjectHandle, src io.Reader) (*transitRecipient, error) {
+	rcpt := &transitRecipient{ctx: ctx, keys: s.keys, subject: subject, doc: doc}
+	pr, pw := io.Pipe()
+	encErr := make(chan error, 1)
+	go func() {
+		err := func() error {
+			w, err := age.Encrypt(pw, rcpt)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(w, src); err != nil {
+				return err
+			}
+			return w.Close()
+		}()
+		pw.CloseWithError(err)
+		encErr <- err
+	}()
+	putErr := s.blobs.Put(ctx, object, pr, -1)
+	pr.CloseWithError(errors.New("object store stopped reading"))
+	// The content's own failure (too large, unreadable body, Vault) says more
+	// than the object store's report of a broken stream.
+	if err := <-encErr; err != nil {
+		if kho.ErrorCode(err) == kho.EINTERNAL {
+			return nil, kho.WrapError(kho.EINVALID, "could not read the document", err)
+		}
+		return nil, err
+	}
+	if putErr != nil {
+		return nil, putErr
+	}
+	return rcpt, nil
+}
+
+// depositReq is a deposit or a new version.
+type depositReq struct {
+	meta       *kho.DepositMetadata
+	body       io.Reader
+	supersedes *docRow // for a new version
+}
+
+// Deposit stores a new document for meta.SubjectID (or, when empty, for the
+// caller's own store) and returns it. The content streams: memory use does
+// not grow with its size (PDFs excepted, up to their limit).
+//
+// The order keeps the invariant that no row ever lacks its object: the
+// ciphertext goes to the object store first, then one transaction writes the
+// row, the audit event and the notification. If the transaction fails, the
+// object is an orphan the reconciler removes.
+//
+// Errors: EINVALID, ETOOLARGE, EFORBIDDEN, ECONFLICT, EUNAVAILABLE.
+func (s *Service) Deposit(ctx context.Context, p kho.Principal, meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error) {
+	return s.deposit(ctx, p, depositReq{meta: meta, body: body})
+}
+
+// Supersede deposits a new version of a document its issuer (or, for a
+// self-declared one, its owner) wants to replace; the old version becomes
+// superseded and stays visible to the owner.
+func (s *Service) Supersede(ctx context.Context, p kho.Principal, old kho.DocumentID, meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error) {
+	prev, err := s.load(ctx, s.db.Pool, old, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(ctx, p, audit.DocumentSuperseded, prev, policies.CanChange(p, prev.owner, &prev.Document)); err != nil {
+		return nil, err
+	}
+	if prev.Status != kho.StatusValid && prev.Status != kho.StatusExpired {
+		return nil, kho.Errorf(kho.ECONFLICT, "only a current document can be superseded; this one is %s", prev.Status)
+	}
+	if meta.SubjectID != "" && meta.SubjectID != prev.owner.Subject {
+		return nil, kho.Errorf(kho.EINVALID, "a new version belongs to the same store as the document it supersedes")
+	}
+	if meta.Type != prev.Type {
+		return nil, kho.Errorf(kho.EINVALID, "a new version keeps the document type %s", prev.Type)
+	}
+	return s.deposit(ctx, p, depositReq{meta: meta, body: body, supersedes: prev})
+}
+
+func (s *Service) deposit(ctx context.Context, p kho.Principal, req depositReq) (*kho.Document, error) {
+	meta := req.meta
+	if err := meta.Validate(); err != nil {
+		return nil, err
+	}
+	subjectID := meta.SubjectID
+	if req.supersedes != nil {
+		subjectID = req.supersedes.owner.Subject
+	}
+	if subjectID == "" {
+		own, ok := p.ActsFor()
+		if !ok {
+			return nil, kho.Errorf(kho.EINVALID, "subject_id is required")
+		}
+		subjectID = own
+	}
+	source, err := policies.CanDeposit(p, policies.Owner{Subject: subjectID})
+	if err != nil {
+		return nil, s.authorize(ctx, p, audit.DocumentDeposited, nil, err)
+	}
+	if req.supersedes != nil && req.supersedes.Source != source {
+		return nil, kho.Errorf(kho.EFORBIDDEN, "a new version must come from the same kind of source as the old one")
+	}
+	if err := s.checkCatalogue(ctx, p, meta, source); err != nil {
+		return nil, err
+	}
+	subj, err := s.ensureSubject(ctx, subjectID)
+	if err != nil {
+		return nil, err
+	}
+	if subj.erased {
+		return nil, kho.Errorf(kho.ECONFLICT, "this store was erased and takes no new documents")
+	}
+	if err := s.keys.EnsureKey(ctx, subj.handle); err != nil {
+		return nil, err
+	}
+	pre, err := s.prepare(req.body, meta.MediaType)
+	if err != nil {
+		return nil, err
+	}
+
+	doc := &kho.Document{
+		ID: kho.NewDocumentID(), Subject: subj.handle, Type: meta.Type, Name: meta.Name, Number: meta.Number,
+		IssueOn: meta.IssuedOn, Source: source, Summary: meta.Summary, ValidFrom: meta.ValidFrom, ValidUntil: meta.ValidUntil,
+		Scope: meta.Scope, DossierCode: meta.DossierCode, ProcedureCode: meta.ProcedureCode,
+		Status: kho.StatusValid, MediaType: meta.MediaType, Version: 1,
+	}
+	if source == kho.SourceAgencyIssued {
+		doc.Issuer = p.Agency
+		if meta.ResultNo > 0 {
+			doc.ResultCode = meta.DossierCode.ResultCode(meta.ResultNo)
+		}
+	}
+	doc.ChainID = doc.ID
+	if prev := req.supersedes; prev != nil {
+		doc.ChainID, doc.Version = prev.ChainID, prev.Version+1
+		doc.Supersedes = &prev.ID
+	}
+	object := s.newObjectName()
+	rcpt, err := s.encryptToStore(ctx, object, doc.ID, subj.handle, pre.src)
+	if err != nil {
+		return nil, err
+	}
+	doc.Size, doc.SHA256 = pre.src.n, hex.EncodeToString(pre.src.h.Sum(nil))
+	sig, err := s.signer.SignDetached(ctx, signingKeyName(doc), manifestOf(doc).Bytes())
+	if err != nil {
+		return nil, err
+	}
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		return s.insert(ctx, tx, p, doc, object, rcpt, sig, req.supersedes)
+	})
+	if err != nil {
+		// The object stays behind for the reconciler.
+		s.log.WarnContext(ctx, "deposit failed after the object was stored; the reconciler will remove it",
+			"document_id", doc.ID, "object", object, "err", err.Error())
+		return nil, err
+	}
+	return doc, nil
+}
+
+// checkCatalogue refuses unknown document types, and agencies kho does not
+// know.
+func (s *Service) checkCatalogue(ctx context.Context, p kho.Principal, meta *kho.DepositMetadata, source kho.DocumentSource) error {
+	var typeOK, agencyOK, resultTaken bool
+	err := s.db.Pool.QueryRow(ctx, `SELECT
+		EXISTS (SELECT 1 FROM document_types WHERE code = $1),
+		EXISTS (SELECT 1 FROM agencies WHERE code = $2),
+		EXISTS (SELECT 1 FROM documents WHERE result_code = $3)`,
+		meta.Type, string(p.Agency), meta.DossierCode.ResultCode(meta.ResultNo)).Scan(&typeOK, &agencyOK, &resultTaken)
+	if err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "storage: read catalogue", err)
+	}
+	switch {
+	case !typeOK:
+		return kho.Errorf(kho.EINVALID, "document type %s is not in the catalogue", meta.Type)
+	case source == kho.SourceAgencyIssued && !agencyOK:
+		return kho.Errorf(kho.EFORBIDDEN, "agency %s is not registered in kho", p.Agency)
+	case source == kho.SourceAgencyIssued && meta.ResultNo > 0 && resultTaken:
+		return kho.Errorf(kho.ECONFLICT, "result %s has already been deposited", meta.DossierCode.ResultCode(meta.ResultNo))
+	}
+	return nil
+}
+
+// insert writes the document row, its audit event and its notification, and
+// for a new version marks the old one superseded, all in tx.
+func (s *Service) insert(ctx context.Context, tx pgx.Tx, p kho.Principal, doc *kho.Document, object string, rcpt *transitRecipient, sig string, prev *docRow) error {
+	// A rewrap running for this subject retires key versions under this
+	// lock; a wrap made with a version it retired must not commit.
+	var minVersion int
+	if err := tx.QueryRow(ctx, `SELECT key_min_version FROM subjects WHERE handle = $1 FOR SHARE`, doc.Subject).Scan(&minVersion); err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "storage: lock subject", err)
+	}
+	if rcpt.version < minVersion {
+		return kho.Errorf(kho.EUNAVAILABLE, "the subject's key was rotated during the deposit; send it again")
+	}
+	if prev != nil {
+		var status string
+		if err := tx.QueryRow(ctx, `SELECT status FROM documents WHERE id = $1 FOR UPDATE`, prev.ID).Scan(&status); err != nil {
+			return kho.WrapError(kho.EUNAVAILABLE, "storage: lock document", err)
+		}
+		if status != string(kho.StatusValid) {
+			return kho.Errorf(kho.ECONFLICT, "the document was changed meanwhile (now %s)", status)
+		}
+	}
+	sum, _ := hex.DecodeString(doc.SHA256)
+	var issuer, dossier, procedure, result any
+	if doc.Issuer != "" {
+		issuer = string(doc.Issuer)
+	}
+	if doc.DossierCode != "" {
+		dossier = string(doc.DossierCode)
+	}
+	if doc.ProcedureCode != "" {
+		procedure = doc.ProcedureCode
+	}
+	if doc.ResultCode != "" {
+		result = doc.ResultCode
+	}
+	err := tx.QueryRow(ctx, `INSERT INTO documents (id, subject_handle, type_code, name, number, issued_on, issuer, source, summary,
+		valid_from, valid_until, scope, dossier_code, procedure_code, result_code, status, media_type, size, sha256,
+		chain_id, version, supersedes, object_name, wrapped_key, key_version, signature)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'valid', $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
+		RETURNING created_at`,
+		doc.ID, doc.Subject, doc.Type, doc.Name, doc.Number, doc.IssueOn.Time, issuer, doc.Source, doc.Summary,
+		dateOrNil(doc.ValidFrom), dateOrNil(doc.ValidUntil), doc.Scope, dossier, procedure, result, doc.MediaType, doc.Size, sum,
+		doc.ChainID, doc.Version, doc.Supersedes, object, rcpt.wrapped, rcpt.version, sig).Scan(&doc.CreatedAt)
+	if err != nil {
+		if postgres.IsUniqueViolation(err) {
+			return kho.Errorf(kho.ECONFLICT, "a document with this result code or version already exists")
+		}
+		return kho.WrapError(kho.EUNAVAILABLE, "storage: insert document", err)
+	}
+	action := audit.DocumentDeposited
+	details := map[string]any{"type": doc.Type, "size": doc.Size, "source": doc.Source, "version": doc.Version}
+	if prev != nil {
+		if _, err := tx.Exec(ctx, `UPDATE documents SET status = 'superseded', superseded_by = $2, status_changed_at = now() WHERE id = $1`, prev.ID, doc.ID); err != nil {
+			return kho.WrapError(kho.EUNAVAILABLE, "storage: supersede document", err)
+		}
+		action, details["supersedes"] = audit.DocumentSuperseded, prev.ID
+	}
+	if err := audit.Record(ctx, tx, audit.Event{Action: action, Outcome: audit.Success, Actor: p, Subject: doc.Subject, Document: doc.ID, Details: details}); err != nil {
+		return err
+	}
+	return notify(ctx, tx, action, doc.Subject, map[string]any{"document_id": doc.ID, "type": doc.Type, "issuer": doc.Issuer})
+}
+
+// notify queues a notification in tx.
+func notify(ctx context.Context, tx pgx.Tx, topic string, subject kho.SubjectHandle, payload map[string]any) error {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return kho.WrapError(kho.EINTERNAL, "storage: encode notification", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO outbox (topic, subject_handle, payload) VALUES ($1, $2, $3)`, topic, subject, b); err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "storage: queue notification", err)
+	}
+	return nil
+}
+
+func dateOrNil(d *kho.Date) any {
+	if d == nil {
+		return nil
+	}
+	return d.Time
+}

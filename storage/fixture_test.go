@@ -1,0 +1,189 @@
+package storage_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/minio/minio-go/v7"
+
+	"kho"
+	"kho/internal/demo"
+	"kho/internal/testenv"
+	"kho/postgres"
+	"kho/storage"
+	"kho/vault"
+)
+
+// Demo identities (internal/demo/demo.json).
+const (
+	citizenA = kho.SubjectID("001090000001")
+	citizenB = kho.SubjectID("079085000002")
+	business = kho.SubjectID("0101234567")
+	agencyJ  = kho.AgencyCode("000.06.16.G09")
+	agencyP  = kho.AgencyCode("000.00.15.H29")
+)
+
+var (
+	asCitizenA = kho.Principal{Kind: kho.PrincipalCitizen, Person: citizenA, TokenID: "t-a"}
+	asCitizenB = kho.Principal{Kind: kho.PrincipalCitizen, Person: citizenB, TokenID: "t-b"}
+	asAgencyJ  = kho.Principal{Kind: kho.PrincipalAgency, Agency: agencyJ, TokenID: "t-j"}
+	asAgencyP  = kho.Principal{Kind: kho.PrincipalAgency, Agency: agencyP, TokenID: "t-p"}
+	asOfficerJ = kho.Principal{Kind: kho.PrincipalAgencyOfficer, Agency: agencyJ, Staff: "cb01", TokenID: "t-o"}
+	asOperator = kho.Principal{Kind: kho.PrincipalOperator, Staff: "op01", TokenID: "t-op"}
+)
+
+// fixture is a document service on the real stack, with a schema, an object
+// prefix and subject keys of the test's own.
+type fixture struct {
+	svc    *storage.Service
+	db     *postgres.DB
+	blobs  *storage.MinIO
+	keys   *vault.Transit
+	prefix string
+	bucket string
+	ctx    context.Context
+}
+
+func newFixture(t *testing.T, mod ...func(*storage.Config)) *fixture {
+	t.Helper()
+	ctx := testenv.Context(t)
+	db := testenv.DB(t, true)
+	if _, err := demo.Seed(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := vault.NewTransit(testenv.KhodVault(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := testenv.KhodBlobs(t)
+	prefix := testenv.Name("t/") + "/"
+	cfg := storage.Config{DB: db, Blobs: blobs, Keys: keys, Signer: keys, ObjectPrefix: prefix}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	svc, err := storage.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{svc: svc, db: db, blobs: blobs, keys: keys, prefix: prefix, bucket: blobs.Bucket(), ctx: ctx}
+	t.Cleanup(func() {
+		// Remove the test's objects and subject keys.
+		bg := context.Background()
+		_ = blobs.Walk(bg, prefix, func(name string, _ timeT) error { return blobs.Delete(bg, name) })
+		rows, err := db.Pool.Query(bg, `SELECT handle::text FROM subjects`)
+		if err != nil {
+			return
+		}
+		defer rows.Close()
+		root, _ := vault.NewTransitWith(testenv.VaultRoot(t))
+		for rows.Next() {
+			var h string
+			if rows.Scan(&h) == nil {
+				_ = root.Delete(bg, kho.SubjectHandle(h))
+			}
+		}
+	})
+	return f
+}
+
+func meta(subject kho.SubjectID, typ, mediaType string) *kho.DepositMetadata {
+	d, _ := kho.ParseDate("2024-01-15")
+	return &kho.DepositMetadata{SubjectID: subject, Type: typ, Name: "Giấy khai sinh", IssuedOn: d, MediaType: mediaType}
+}
+
+func (f *fixture) deposit(t *testing.T, p kho.Principal, m *kho.DepositMetadata, body []byte) *kho.Document {
+	t.Helper()
+	d, err := f.svc.Deposit(f.ctx, p, m, bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("deposit: %v", err)
+	}
+	return d
+}
+
+func (f *fixture) read(t *testing.T, p kho.Principal, id kho.DocumentID) ([]byte, error) {
+	t.Helper()
+	c, err := f.svc.Open(f.ctx, p, id, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Body.Close()
+	return io.ReadAll(c.Body)
+}
+
+// objectOf returns the name of a document's object.
+func (f *fixture) objectOf(t *testing.T, id kho.DocumentID) string {
+	t.Helper()
+	var name string
+	if err := f.db.Pool.QueryRow(f.ctx, `SELECT object_name FROM documents WHERE id = $1`, id).Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// rawObject reads an object as it is stored, with root credentials.
+func (f *fixture) rawObject(t *testing.T, name string) []byte {
+	t.Helper()
+	obj, err := testenv.MinIORoot(t).S3().GetObject(f.ctx, f.bucket, name, minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Close()
+	b, err := io.ReadAll(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// putRaw replaces an object behind khod's back, as an attacker with storage
+// access would.
+func (f *fixture) putRaw(t *testing.T, name string, b []byte) {
+	t.Helper()
+	if _, err := testenv.MinIORoot(t).S3().PutObject(f.ctx, f.bucket, name, bytes.NewReader(b), int64(len(b)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// auditCount counts the successful events of action on doc (refusals and
+// failures are recorded under the same action with another outcome).
+func (f *fixture) auditCount(t *testing.T, action string, doc kho.DocumentID) int {
+	t.Helper()
+	outcome := "success"
+	if action == "document.integrity_failure" {
+		outcome = "failure"
+	}
+	var n int
+	if err := f.db.Pool.QueryRow(f.ctx, `SELECT count(*) FROM audit_events WHERE action = $1 AND document_id::text = $2 AND outcome = $3`, action, string(doc), outcome).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// pdf returns a small, well-formed one-page PDF whose content stream carries
+// text.
+func pdf(text string) []byte {
+	var b bytes.Buffer
+	var offsets []int
+	obj := func(body string) {
+		offsets = append(offsets, b.Len())
+		fmt.Fprintf(&b, "%d 0 obj\n%s\nendobj\n", len(offsets), body)
+	}
+	b.WriteString("%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+	obj("<< /Type /Catalog /Pages 2 0 R >>")
+	obj("<< /Type /Pages /Kids [3 0 R] /Count 1 >>")
+	obj("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>")
+	stream := "BT /F1 12 Tf 72 770 Td (" + strings.NewReplacer("(", "", ")", "", "\\", "").Replace(text) + ") Tj ET"
+	obj(fmt.Sprintf("<< /Length %d >>\nstream\n%s\nendstream", len(stream), stream))
+	obj("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+	xref := b.Len()
+	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(offsets)+1)
+	for _, o := range offsets {
+		fmt.Fprintf(&b, "%010d 00000 n \n", o)
+	}
+	fmt.Fprintf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n", len(offsets)+1, xref)
+	return b.Bytes()
+}

@@ -1,0 +1,384 @@
+package storage
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"hash"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+
+	"filippo.io/age"
+
+	"kho"
+	"kho/audit"
+	"kho/policies"
+)
+
+// ListFilter narrows a listing.
+type ListFilter struct {
+	Type   string
+	Status kho.DocumentStatus
+	Issuer kho.AgencyCode
+	Cursor kho.DocumentID // the last id of the previous page
+	Limit  int            // 1 to 200 (default 50)
+}
+
+// Page is one page of a listing, newest first.
+type Page struct {
+	Documents  []*kho.Document `json:"documents"`
+	NextCursor kho.DocumentID  `json:"next_cursor,omitempty"`
+}
+
+// List returns a store's documents: all of them to the owner, those it issued
+// to an agency.
+func (s *Service) List(ctx context.Context, p kho.Principal, h kho.SubjectHandle, f ListFilter) (*Page, error) {
+	if err := h.Validate(); err != nil {
+		return nil, kho.Errorf(kho.ENOTFOUND, "no such store")
+	}
+	subj, err := s.subjectBy(ctx, `handle = $1`, h)
+	if err != nil {
+		return nil, err
+	}
+	scope, err := policies.CanList(p, subj.owner())
+	if err != nil {
+		return nil, s.authorize(ctx, p, audit.DocumentsListed, nil, err)
+	}
+	if f.Limit == 0 {
+		f.Limit = 50
+	}
+	if f.Limit < 1 || f.Limit > 200 {
+		return nil, kho.Errorf(kho.EINVALID, "limit must be between 1 and 200")
+	}
+	where := []string{"d.subject_handle = $1"}
+	args := []any{h}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, strings.ReplaceAll(cond, "?", "$"+itoa(len(args))))
+	}
+	if !scope.All {
+		add("d.issuer = ?", string(scope.Issuer))
+	}
+	if f.Type != "" {
+		add("d.type_code = ?", f.Type)
+	}
+	if f.Issuer != "" {
+		add("d.issuer = ?", string(f.Issuer))
+	}
+	switch f.Status {
+	case "":
+	case kho.StatusExpired:
+		where = append(where, "d.status = 'valid' AND d.valid_until < current_date")
+	case kho.StatusValid:
+		where = append(where, "d.status = 'valid' AND (d.valid_until IS NULL OR d.valid_until >= current_date)")
+	case kho.StatusSuperseded, kho.StatusRevoked, kho.StatusErased:
+		add("d.status = ?", string(f.Status))
+	default:
+		return nil, kho.Errorf(kho.EINVALID, "status must be valid, expired, superseded, revoked or erased")
+	}
+	if f.Cursor != "" {
+		if err := f.Cursor.Validate(); err != nil {
+			return nil, kho.Errorf(kho.EINVALID, "cursor is not one this service returned")
+		}
+		add("d.id < ?", string(f.Cursor))
+	}
+	args = append(args, f.Limit+1)
+	rows, err := s.db.Pool.Query(ctx, `SELECT `+documentColumns+` FROM documents d JOIN subjects s ON s.handle = d.subject_handle
+		WHERE `+strings.Join(where, " AND ")+` ORDER BY d.id DESC LIMIT $`+itoa(len(args)), args...)
+	if err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "storage: list documents", err)
+	}
+	defer rows.Close()
+	page := &Page{Documents: []*kho.Document{}}
+	for rows.Next() {
+		d, err := scanDocument(rows)
+		if err != nil {
+			return nil, kho.WrapError(kho.EUNAVAILABLE, "storage: list documents", err)
+		}
+		d.Status = d.EffectiveStatus(s.now())
+		page.Documents = append(page.Documents, &d.Document)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "storage: list documents", err)
+	}
+	if len(page.Documents) > f.Limit {
+		page.Documents = page.Documents[:f.Limit]
+		page.NextCursor = page.Documents[f.Limit-1].ID
+	}
+	ev := audit.Event{Action: audit.DocumentsListed, Outcome: audit.Success, Actor: p, Subject: h, Details: map[string]any{"count": len(page.Documents)}}
+	if err := audit.RecordNow(ctx, s.db, ev); err != nil {
+		return nil, err
+	}
+	return page, nil
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// ByteRange is an inclusive range of plaintext bytes, as in HTTP.
+type ByteRange struct {
+	First, Last int64
+}
+
+// Content is an opened document: its metadata and its plaintext stream.
+type Content struct {
+	Document *kho.Document
+	Body     io.ReadCloser
+	Range    *ByteRange // the range served, when one was asked for
+}
+
+// Open lets a reader who may read the document have its plaintext. Before it
+// returns, it has checked the issuer's signature over the manifest, found the
+// object bound to this document and subject, unwrapped its file key, and
+// recorded exactly one read in the audit trail. A full read is hashed as it
+// streams; at its end a size or hash mismatch is an error, never a clean EOF.
+// age authenticates every 64 KiB chunk before releasing it, so a tampered
+// object yields an error, never altered bytes.
+//
+// Errors: ENOTFOUND (no such document, or not visible to p), EINVALID (bad
+// range), EINTEGRITY (tampered, swapped or unreadable), EUNAVAILABLE.
+func (s *Service) Open(ctx context.Context, p kho.Principal, id kho.DocumentID, rng *ByteRange) (*Content, error) {
+	d, err := s.readable(ctx, p, id, audit.DocumentRead)
+	if err != nil {
+		return nil, err
+	}
+	if rng != nil {
+		if rng.First < 0 || rng.Last < rng.First || rng.First >= d.Size {
+			return nil, kho.Errorf(kho.EINVALID, "range is outside the document (size %d)", d.Size)
+		}
+		rng.Last = min(rng.Last, d.Size-1)
+	}
+	ident := s.identity(ctx, d)
+	var body io.ReadCloser
+	if rng == nil {
+		obj, err := s.blobs.Get(ctx, *d.object)
+		if err != nil {
+			return nil, s.integrityFailure(ctx, p, d, err)
+		}
+		plain, err := age.Decrypt(obj, ident)
+		if err != nil {
+			obj.Close()
+			return nil, s.integrityFailure(ctx, p, d, ageError(err))
+		}
+		body = &verifyingReader{r: plain, c: obj, h: sha256.New(), want: d.rawSHA, size: d.Size, onFail: func(err error) {
+			_ = s.integrityFailure(context.WithoutCancel(ctx), p, d, err)
+		}}
+	} else {
+		obj, size, err := s.ranges.OpenAt(ctx, *d.object)
+		if err != nil {
+			return nil, s.integrityFailure(ctx, p, d, err)
+		}
+		plain, plainSize, err := age.DecryptReaderAt(obj, size, ident)
+		if err != nil {
+			obj.Close()
+			return nil, s.integrityFailure(ctx, p, d, ageError(err))
+		}
+		if plainSize != d.Size {
+			obj.Close()
+			return nil, s.integrityFailure(ctx, p, d, kho.Errorf(kho.EINTEGRITY, "the stored object has the wrong size"))
+		}
+		body = &rangeReader{r: io.NewSectionReader(plain, rng.First, rng.Last-rng.First+1), c: obj}
+	}
+	details := map[string]any{}
+	if rng != nil {
+		details["range"] = [2]int64{rng.First, rng.Last}
+	}
+	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentRead, Outcome: audit.Success, Actor: p, Subject: d.Subject, Document: d.ID, Details: details}); err != nil {
+		body.Close()
+		return nil, err
+	}
+	return &Content{Document: &d.Document, Body: body, Range: rng}, nil
+}
+
+// readable loads a document p may read, whose content still exists and whose
+// manifest signature holds.
+func (s *Service) readable(ctx context.Context, p kho.Principal, id kho.DocumentID, action string) (*docRow, error) {
+	d, err := s.load(ctx, s.db.Pool, id, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(ctx, p, action, d, policies.CanRead(p, d.owner, &d.Document)); err != nil {
+		return nil, err
+	}
+	if d.object == nil || d.wrapped == nil {
+		return nil, kho.Errorf(kho.ENOTFOUND, "the document's content was erased")
+	}
+	if _, _, err := s.signer.VerifyDetached(ctx, d.signature, manifestOf(&d.Document).Bytes()); err != nil {
+		return nil, s.integrityFailure(ctx, p, d, err)
+	}
+	return d, nil
+}
+
+func (s *Service) identity(ctx context.Context, d *docRow) *transitIdentity {
+	return &transitIdentity{ctx: ctx, keys: s.keys, subject: d.Subject, doc: d.ID, wrapped: *d.wrapped}
+}
+
+// integrityFailure records a failed read of stored data and returns err, as
+// an integrity failure unless it is a plain outage.
+func (s *Service) integrityFailure(ctx context.Context, p kho.Principal, d *docRow, err error) error {
+	code := kho.ErrorCode(err)
+	if code == kho.EUNAVAILABLE {
+		return err
+	}
+	if code == kho.ENOTFOUND {
+		// A row with no object, or a subject key that is gone: the stored
+		// state is broken, not the request.
+		err = kho.WrapError(kho.EINTEGRITY, "the document's stored content is missing or unreadable", err)
+	}
+	if code != kho.EINTEGRITY && code != kho.ENOTFOUND {
+		err = kho.WrapError(kho.EINTEGRITY, "the document failed its integrity check", err)
+	}
+	s.log.ErrorContext(ctx, "document failed an integrity check", "document_id", d.ID, "request_id", kho.RequestID(ctx), "err", err.Error())
+	if aerr := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentIntegrity, Outcome: audit.Failure, Actor: p, Subject: d.Subject, Document: d.ID,
+		Details: map[string]any{"reason": kho.ErrorMessage(err)}}); aerr != nil {
+		s.log.ErrorContext(ctx, "could not record an integrity failure", "document_id", d.ID, "err", aerr.Error())
+	}
+	return err
+}
+
+// verifyingReader hashes a full read and turns the end of the stream into an
+// error when size or hash differ from the document's.
+type verifyingReader struct {
+	r      io.Reader
+	c      io.Closer
+	h      hash.Hash
+	n      int64
+	want   []byte
+	size   int64
+	onFail func(error)
+	once   sync.Once
+	err    error
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	if v.err != nil {
+		return 0, v.err
+	}
+	n, err := v.r.Read(p)
+	v.h.Write(p[:n])
+	v.n += int64(n)
+	switch {
+	case err == io.EOF:
+		if v.n != v.size || !equal(v.h.Sum(nil), v.want) {
+			err = kho.Errorf(kho.EINTEGRITY, "the document's content does not match its recorded hash")
+		}
+	case err != nil:
+		err = ageError(err)
+	case v.n > v.size:
+		err = kho.Errorf(kho.EINTEGRITY, "the document's content is longer than recorded")
+	}
+	if err != nil && err != io.EOF {
+		v.err = err
+		v.once.Do(func() { v.onFail(err) })
+	}
+	return n, err
+}
+
+func (v *verifyingReader) Close() error { return v.c.Close() }
+
+type rangeReader struct {
+	r *io.SectionReader
+	c io.Closer
+}
+
+func (r *rangeReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = ageError(err)
+	}
+	return n, err
+}
+
+func (r *rangeReader) Close() error { return r.c.Close() }
+
+func equal(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }
+
+// Report is the result of verifying a stored document end to end.
+type Report struct {
+	DocumentID kho.DocumentID `json:"document_id"`
+	Valid      bool           `json:"valid"`
+	Signature  struct {
+		Valid      bool   `json:"valid"`
+		SigningKey string `json:"signing_key,omitempty"`
+		KeyVersion int    `json:"key_version,omitempty"`
+		Issuer     string `json:"issuer"`
+		Error      string `json:"error,omitempty"`
+	} `json:"signature"`
+	Content struct {
+		Valid  bool   `json:"valid"`
+		SHA256 string `json:"sha256"`
+		Size   int64  `json:"size"`
+		Error  string `json:"error,omitempty"`
+	} `json:"content"`
+	Manifest Manifest `json:"manifest"`
+}
+
+// Verify checks a document end to end for a reader who may read it: the
+// issuer's signature over the manifest, and the stored ciphertext decrypted
+// in full against the recorded size and hash. No content leaves; the check is
+// recorded.
+func (s *Service) Verify(ctx context.Context, p kho.Principal, id kho.DocumentID) (*Report, error) {
+	d, err := s.load(ctx, s.db.Pool, id, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(ctx, p, audit.DocumentVerified, d, policies.CanRead(p, d.owner, &d.Document)); err != nil {
+		return nil, err
+	}
+	r := &Report{DocumentID: d.ID, Manifest: manifestOf(&d.Document)}
+	r.Signature.Issuer = r.Manifest.Issuer
+	if key, v, err := s.signer.VerifyDetached(ctx, d.signature, r.Manifest.Bytes()); err != nil {
+		if kho.ErrorCode(err) == kho.EUNAVAILABLE {
+			return nil, err
+		}
+		r.Signature.Error = kho.ErrorMessage(err)
+	} else {
+		r.Signature.Valid, r.Signature.SigningKey, r.Signature.KeyVersion = true, key, v
+	}
+	if d.object == nil || d.wrapped == nil {
+		r.Content.Error = "the document's content was erased"
+	} else if err := s.hashStored(ctx, d, r); err != nil {
+		if kho.ErrorCode(err) == kho.EUNAVAILABLE {
+			return nil, err
+		}
+		r.Content.Error = kho.ErrorMessage(err)
+	}
+	r.Valid = r.Signature.Valid && r.Content.Valid
+	outcome := audit.Success
+	if !r.Valid {
+		outcome = audit.Failure
+	}
+	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentVerified, Outcome: outcome, Actor: p, Subject: d.Subject, Document: d.ID,
+		Details: map[string]any{"valid": r.Valid}}); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (s *Service) hashStored(ctx context.Context, d *docRow, r *Report) error {
+	obj, err := s.blobs.Get(ctx, *d.object)
+	if err != nil {
+		if kho.ErrorCode(err) == kho.ENOTFOUND {
+			return kho.Errorf(kho.EINTEGRITY, "the document's object is missing")
+		}
+		return err
+	}
+	defer obj.Close()
+	plain, err := age.Decrypt(obj, s.identity(ctx, d))
+	if err != nil {
+		return ageError(err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, plain)
+	if err != nil {
+		return ageError(err)
+	}
+	r.Content.SHA256, r.Content.Size = hex.EncodeToString(h.Sum(nil)), n
+	if n != d.Size || !equal(h.Sum(nil), d.rawSHA) {
+		return kho.Errorf(kho.EINTEGRITY, "the document's content does not match its recorded hash")
+	}
+	r.Content.Valid = true
+	return nil
+}
