@@ -48,7 +48,7 @@ type fixture struct {
 	ctx    context.Context
 }
 
-func newFixture(t *testing.T, mod ...func(*storage.Config)) *fixture {
+func newFixture(t testing.TB, mod ...func(*storage.Config)) *fixture {
 	t.Helper()
 	ctx := testenv.Context(t)
 	db := testenv.DB(t, true)
@@ -125,7 +125,7 @@ func (f *fixture) objectOf(t *testing.T, id kho.DocumentID) string {
 }
 
 // rawObject reads an object as it is stored, with root credentials.
-func (f *fixture) rawObject(t *testing.T, name string) []byte {
+func (f *fixture) rawObject(t testing.TB, name string) []byte {
 	t.Helper()
 	obj, err := testenv.MinIORoot(t).S3().GetObject(f.ctx, f.bucket, name, minio.GetObjectOptions{})
 	if err != nil {

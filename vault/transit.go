@@ -34,7 +34,12 @@ type Transit struct {
 	pubs    map[string]crypto.PublicKey // "name:version"
 	ensured map[string]time.Time        // signing keys known to exist, with when their latest version was read
 	latest  map[string]int
+	// subjectKeys remembers subjects whose key this process created or
+	// found, to spare a Vault call per deposit. Bounded; Delete forgets.
+	subjectKeys map[kho.SubjectHandle]bool
 }
+
+const maxRememberedSubjects = 100_000
 
 var (
 	_ kho.SubjectKeys    = (*Transit)(nil)
@@ -57,6 +62,7 @@ func NewTransitWith(api *vaultapi.Client) (*Transit, error) {
 	return &Transit{
 		logical: api.Logical(), subjects: MountSubjects, signing: MountSigning,
 		pubs: map[string]crypto.PublicKey{}, ensured: map[string]time.Time{}, latest: map[string]int{},
+		subjectKeys: map[kho.SubjectHandle]bool{},
 	}, nil
 }
 
@@ -115,9 +121,21 @@ func (t *Transit) EnsureKey(ctx context.Context, h kho.SubjectHandle) error {
 	if err != nil {
 		return err
 	}
+	t.mu.Lock()
+	known := t.subjectKeys[h]
+	t.mu.Unlock()
+	if known {
+		return nil
+	}
 	if _, err := t.logical.WriteWithContext(ctx, t.subjects+"/keys/"+name, map[string]any{"type": "aes256-gcm96", "derived": true}); err != nil {
 		return mapErr("create subject key", err)
 	}
+	t.mu.Lock()
+	if len(t.subjectKeys) >= maxRememberedSubjects {
+		clear(t.subjectKeys)
+	}
+	t.subjectKeys[h] = true
+	t.mu.Unlock()
 	return nil
 }
 
@@ -258,6 +276,9 @@ func (t *Transit) Delete(ctx context.Context, h kho.SubjectHandle) error {
 	if err != nil {
 		return err
 	}
+	t.mu.Lock()
+	delete(t.subjectKeys, h)
+	t.mu.Unlock()
 	if _, err := t.logical.WriteWithContext(ctx, t.subjects+"/keys/"+name+"/config", map[string]any{"deletion_allowed": true}); err != nil {
 		if kho.ErrorCode(mapErr("", err)) == kho.ENOTFOUND {
 			return nil
