@@ -38,6 +38,11 @@ type Config struct {
 	// sets it.
 	DevJWKS jwk.Set
 	Version string
+	// Documents serves the document routes.
+	Documents Documents
+	// MaxUploadSize bounds a deposit's whole multipart body (default 2 GiB
+	// plus 1 MiB for the metadata and framing).
+	MaxUploadSize int64
 }
 
 // Server routes kho's HTTP API.
@@ -58,6 +63,12 @@ func New(cfg Config) (*Server, error) {
 		if c.Name == "" || c.Check == nil {
 			return nil, kho.Errorf(kho.EINVALID, "api: readiness checks need a name and a function")
 		}
+	}
+	if cfg.Documents == nil {
+		return nil, kho.Errorf(kho.EINVALID, "api: a document service is required")
+	}
+	if cfg.MaxUploadSize == 0 {
+		cfg.MaxUploadSize = 2<<30 + 1<<20
 	}
 	if cfg.CheckTimeout == 0 {
 		cfg.CheckTimeout = 2 * time.Second
@@ -81,6 +92,7 @@ func New(cfg Config) (*Server, error) {
 
 	v1 := e.Group("/v1", authenticate(cfg.Authenticator))
 	v1.GET("/me", s.me)
+	s.documentRoutes(v1)
 	return s, nil
 }
 

@@ -52,6 +52,7 @@ func newFixture(t *testing.T, checks ...api.Check) *fixture {
 		Checks:        checks,
 		CheckTimeout:  300 * time.Millisecond,
 		Version:       "test",
+		Documents:     noDocuments{},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -253,13 +254,16 @@ func TestReadyz(t *testing.T) {
 
 func TestNewValidatesConfig(t *testing.T) {
 	s := newSigner(t)
-	if _, err := api.New(api.Config{Authenticator: newAuth(t, s)}); err == nil {
+	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s)}); err == nil {
+		t.Error("no document service accepted")
+	}
+	if _, err := api.New(api.Config{Authenticator: newAuth(t, s), Documents: noDocuments{}}); err == nil {
 		t.Error("no logger accepted")
 	}
-	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler)}); err == nil {
+	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Documents: noDocuments{}}); err == nil {
 		t.Error("no authenticator accepted")
 	}
-	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Checks: []api.Check{{Name: "x"}}}); err == nil {
+	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: noDocuments{}, Checks: []api.Check{{Name: "x"}}}); err == nil {
 		t.Error("check without function accepted")
 	}
 }

@@ -1,6 +1,8 @@
 package api_test
 
 import (
+	"kho/api"
+
 	"encoding/base64"
 	"encoding/json"
 	"testing"
@@ -16,3 +18,7 @@ func decodeSeg(t testing.TB, s string) string {
 	}
 	return string(b)
 }
+
+// noDocuments stands in for the document service in tests of routes that do
+// not reach it; a call would panic on the nil interface.
+type noDocuments struct{ api.Documents }

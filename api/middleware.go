@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"regexp"
 	"time"
 
@@ -29,6 +30,7 @@ func withRequestID() gin.HandlerFunc {
 			id = uuid.Must(uuid.NewV7()).String()
 		}
 		c.Set(requestIDKey, id)
+		c.Request = c.Request.WithContext(kho.WithRequestID(c.Request.Context(), id))
 		c.Header(requestIDHeader, id)
 		c.Next()
 	}
@@ -73,6 +75,11 @@ func withRecovery(log *slog.Logger) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		defer func() {
 			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					// A stream broken on purpose: let net/http drop the
+					// connection.
+					panic(r)
+				}
 				log.Error("panic serving request", "request_id", requestID(c), "route", c.FullPath(), "panic", fmt.Sprint(r))
 				writeError(c, kho.Errorf(kho.EINTERNAL, "an internal error occurred"))
 			}

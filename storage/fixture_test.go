@@ -11,7 +11,6 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"kho"
-	"kho/internal/demo"
 	"kho/internal/testenv"
 	"kho/postgres"
 	"kho/storage"
@@ -50,44 +49,8 @@ type fixture struct {
 
 func newFixture(t testing.TB, mod ...func(*storage.Config)) *fixture {
 	t.Helper()
-	ctx := testenv.Context(t)
-	db := testenv.DB(t, true)
-	if _, err := demo.Seed(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	keys, err := vault.NewTransit(testenv.KhodVault(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blobs := testenv.KhodBlobs(t)
-	prefix := testenv.Name("t/") + "/"
-	cfg := storage.Config{DB: db, Blobs: blobs, Keys: keys, Signer: keys, ObjectPrefix: prefix}
-	for _, m := range mod {
-		m(&cfg)
-	}
-	svc, err := storage.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{svc: svc, db: db, blobs: blobs, keys: keys, prefix: prefix, bucket: blobs.Bucket(), ctx: ctx}
-	t.Cleanup(func() {
-		// Remove the test's objects and subject keys.
-		bg := context.Background()
-		_ = blobs.Walk(bg, prefix, func(name string, _ timeT) error { return blobs.Delete(bg, name) })
-		rows, err := db.Pool.Query(bg, `SELECT handle::text FROM subjects`)
-		if err != nil {
-			return
-		}
-		defer rows.Close()
-		root, _ := vault.NewTransitWith(testenv.VaultRoot(t))
-		for rows.Next() {
-			var h string
-			if rows.Scan(&h) == nil {
-				_ = root.Delete(bg, kho.SubjectHandle(h))
-			}
-		}
-	})
-	return f
+	d := testenv.NewDocuments(t, mod...)
+	return &fixture{svc: d.Svc, db: d.DB, blobs: d.Blobs, keys: d.Keys, prefix: d.Prefix, bucket: d.Blobs.Bucket(), ctx: testenv.Context(t)}
 }
 
 func meta(subject kho.SubjectID, typ, mediaType string) *kho.DepositMetadata {

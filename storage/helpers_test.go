@@ -1,13 +1,7 @@
 package storage_test
 
-import (
-	"time"
-
-	"github.com/minio/minio-go/v7/pkg/credentials"
-)
+import "github.com/minio/minio-go/v7/pkg/credentials"
 
 func credentialsOf(access, secret string) *credentials.Credentials {
 	return credentials.NewStaticV4(access, secret, "")
 }
-
-type timeT = time.Time

@@ -49,6 +49,11 @@ type Config struct {
 	Audience       string
 	TrustedIssuers issuerList
 	DevIdPKey      string
+
+	MaxDocumentSize   int64
+	MaxPDFSize        int64
+	ReconcileInterval time.Duration
+	ReconcileGrace    time.Duration
 }
 
 // Modes khod runs in.
@@ -104,6 +109,11 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.StringVar(&cfg.Audience, "audience", "kho", "aud claim bearer tokens must carry")
 	fs.Var(&cfg.TrustedIssuers, "trusted-issuer", "trust tokens from `ISSUER=JWKS_URL` (repeatable, or comma-separated)")
 	fs.StringVar(&cfg.DevIdPKey, "dev-idp-key", "", "dev identity provider key `file`; only with --mode=dev")
+
+	fs.Int64Var(&cfg.MaxDocumentSize, "max-document-size", 2<<30, "largest document accepted, in `bytes` (streams: memory does not grow with it)")
+	fs.Int64Var(&cfg.MaxPDFSize, "max-pdf-size", 64<<20, "largest PDF accepted, in `bytes` (a PDF is held in memory to be checked)")
+	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 10*time.Minute, "how often to remove objects no document refers to (0 disables)")
+	fs.DurationVar(&cfg.ReconcileGrace, "reconcile-grace", time.Hour, "age below which an unreferenced object is left alone (must outlast the longest upload)")
 	return fs
 }
 
@@ -274,6 +284,12 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(jwks); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return fmt.Errorf("--trusted-issuer %q: the JWKS URL must be an http(s) URL", is)
 		}
+	}
+	if c.MaxDocumentSize < 1 || c.MaxPDFSize < 1 || c.MaxPDFSize > c.MaxDocumentSize {
+		return errors.New("--max-document-size and --max-pdf-size must be positive, and the PDF limit at most the document limit")
+	}
+	if c.ReconcileInterval < 0 || c.ReconcileGrace < time.Minute {
+		return errors.New("--reconcile-interval must not be negative and --reconcile-grace must be at least 1m")
 	}
 	if c.DevIdPKey != "" && c.Mode != ModeDev {
 		return errors.New("--dev-idp-key: the built-in dev identity provider is refused outside --mode=dev")

@@ -107,6 +107,21 @@ func run(ctx context.Context, cfg *Config) error {
 		}
 	}()
 
+	transit, err := vault.NewTransit(vc)
+	if err != nil {
+		return err
+	}
+	docs, err := storage.New(storage.Config{
+		DB: db, Blobs: blobs, Keys: transit, Signer: transit, Logger: log.With("component", "storage"),
+		MaxSize: cfg.MaxDocumentSize, MaxPDFSize: cfg.MaxPDFSize,
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.ReconcileInterval > 0 {
+		go reconcileLoop(ctx, log, docs, cfg.ReconcileInterval, cfg.ReconcileGrace)
+	}
+
 	issuers, devJWKS, err := trustedIssuers(cfg)
 	if err != nil {
 		return err
@@ -120,6 +135,8 @@ func run(ctx context.Context, cfg *Config) error {
 		Authenticator: authn,
 		DevJWKS:       devJWKS,
 		Version:       version,
+		Documents:     docs,
+		MaxUploadSize: cfg.MaxDocumentSize + 1<<20,
 		Checks: []api.Check{
 			{Name: "postgres", Check: func(ctx context.Context) error {
 				if err := db.Health(ctx); err != nil {
@@ -168,6 +185,23 @@ func run(ctx context.Context, cfg *Config) error {
 	}
 	log.Info("khod stopped")
 	return nil
+}
+
+// reconcileLoop removes orphan objects every interval until ctx ends. Every
+// replica runs it; an advisory lock lets one at a time do the work.
+func reconcileLoop(ctx context.Context, log *slog.Logger, docs *storage.Service, interval, grace time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := docs.Reconcile(ctx, grace); err != nil && ctx.Err() == nil {
+				log.Warn("reconciler failed; will retry", "err", err.Error())
+			}
+		}
+	}
 }
 
 // trustedIssuers builds the issuer list from the options; in dev mode it adds

@@ -1,0 +1,373 @@
+package api
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"kho"
+	"kho/storage"
+)
+
+// Documents is the document service the routes call; *storage.Service meets
+// it.
+type Documents interface {
+	Deposit(ctx context.Context, p kho.Principal, meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error)
+	Supersede(ctx context.Context, p kho.Principal, old kho.DocumentID, meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error)
+	Resolve(ctx context.Context, p kho.Principal, id kho.SubjectID) (kho.SubjectHandle, error)
+	List(ctx context.Context, p kho.Principal, h kho.SubjectHandle, f storage.ListFilter) (*storage.Page, error)
+	Get(ctx context.Context, p kho.Principal, id kho.DocumentID) (*kho.Document, error)
+	Open(ctx context.Context, p kho.Principal, id kho.DocumentID, rng *storage.ByteRange) (*storage.Content, error)
+	Verify(ctx context.Context, p kho.Principal, id kho.DocumentID) (*storage.Report, error)
+	Revoke(ctx context.Context, p kho.Principal, id kho.DocumentID, reason string) (*kho.Document, error)
+	PlaceHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, reason string, until *time.Time) (*storage.Hold, error)
+	Erase(ctx context.Context, p kho.Principal, h kho.SubjectHandle) (int, error)
+}
+
+var _ Documents = (*storage.Service)(nil)
+
+func (s *Server) documentRoutes(v1 *gin.RouterGroup) {
+	v1.POST("/documents", s.deposit)
+	v1.GET("/documents/:id", s.getDocument)
+	v1.GET("/documents/:id/content", s.download)
+	v1.GET("/documents/:id/verification", s.verify)
+	v1.POST("/documents/:id/versions", s.supersede)
+	v1.POST("/documents/:id/revocation", s.revoke)
+	v1.POST("/subjects/resolve", s.resolve)
+	v1.GET("/subjects/:handle/documents", s.list)
+	v1.GET("/me/documents", s.listMine)
+	v1.POST("/subjects/:handle/legal-holds", s.placeHold)
+	v1.POST("/subjects/:handle/erasure", s.erase)
+}
+
+func principal(c *gin.Context) kho.Principal {
+	p, _ := kho.FromContext(c.Request.Context())
+	return p
+}
+
+// readUpload reads a multipart/form-data deposit: a "metadata" part (JSON)
+// first, then a "file" part, which is returned unread so it can stream.
+func (s *Server) readUpload(c *gin.Context) (*kho.DepositMetadata, io.Reader, error) {
+	ct, params, err := mime.ParseMediaType(c.GetHeader("Content-Type"))
+	if err != nil || ct != "multipart/form-data" || params["boundary"] == "" {
+		return nil, nil, kho.Errorf(kho.EINVALID, "a deposit is multipart/form-data with a metadata part, then a file part")
+	}
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxUploadSize)
+	mr, err := c.Request.MultipartReader()
+	if err != nil {
+		return nil, nil, kho.WrapError(kho.EINVALID, "the multipart body is malformed", err)
+	}
+	part, err := mr.NextPart()
+	if err != nil || part.FormName() != "metadata" {
+		return nil, nil, kho.Errorf(kho.EINVALID, `the first part must be named "metadata"`)
+	}
+	b, err := io.ReadAll(io.LimitReader(part, kho.MaxMetadataSize+1))
+	if err != nil {
+		return nil, nil, kho.WrapError(kho.EINVALID, "could not read the metadata part", err)
+	}
+	meta, err := kho.ParseDepositMetadata(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	file, err := mr.NextPart()
+	if err != nil || file.FormName() != "file" {
+		return nil, nil, kho.Errorf(kho.EINVALID, `the second part must be named "file"`)
+	}
+	return meta, &uploadReader{r: file}, nil
+}
+
+// uploadReader turns the body limit's error into kho's.
+type uploadReader struct{ r io.Reader }
+
+func (u *uploadReader) Read(p []byte) (int, error) {
+	n, err := u.r.Read(p)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return n, kho.Errorf(kho.ETOOLARGE, "the upload is larger than %d bytes", mbe.Limit)
+	}
+	return n, err
+}
+
+func (s *Server) deposit(c *gin.Context) {
+	meta, body, err := s.readUpload(c)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	d, err := s.cfg.Documents.Deposit(c.Request.Context(), principal(c), meta, body)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Header("Location", "/v1/documents/"+string(d.ID))
+	c.JSON(http.StatusCreated, d)
+}
+
+func (s *Server) supersede(c *gin.Context) {
+	meta, body, err := s.readUpload(c)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	d, err := s.cfg.Documents.Supersede(c.Request.Context(), principal(c), kho.DocumentID(c.Param("id")), meta, body)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Header("Location", "/v1/documents/"+string(d.ID))
+	c.JSON(http.StatusCreated, d)
+}
+
+func (s *Server) getDocument(c *gin.Context) {
+	d, err := s.cfg.Documents.Get(c.Request.Context(), principal(c), kho.DocumentID(c.Param("id")))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, d)
+}
+
+func (s *Server) verify(c *gin.Context) {
+	r, err := s.cfg.Documents.Verify(c.Request.Context(), principal(c), kho.DocumentID(c.Param("id")))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, r)
+}
+
+// parseRange reads a single "bytes=first-last", "bytes=first-" or
+// "bytes=-suffix" range. Several ranges, or other units, are answered with
+// the whole document, which HTTP allows.
+func parseRange(h string, size int64) (*storage.ByteRange, bool, error) {
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if h == "" || !ok || strings.Contains(spec, ",") {
+		return nil, false, nil
+	}
+	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok {
+		return nil, true, kho.Errorf(kho.EINVALID, "malformed Range header")
+	}
+	if a == "" {
+		n, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || n <= 0 {
+			return nil, true, kho.Errorf(kho.EINVALID, "malformed Range header")
+		}
+		return &storage.ByteRange{First: max(size-n, 0), Last: size - 1}, true, nil
+	}
+	first, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || first < 0 {
+		return nil, true, kho.Errorf(kho.EINVALID, "malformed Range header")
+	}
+	last := size - 1
+	if b != "" {
+		if last, err = strconv.ParseInt(b, 10, 64); err != nil || last < first {
+			return nil, true, kho.Errorf(kho.EINVALID, "malformed Range header")
+		}
+	}
+	return &storage.ByteRange{First: first, Last: last}, true, nil
+}
+
+// download streams a document's plaintext. The read is recorded before the
+// first byte is sent. If the stored object fails authentication mid-stream,
+// the connection is aborted, so the client sees a broken transfer, never
+// altered bytes presented as complete.
+func (s *Server) download(c *gin.Context) {
+	ctx := c.Request.Context()
+	p := principal(c)
+	id := kho.DocumentID(c.Param("id"))
+	var rng *storage.ByteRange
+	if h := c.GetHeader("Range"); h != "" {
+		// The size is needed to read a suffix range; metadata access is
+		// checked (and recorded) like any other.
+		d, err := s.cfg.Documents.Get(ctx, p, id)
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		r, ranged, err := parseRange(h, d.Size)
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		if ranged {
+			if r.First >= d.Size {
+				c.Header("Content-Range", fmt.Sprintf("bytes */%d", d.Size))
+				writeProblem(c, http.StatusRequestedRangeNotSatisfiable, kho.EINVALID, kho.Errorf(kho.EINVALID, "the range starts past the end of the document"))
+				return
+			}
+			rng = r
+		}
+	}
+	content, err := s.cfg.Documents.Open(ctx, p, id, rng)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	defer content.Body.Close()
+	d := content.Document
+	h := c.Writer.Header()
+	h.Set("Content-Type", d.MediaType)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, d.ID))
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("ETag", `"sha256:`+d.SHA256+`"`)
+	h.Set("Cache-Control", "private, no-store")
+	status, length := http.StatusOK, d.Size
+	if content.Range != nil {
+		status, length = http.StatusPartialContent, content.Range.Last-content.Range.First+1
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", content.Range.First, content.Range.Last, d.Size))
+	} else if sum, err := hex.DecodeString(d.SHA256); err == nil {
+		h.Set("Repr-Digest", "sha-256=:"+base64.StdEncoding.EncodeToString(sum)+":")
+	}
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
+	c.Status(status)
+	if _, err := io.Copy(c.Writer, content.Body); err != nil {
+		_ = c.Error(err)
+		if kho.ErrorCode(err) == kho.EINTEGRITY {
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+func (s *Server) revoke(c *gin.Context) {
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if err := decodeJSON(c, &body); err != nil {
+		writeError(c, err)
+		return
+	}
+	d, err := s.cfg.Documents.Revoke(c.Request.Context(), principal(c), kho.DocumentID(c.Param("id")), body.Reason)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, d)
+}
+
+func (s *Server) resolve(c *gin.Context) {
+	var body struct {
+		SubjectID kho.SubjectID `json:"subject_id"`
+	}
+	if err := decodeJSON(c, &body); err != nil {
+		writeError(c, err)
+		return
+	}
+	h, err := s.cfg.Documents.Resolve(c.Request.Context(), principal(c), body.SubjectID)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"handle": h})
+}
+
+func listFilter(c *gin.Context) (storage.ListFilter, error) {
+	f := storage.ListFilter{
+		Type:   c.Query("type"),
+		Status: kho.DocumentStatus(c.Query("status")),
+		Issuer: kho.AgencyCode(c.Query("issuer")),
+		Cursor: kho.DocumentID(c.Query("cursor")),
+	}
+	if l := c.Query("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			return f, kho.Errorf(kho.EINVALID, "limit must be a number")
+		}
+		f.Limit = n
+	}
+	return f, nil
+}
+
+func (s *Server) list(c *gin.Context) {
+	s.listStore(c, kho.SubjectHandle(c.Param("handle")))
+}
+
+// listMine lists the caller's own store (a citizen's, or the business a
+// representative acts for).
+func (s *Server) listMine(c *gin.Context) {
+	p := principal(c)
+	sub, ok := p.ActsFor()
+	if !ok {
+		errorf(c, kho.EFORBIDDEN, "only citizens and business representatives have a store of their own")
+		return
+	}
+	h, err := s.cfg.Documents.Resolve(c.Request.Context(), p, sub)
+	if kho.ErrorCode(err) == kho.ENOTFOUND {
+		c.JSON(http.StatusOK, storage.Page{Documents: []*kho.Document{}})
+		return
+	}
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	s.listStore(c, h)
+}
+
+func (s *Server) listStore(c *gin.Context, h kho.SubjectHandle) {
+	f, err := listFilter(c)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	page, err := s.cfg.Documents.List(c.Request.Context(), principal(c), h, f)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, page)
+}
+
+func (s *Server) placeHold(c *gin.Context) {
+	var body struct {
+		Reason string     `json:"reason"`
+		Until  *time.Time `json:"until"`
+	}
+	if err := decodeJSON(c, &body); err != nil {
+		writeError(c, err)
+		return
+	}
+	hold, err := s.cfg.Documents.PlaceHold(c.Request.Context(), principal(c), kho.SubjectHandle(c.Param("handle")), body.Reason, body.Until)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, hold)
+}
+
+func (s *Server) erase(c *gin.Context) {
+	n, err := s.cfg.Documents.Erase(c.Request.Context(), principal(c), kho.SubjectHandle(c.Param("handle")))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"erased_documents": n})
+}
+
+// decodeJSON reads a small JSON body strictly.
+func decodeJSON(c *gin.Context, v any) error {
+	if ct, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type")); ct != "application/json" {
+		return kho.Errorf(kho.EINVALID, "the body must be application/json")
+	}
+	dec := json.NewDecoder(io.LimitReader(c.Request.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var ke *kho.Error
+		if errors.As(err, &ke) {
+			return ke
+		}
+		return kho.Errorf(kho.EINVALID, "the body is not the expected JSON object")
+	}
+	return nil
+}

@@ -1,0 +1,66 @@
+package testenv
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"kho"
+	"kho/internal/demo"
+	"kho/postgres"
+	"kho/storage"
+	"kho/vault"
+)
+
+// Documents is a document service on the real stack with a schema (seeded
+// with the demo data), an object prefix and subject keys of the test's own,
+// all removed at cleanup.
+type Documents struct {
+	Svc    *storage.Service
+	DB     *postgres.DB
+	Blobs  *storage.MinIO
+	Keys   *vault.Transit
+	Prefix string
+}
+
+// NewDocuments builds it; mod may change the service's config.
+func NewDocuments(t testing.TB, mod ...func(*storage.Config)) *Documents {
+	t.Helper()
+	ctx := Context(t)
+	db := DB(t, true)
+	if _, err := demo.Seed(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := vault.NewTransit(KhodVault(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := KhodBlobs(t)
+	prefix := Name("t/") + "/"
+	cfg := storage.Config{DB: db, Blobs: blobs, Keys: keys, Signer: keys, ObjectPrefix: prefix}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	svc, err := storage.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := VaultRoot(t)
+	t.Cleanup(func() {
+		bg := context.Background()
+		_ = blobs.Walk(bg, prefix, func(name string, _ time.Time) error { return blobs.Delete(bg, name) })
+		rows, err := db.Pool.Query(bg, `SELECT handle::text FROM subjects`)
+		if err != nil {
+			return
+		}
+		defer rows.Close()
+		operator, _ := vault.NewTransitWith(root)
+		for rows.Next() {
+			var h string
+			if rows.Scan(&h) == nil {
+				_ = operator.Delete(bg, kho.SubjectHandle(h))
+			}
+		}
+	})
+	return &Documents{Svc: svc, DB: db, Blobs: blobs, Keys: keys, Prefix: prefix}
+}
