@@ -168,6 +168,16 @@ func (s *Service) Erase(ctx context.Context, p kho.Principal, h kho.SubjectHandl
 	return len(objects), nil
 }
 
+// SubjectHandle returns the handle of id's store with no access decision: for
+// the operator's CLI only, never behind an API route.
+func (s *Service) SubjectHandle(ctx context.Context, id kho.SubjectID) (kho.SubjectHandle, error) {
+	r, err := s.subjectBy(ctx, `id = $1`, id)
+	if err != nil {
+		return "", err
+	}
+	return r.handle, nil
+}
+
 // RotateKey adds a version to a subject's key: later deposits use it; earlier
 // file keys keep their version until RewrapAll.
 func (s *Service) RotateKey(ctx context.Context, actor kho.Principal, h kho.SubjectHandle) error {

@@ -205,8 +205,16 @@ func devKhod(ctx context.Context, s *devstack.Stack, args []string, stdout, stde
   Who am I? As the demo citizen 001090000001:
     curl -s -H "Authorization: Bearer $(%[2]s dev token --as citizen:001090000001)" %[1]s/v1/me
 
-  Other demo users: business:0101234567:001090000001, agency:000.06.16.G09,
-  agency:000.00.15.H29, security:so01, operator:op01 (see README.md).
+  Deposit a document for that citizen, as the demo justice office:
+    curl -s -H "Authorization: Bearer $(%[2]s dev token --as agency:000.06.16.G09)" \
+      -F 'metadata={"subject_id":"001090000001","type":"GKS","name":"Giấy khai sinh","issued_on":"2024-01-15","media_type":"text/plain"}' \
+      -F 'file=@README.md;type=text/plain' %[1]s/v1/documents
+
+  The citizen's store:
+    curl -s -H "Authorization: Bearer $(%[2]s dev token --as citizen:001090000001)" %[1]s/v1/me/documents
+
+  Other demo users: business:0101234567:001090000001, agency:000.00.15.H29,
+  security:so01, operator:op01 (see README.md).
 
 `, base, relOrAbs(self))
 			ready = nil

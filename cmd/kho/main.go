@@ -6,6 +6,8 @@
 //	kho migrate [--status]                   apply (or show) database migrations
 //	kho demo seed                            load the demo users and catalogue
 //	kho init                                 prepare Vault and MinIO for khod
+//	kho keys rotate|rewrap                   rotate subject keys, rewrap file keys
+//	kho reconcile                            remove orphan objects
 package main
 
 import (
@@ -35,6 +37,11 @@ Usage:
   kho migrate         apply pending database migrations (--status: only show)
   kho demo seed       load the demo citizens, business, agencies and catalogue
   kho init            bootstrap a Vault and MinIO for khod (operator credentials from the environment)
+  kho keys rotate --subject <id>
+                      add a version to a store's key
+  kho keys rewrap     move every file key to its store's latest key version (batched, resumable,
+                      with progress; no ciphertext is touched), then retire the old versions
+  kho reconcile       remove objects no document refers to (khod also does this periodically)
 
 Run "kho <command> -h" for a command's options.
 `
@@ -87,6 +94,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSeed(ctx, args[2:], stdout)
 	case "init":
 		return runInit(ctx, args[1:], stdout)
+	case "keys":
+		return runKeys(ctx, args[1:], stdout)
+	case "reconcile":
+		return runReconcile(ctx, args[1:], stdout)
 	default:
 		return fmt.Errorf("unknown command %q (kho -h lists the commands)", args[0])
 	}
