@@ -64,12 +64,21 @@ func newFixture(t *testing.T, checks ...api.Check) *fixture {
 
 func (f *fixture) do(t *testing.T, method, path, token string, hdr map[string]string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, f.srv.URL+path, nil)
+	return request(t, method, f.srv.URL+path, token, "", nil, hdr)
+}
+
+// request sends one request and reads the whole answer.
+func request(t *testing.T, method, url, token, contentType string, body io.Reader, hdr map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
@@ -79,8 +88,8 @@ func (f *fixture) do(t *testing.T, method, path, token string, hdr map[string]st
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp, body
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
 }
 
 func decodeProblem(t *testing.T, resp *http.Response, body []byte) api.Problem {

@@ -96,24 +96,7 @@ func multipartBody(t *testing.T, meta string, file []byte, order ...string) (str
 
 func (d *docServer) call(t *testing.T, p kho.Principal, method, path, contentType string, body io.Reader, hdr map[string]string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, d.url+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+d.token(t, p))
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, b
+	return request(t, method, d.url+path, d.token(t, p), contentType, body, hdr)
 }
 
 func (d *docServer) deposit(t *testing.T, p kho.Principal, meta string, file []byte) kho.Document {
