@@ -1,12 +1,21 @@
-// Package audit is kho's one path to the audit trail: every access to a
-// document and every change is recorded through Record, in the transaction
-// of the change it records when there is one. The audit issue chains the
-// events and signs checkpoints here; callers need not change.
+// Package audit is kho's one path to the audit trail, and the trail's proof
+// of integrity. Every access to a document and every change is recorded
+// through Record, in the transaction of the change when there is one.
 //
-// Events name subjects by handle and actors by kind, agency and token id:
-// never a personal identification number.
+// The trail is append-only (grants and triggers) and verifiable: each event
+// is a leaf of a Merkle tree hashed as in RFC 6962 (github.com/transparency-
+// dev/merkle) and carries the leaf hash of the event before it. Appends
+// serialize on one head row, so any number of khod replicas extend a single
+// linear log. Checkpoints (tree size and root) are signed notes in the C2SP
+// tlog-checkpoint format, with an Ed25519 key held in Vault Transit; anyone
+// with the public key can verify an export offline.
 //
-// audit imports the root package and is handed a *postgres.DB or a pgx.Tx.
+// Events name subjects by handle and actors by kind, agency, staff id and
+// token id: never a personal identification number, a name or document
+// contents.
+//
+// audit imports the root and postgres packages and is handed a *postgres.DB
+// or a pgx.Tx.
 package audit
 
 import (
@@ -16,6 +25,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/transparency-dev/merkle/compact"
 
 	"kho"
 	"kho/postgres"
@@ -32,9 +42,14 @@ const (
 	DocumentIntegrity  = "document.integrity_failure"
 	DocumentsListed    = "documents.listed"
 	SubjectErased      = "subject.erased"
+	SubjectLegalHold   = "subject.legal_hold"
 	SubjectKeyRotated  = "subject.key_rotated"
 	SubjectKeyRewrap   = "subject.keys_rewrapped"
 	ObjectReclaimed    = "object.reclaimed"
+	AuthFailed         = "auth.failed"
+	AuditSearched      = "audit.searched"
+	AuditExported      = "audit.exported"
+	AccessLogRead      = "audit.access_log_read"
 )
 
 // Outcomes.
@@ -44,54 +59,111 @@ const (
 	Failure = "failure"
 )
 
-// Event is one audit record.
+// Event is one audit record as callers describe it.
 type Event struct {
-	Action   string
-	Outcome  string
-	Actor    kho.Principal
-	Subject  kho.SubjectHandle
-	Document kho.DocumentID
-	Details  map[string]any // ids, codes, reasons: never contents or personal data
+	Action     string
+	Outcome    string
+	Actor      kho.Principal
+	Subject    kho.SubjectHandle
+	Document   kho.DocumentID
+	Purpose    string // the procedure or stated purpose of an access
+	ConsentID  string // the consent that admitted it
+	LegalBasis string // or the legal basis that did
+	Reason     string // why a decision went as it did
+	Details    map[string]any
 }
 
-// Record appends ev in tx.
-func Record(ctx context.Context, tx pgx.Tx, ev Event) error {
+// entryOf builds the entry for ev at index, after prev.
+func entryOf(ctx context.Context, ev Event, id string, at time.Time, index uint64, prev []byte) (*Entry, error) {
 	details := ev.Details
 	if details == nil {
 		details = map[string]any{}
 	}
-	b, err := json.Marshal(details)
+	raw, err := json.Marshal(details)
 	if err != nil {
-		return kho.WrapError(kho.EINTERNAL, "audit: encode details", err)
-	}
-	var agency, ref, subject, doc, reqID any
-	if ev.Actor.Agency != "" {
-		agency = string(ev.Actor.Agency)
-	}
-	if ev.Actor.TokenID != "" {
-		ref = ev.Actor.TokenID
-	}
-	if ev.Subject != "" {
-		subject = string(ev.Subject)
-	}
-	if ev.Document != "" {
-		doc = string(ev.Document)
-	}
-	if id := kho.RequestID(ctx); id != "" {
-		reqID = id
+		return nil, err
 	}
 	kind := string(ev.Actor.Kind)
 	if kind == "" {
 		kind = "system"
 	}
+	e := &Entry{
+		V: 1, Index: index, Prev: hexOrEmpty(prev), ID: id, Time: formatTime(at),
+		Action: ev.Action, Outcome: ev.Outcome, ActorKind: kind,
+		ActorAgency: string(ev.Actor.Agency), ActorStaff: string(ev.Actor.Staff), ActorRef: ev.Actor.TokenID,
+		Subject: string(ev.Subject), Document: string(ev.Document),
+		Purpose: ev.Purpose, ConsentID: ev.ConsentID, LegalBasis: ev.LegalBasis, Reason: ev.Reason,
+		RequestID: kho.RequestID(ctx), Details: raw,
+	}
+	switch ev.Actor.Kind {
+	case kho.PrincipalAgencyOfficer:
+		e.ActingFor = "agency:" + string(ev.Actor.Agency)
+	case kho.PrincipalBusinessRep:
+		e.ActingFor = "business"
+	}
+	if e.Details, err = normalizeDetails(raw); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Record appends ev in tx. It takes the log head's row lock until tx ends:
+// appends are serialized, so the chain never forks, whatever the number of
+// writers.
+func Record(ctx context.Context, tx pgx.Tx, ev Event) error {
+	var size uint64
+	var last []byte
+	var hashes [][]byte
+	if err := tx.QueryRow(ctx, `SELECT size, last_leaf, range_hashes FROM audit_head WHERE id = 1 FOR UPDATE`).Scan(&size, &last, &hashes); err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "audit: lock log head", err)
+	}
+	id := uuid.Must(uuid.NewV7()).String()
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	e, err := entryOf(ctx, ev, id, at, size, last)
+	if err != nil {
+		return kho.WrapError(kho.EINTERNAL, "audit: encode event", err)
+	}
+	leaf, err := e.LeafHash()
+	if err != nil {
+		return kho.WrapError(kho.EINTERNAL, "audit: hash event", err)
+	}
+	rng, err := rangeFactory.NewRange(0, size, hashes)
+	if err != nil {
+		return kho.WrapError(kho.EINTEGRITY, "audit: the log head is corrupt", err)
+	}
+	var levels []int16
+	var idxs []int64
+	var nodeHashes [][]byte
+	if err := rng.Append(leaf, func(id compact.NodeID, h []byte) {
+		levels, idxs, nodeHashes = append(levels, int16(id.Level)), append(idxs, int64(id.Index)), append(nodeHashes, h)
+	}); err != nil {
+		return kho.WrapError(kho.EINTERNAL, "audit: extend tree", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO audit_tree_nodes (level, idx, hash) SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])`,
+		levels, idxs, nodeHashes); err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "audit: store tree nodes", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE audit_head SET size = $1, last_leaf = $2, range_hashes = $3 WHERE id = 1`, size+1, leaf, rng.Hashes()); err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "audit: advance log head", err)
+	}
 	_, err = tx.Exec(ctx, `INSERT INTO audit_events
-		(id, occurred_at, action, outcome, actor_kind, actor_agency, actor_ref, subject_handle, document_id, request_id, details)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		uuid.Must(uuid.NewV7()), time.Now().UTC(), ev.Action, ev.Outcome, kind, agency, ref, subject, doc, reqID, b)
+		(id, occurred_at, action, outcome, actor_kind, actor_agency, actor_staff, actor_ref, acting_for, subject_handle, document_id,
+		 purpose, consent_id, legal_basis, reason, request_id, details, leaf_index, prev_hash, leaf_hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
+		id, at, e.Action, e.Outcome, e.ActorKind, null(e.ActorAgency), null(e.ActorStaff), null(e.ActorRef), null(e.ActingFor),
+		null(e.Subject), null(e.Document), null(e.Purpose), null(e.ConsentID), null(e.LegalBasis), null(e.Reason), null(e.RequestID),
+		[]byte(e.Details), int64(size), last, leaf)
 	if err != nil {
 		return kho.WrapError(kho.EUNAVAILABLE, "audit: record event", err)
 	}
 	return nil
+}
+
+func null(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 // RecordNow appends ev in a transaction of its own, for events that change
@@ -99,3 +171,5 @@ func Record(ctx context.Context, tx pgx.Tx, ev Event) error {
 func RecordNow(ctx context.Context, db *postgres.DB, ev Event) error {
 	return db.InTx(ctx, func(tx pgx.Tx) error { return Record(ctx, tx, ev) })
 }
+
+var rangeFactory = &compact.RangeFactory{Hash: hasher.HashChildren}

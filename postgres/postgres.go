@@ -86,12 +86,22 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	return db, nil
 }
 
+// createSchema creates schema when missing. An existing schema is left
+// alone without asking for CREATE on the database, which the application role
+// lacks.
 func createSchema(ctx context.Context, url, schema string) error {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return kho.WrapError(kho.EUNAVAILABLE, fmt.Sprintf("postgres: cannot reach %s", redactedHost(url)), err)
 	}
 	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "postgres: look up schema", err)
+	}
+	if exists {
+		return nil
+	}
 	// IF NOT EXISTS is not atomic: replicas starting together can race on the
 	// catalogue's unique index. The loser's schema exists all the same.
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()); err != nil &&

@@ -87,7 +87,7 @@ func (s *Service) PlaceHold(ctx context.Context, p kho.Principal, h kho.SubjectH
 			hold.ID, h, string(agency), reason, until); err != nil {
 			return kho.WrapError(kho.EUNAVAILABLE, "storage: place legal hold", err)
 		}
-		return audit.Record(ctx, tx, audit.Event{Action: "subject.legal_hold", Outcome: audit.Success, Actor: p, Subject: h,
+		return audit.Record(ctx, tx, audit.Event{Action: audit.SubjectLegalHold, Outcome: audit.Success, Actor: p, Subject: h,
 			Details: map[string]any{"hold_id": hold.ID}})
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package vault
 import (
 	"context"
 	"crypto"
+	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -18,6 +19,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jws"
+	"golang.org/x/mod/sumdb/note"
 
 	"kho"
 )
@@ -334,15 +336,16 @@ func (t *Transit) loadPublicKeys(ctx context.Context, name string) (int, error) 
 	for ver, k := range keys {
 		m, _ := k.(map[string]any)
 		p, _ := m["public_key"].(string)
-		block, _ := pem.Decode([]byte(p))
-		if block == nil {
+		if block, _ := pem.Decode([]byte(p)); block != nil {
+			if pub, err := x509.ParsePKIXPublicKey(block.Bytes); err == nil {
+				t.pubs[name+":"+ver] = pub
+			}
 			continue
 		}
-		pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-		if err != nil {
-			continue
+		// Transit gives Ed25519 public keys as bare base64.
+		if raw, err := base64.StdEncoding.DecodeString(p); err == nil && len(raw) == ed25519.PublicKeySize {
+			t.pubs[name+":"+ver] = ed25519.PublicKey(raw)
 		}
-		t.pubs[name+":"+ver] = pub
 	}
 	return intField(s.Data["latest_version"]), nil
 }
@@ -434,4 +437,68 @@ func (t *Transit) VerifyDetached(ctx context.Context, sig string, payload []byte
 		return "", 0, kho.WrapError(kho.EINTEGRITY, "signature does not match the document manifest", err)
 	}
 	return name, v, nil
+}
+
+// noteSigner signs C2SP signed notes (golang.org/x/mod/sumdb/note) with an
+// Ed25519 Transit key: one Vault call per signature, the key never leaves.
+type noteSigner struct {
+	ctx     context.Context
+	t       *Transit
+	key     string
+	version int
+	name    string
+	hash    uint32
+}
+
+func (s *noteSigner) Name() string    { return s.name }
+func (s *noteSigner) KeyHash() uint32 { return s.hash }
+
+func (s *noteSigner) Sign(msg []byte) ([]byte, error) {
+	r, err := s.t.logical.WriteWithContext(s.ctx, s.t.signing+"/sign/"+s.key, map[string]any{
+		"input": b64(msg), "key_version": s.version,
+	})
+	if err != nil {
+		return nil, mapErr("sign note", err)
+	}
+	sig, _ := r.Data["signature"].(string)
+	raw, err := base64.StdEncoding.DecodeString(sig[strings.LastIndexByte(sig, ':')+1:])
+	if err != nil || len(raw) != ed25519.SignatureSize {
+		return nil, kho.Errorf(kho.EINTERNAL, "vault: malformed Ed25519 signature")
+	}
+	return raw, nil
+}
+
+// NoteSigner returns a signer for notes named noteName (a C2SP key name,
+// such as the log's origin) backed by the named Ed25519 Transit key, created
+// when missing, and the verifier key (note.NewVerifier's format) that anyone
+// can check its signatures with. ctx bounds the signatures it makes.
+func (t *Transit) NoteSigner(ctx context.Context, key, noteName string) (note.Signer, string, error) {
+	t.mu.Lock()
+	_, known := t.ensured[key]
+	t.mu.Unlock()
+	if !known {
+		if _, err := t.logical.WriteWithContext(ctx, t.signing+"/keys/"+key, map[string]any{"type": "ed25519"}); err != nil {
+			return nil, "", mapErr("create note signing key", err)
+		}
+	}
+	latest, err := t.loadPublicKeys(ctx, key)
+	if err != nil {
+		return nil, "", err
+	}
+	t.mu.Lock()
+	t.ensured[key] = time.Now()
+	pub, ok := t.pubs[key+":"+strconv.Itoa(latest)].(ed25519.PublicKey)
+	t.mu.Unlock()
+	if !ok {
+		return nil, "", kho.Errorf(kho.ECONFLICT, "vault: signing key %s is not an Ed25519 key", key)
+	}
+	vkey, err := note.NewEd25519VerifierKey(noteName, pub)
+	if err != nil {
+		return nil, "", kho.WrapError(kho.EINVALID, "vault: note verifier key", err)
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, "", kho.WrapError(kho.EINVALID, "vault: note verifier key", err)
+	}
+	return &noteSigner{ctx: ctx, t: t, key: key, version: latest, name: noteName, hash: v.KeyHash()}, vkey, nil
 }

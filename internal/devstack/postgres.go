@@ -23,7 +23,8 @@ import (
 const (
 	pgFallbackDir = "/var/lib/kho-dev"
 	pgDatabase    = "kho"
-	pgRole        = "kho"
+	pgRole        = "kho"     // owns the database; migrations and tests use it
+	pgAppRole     = "kho_app" // khod's: no UPDATE or DELETE on the audit trail
 	pgSuperuser   = "kho_admin"
 )
 
@@ -105,21 +106,21 @@ func (s *Stack) upPostgres(ctx context.Context, st *State) error {
 	data := filepath.Join(root, "data")
 	sock := filepath.Join(root, "run")
 	st.ManagedPostgres = true
-	adminPass, rolePass := passwordOf(st.DatabaseAdminURL), passwordOf(st.DatabaseURL)
-	if adminPass == "" {
-		adminPass = secret(16)
-	}
-	if rolePass == "" {
-		rolePass = secret(16)
+	adminPass, rolePass, appPass := passwordOf(st.DatabaseAdminURL), passwordOf(st.DatabaseURL), passwordOf(st.DatabaseAppURL)
+	for _, p := range []*string{&adminPass, &rolePass, &appPass} {
+		if *p == "" {
+			*p = secret(16)
+		}
 	}
 	st.DatabaseAdminURL = pgURL(pgSuperuser, adminPass, s.Ports.Postgres, "postgres")
 	st.DatabaseURL = pgURL(pgRole, rolePass, s.Ports.Postgres, pgDatabase)
+	st.DatabaseAppURL = pgURL(pgAppRole, appPass, s.Ports.Postgres, pgDatabase)
 
 	if pid, err := s.pgPID().Running(); err != nil {
 		return err
 	} else if pid != 0 {
 		s.say("postgres already running (pid %d) on 127.0.0.1:%d", pid, s.Ports.Postgres)
-		return s.pgEnsureRole(ctx, st, rolePass)
+		return s.pgEnsureRoles(ctx, st, rolePass, appPass)
 	}
 	if !portFree(s.Ports.Postgres) {
 		return fmt.Errorf("port %d is taken by a process this stack did not start; stop it or set KHO_DEV_POSTGRES_PORT", s.Ports.Postgres)
@@ -151,7 +152,7 @@ func (s *Stack) upPostgres(ctx context.Context, st *State) error {
 	}); err != nil {
 		return err
 	}
-	return s.pgEnsureRole(ctx, st, rolePass)
+	return s.pgEnsureRoles(ctx, st, rolePass, appPass)
 }
 
 func (s *Stack) pgInit(ctx context.Context, bindir, root, data, sock, adminPass string, cred *syscall.Credential) error {
@@ -193,24 +194,28 @@ func (s *Stack) pgInit(ctx context.Context, bindir, root, data, sock, adminPass 
 	return nil
 }
 
-// pgEnsureRole creates khod's role and database when missing.
-func (s *Stack) pgEnsureRole(ctx context.Context, st *State, rolePass string) error {
+// pgEnsureRoles creates the owner role and database, and khod's application
+// role, when missing.
+func (s *Stack) pgEnsureRoles(ctx context.Context, st *State, rolePass, appPass string) error {
 	c, err := pgx.Connect(ctx, st.DatabaseAdminURL)
 	if err != nil {
 		return fmt.Errorf("connect as superuser: %w", err)
 	}
 	defer c.Close(ctx)
+	for _, r := range []struct{ name, pass string }{{pgRole, rolePass}, {pgAppRole, appPass}} {
+		var exists bool
+		if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, r.name).Scan(&exists); err != nil {
+			return err
+		}
+		verb := "ALTER"
+		if !exists {
+			verb = "CREATE"
+		}
+		if _, err := c.Exec(ctx, fmt.Sprintf(`%s ROLE %s LOGIN PASSWORD %s`, verb, pgx.Identifier{r.name}.Sanitize(), quoteLiteral(r.pass))); err != nil {
+			return fmt.Errorf("role %s: %w", r.name, err)
+		}
+	}
 	var exists bool
-	if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, pgRole).Scan(&exists); err != nil {
-		return err
-	}
-	verb := "ALTER"
-	if !exists {
-		verb = "CREATE"
-	}
-	if _, err := c.Exec(ctx, fmt.Sprintf(`%s ROLE %s LOGIN PASSWORD %s`, verb, pgx.Identifier{pgRole}.Sanitize(), quoteLiteral(rolePass))); err != nil {
-		return fmt.Errorf("role %s: %w", pgRole, err)
-	}
 	if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, pgDatabase).Scan(&exists); err != nil {
 		return err
 	}

@@ -43,7 +43,8 @@ type Ports struct {
 // credentials. It holds secrets (root token, root passwords) and is written
 // with mode 0600; khod is only ever given its own subset (KhodEnv).
 type State struct {
-	DatabaseURL      string `json:"database_url"`       // role kho: owns database kho
+	DatabaseURL      string `json:"database_url"`       // role kho: owns database kho; migrations, tests
+	DatabaseAppURL   string `json:"database_app_url"`   // role kho_app: khod's, append-only on the audit trail
 	DatabaseAdminURL string `json:"database_admin_url"` // superuser, when the stack runs PostgreSQL
 	ManagedPostgres  bool   `json:"managed_postgres"`
 
@@ -199,7 +200,7 @@ func (s *Stack) Up(ctx context.Context) (*State, error) {
 	st.DevIdPKey = s.path("dev-idp.jwk.json")
 
 	if url := s.Getenv("KHO_DATABASE_URL"); url != "" {
-		st.DatabaseURL, st.DatabaseAdminURL, st.ManagedPostgres = url, "", false
+		st.DatabaseURL, st.DatabaseAppURL, st.DatabaseAdminURL, st.ManagedPostgres = url, "", "", false
 		s.say("postgres: using KHO_DATABASE_URL (not starting a server)")
 		if err := s.checkExternalPostgres(ctx, url); err != nil {
 			return nil, err
@@ -275,10 +276,14 @@ func (s *Stack) Status(ctx context.Context) ([]ServiceStatus, error) {
 // KhodEnv returns the environment khod runs with in the dev stack: its own
 // credentials only, never a root token or root password.
 func (st *State) KhodEnv() [][2]string {
+	db := st.DatabaseAppURL
+	if db == "" {
+		db = st.DatabaseURL // a server of the user's own: one role for all
+	}
 	return [][2]string{
 		{"KHO_MODE", "dev"},
 		{"KHO_LISTEN", st.KhodListen},
-		{"KHO_DATABASE_URL", st.DatabaseURL},
+		{"KHO_DATABASE_URL", db},
 		{"KHO_MINIO_ENDPOINT", st.MinIOEndpoint},
 		{"KHO_MINIO_ACCESS_KEY", st.MinIOAccessKey},
 		{"KHO_MINIO_SECRET_KEY", st.MinIOSecretKey},
