@@ -3,6 +3,7 @@ package audit_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -238,3 +239,5 @@ func TestConcurrentReplicasDoNotForkTheChain(t *testing.T) {
 		t.Fatalf("after concurrent appends: %+v %v", r, r.First)
 	}
 }
+
+func runtimeGOMAXPROCS() int { return runtime.GOMAXPROCS(0) }

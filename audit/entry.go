@@ -96,3 +96,10 @@ func hexOrEmpty(b []byte) string {
 	}
 	return hex.EncodeToString(b)
 }
+
+func hexDecode(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	return hex.DecodeString(s)
+}

@@ -1,0 +1,218 @@
+package audit_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"kho"
+	"kho/audit"
+)
+
+func TestExportVerifiesOffline(t *testing.T) {
+	f := newLog(t)
+	f.fill(t, 30, 8)
+	var buf bytes.Buffer
+	n, err := f.log.Export(f.ctx, &buf, audit.Filter{})
+	if err != nil || n != 30 {
+		t.Fatalf("export: %d %v", n, err)
+	}
+	export := buf.Bytes()
+	vkey := f.log.VerifierKey()
+
+	r, err := audit.VerifyExport(bytes.NewReader(export), vkey, origin)
+	if err != nil || !r.OK() || r.Events != 30 || r.Checkpoints != 3 || r.Proofs != 24 {
+		t.Fatalf("untouched export: %+v %v %v", r, r.First, err)
+	}
+
+	lines := strings.Split(strings.TrimSpace(string(export)), "\n")
+	edit := func(t *testing.T, mod func(lines []string) []string) *audit.Result {
+		t.Helper()
+		cp := append([]string(nil), lines...)
+		r, err := audit.VerifyExport(strings.NewReader(strings.Join(mod(cp), "\n")), vkey, origin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	eventLine := func(lines []string, index int) int {
+		for i, l := range lines {
+			if strings.Contains(l, `"type":"event"`) && strings.Contains(l, `"index":`+itoa(index)+`,`) {
+				return i
+			}
+		}
+		t.Fatalf("no line for event %d", index)
+		return -1
+	}
+	tests := []struct {
+		name  string
+		mod   func([]string) []string
+		index uint64
+	}{
+		{"fail/an event edited in the export", func(ls []string) []string {
+			i := eventLine(ls, 11)
+			ls[i] = strings.Replace(ls[i], `"outcome":"success"`, `"outcome":"denied"`, 1)
+			return ls
+		}, 11},
+		{"fail/an event dropped from the export", func(ls []string) []string {
+			i := eventLine(ls, 5)
+			return append(ls[:i], ls[i+1:]...)
+		}, 5},
+		{"fail/the end cut off", func(ls []string) []string { return ls[:eventLine(ls, 20)] }, 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := edit(t, tt.mod)
+			if r.OK() || r.First.Index != tt.index {
+				t.Fatalf("first problem %v, want event %d", r.First, tt.index)
+			}
+		})
+	}
+	t.Run("fail/a forged checkpoint", func(t *testing.T) {
+		r := edit(t, func(ls []string) []string {
+			for i, l := range ls {
+				if strings.Contains(l, `"type":"checkpoint"`) && strings.Contains(l, `\n16\n`) {
+					ls[i] = strings.Replace(l, `\n16\n`, `\n17\n`, 1)
+				}
+			}
+			return ls
+		})
+		if r.OK() || !strings.Contains(r.First.Reason, "signature") {
+			t.Fatalf("forged checkpoint: %v", r.First)
+		}
+	})
+	t.Run("fail/another key", func(t *testing.T) {
+		other := newLog(t)
+		r, err := audit.VerifyExport(bytes.NewReader(export), other.log.VerifierKey(), origin)
+		if err != nil || r.OK() {
+			t.Fatalf("export verified with another log's key: %v", err)
+		}
+	})
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+func TestSearchAccessLogAndProofs(t *testing.T) {
+	f := newLog(t)
+	f.fill(t, 12, 12)
+	mine := kho.SubjectHandle("00000000-0000-4000-8000-000000000001")
+	page, err := f.log.AccessLog(f.ctx, mine, "", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Events 1, 4, 7, 10 are on this store; newest first, three per page.
+	if len(page.Events) != 3 || page.Events[0].Entry.Index != 10 || page.NextCursor != "4" || page.Checkpoint == "" {
+		t.Fatalf("page: %d events, cursor %q", len(page.Events), page.NextCursor)
+	}
+	c, err := f.log.LatestCheckpoint(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range page.Events {
+		if ev.Entry.Subject != string(mine) {
+			t.Fatalf("another store's event: %+v", ev.Entry)
+		}
+		leaf, _ := ev.Entry.LeafHash()
+		if ev.Proof == nil || proof.VerifyInclusion(rfc6962.DefaultHasher, ev.Entry.Index, c.Size, leaf, ev.Proof.Hashes, c.Root) != nil {
+			t.Fatalf("event %d: no valid inclusion proof", ev.Entry.Index)
+		}
+	}
+	next, err := f.log.AccessLog(f.ctx, mine, page.NextCursor, 3)
+	if err != nil || len(next.Events) != 1 || next.Events[0].Entry.Index != 1 || next.NextCursor != "" {
+		t.Fatalf("second page: %+v %v", next, err)
+	}
+	for _, bad := range []audit.Filter{{Subject: "x"}, {Outcome: "maybe"}, {Cursor: "-3"}, {Limit: 1000}, {Document: "x"}} {
+		if _, err := f.log.Search(f.ctx, bad); kho.ErrorCode(err) != kho.EINVALID {
+			t.Errorf("filter %+v: %v", bad, err)
+		}
+	}
+	byStaff, err := f.log.Search(f.ctx, audit.Filter{Staff: "cb01", Outcome: audit.Success, From: time.Now().Add(-time.Hour)})
+	if err != nil || len(byStaff.Events) != 12 {
+		t.Fatalf("by staff: %v", err)
+	}
+}
+
+func TestAnomalyFlags(t *testing.T) {
+	f := newLog(t)
+	now := func() time.Time { return time.Now().Add(time.Second) }
+	if a, err := f.log.Anomalies(f.ctx, now()); err != nil || len(a) != 0 {
+		t.Fatalf("quiet log: %v %v", a, err)
+	}
+	busy := kho.Principal{Kind: kho.PrincipalAgencyOfficer, Agency: "G01", Staff: "cb99", TokenID: "t"}
+	quiet := kho.Principal{Kind: kho.PrincipalAgency, Agency: "G02", TokenID: "t"}
+	for i := range audit.OfficerSubjectLimit + 1 {
+		h := kho.SubjectHandle("00000000-0000-4000-8000-" + strings.Repeat("0", 10) + itoa2(i))
+		if err := audit.RecordNow(f.ctx, f.db, audit.Event{Action: audit.DocumentRead, Outcome: audit.Success, Actor: busy, Subject: h}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		if err := audit.RecordNow(f.ctx, f.db, audit.Event{Action: audit.DocumentRead, Outcome: audit.Success, Actor: quiet}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range audit.DenialSpikeMinimum + 1 {
+		if err := audit.RecordNow(f.ctx, f.db, audit.Event{Action: audit.DocumentRead, Outcome: audit.Denied, Actor: quiet}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := f.log.Anomalies(f.ctx, now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]audit.Anomaly{}
+	for _, a := range got {
+		kinds[a.Kind+"/"+a.Agency] = a
+	}
+	if _, ok := kinds["agency_spike/G01"]; !ok {
+		t.Errorf("agency G01's spike not flagged: %+v", got)
+	}
+	if _, ok := kinds["agency_spike/G02"]; ok {
+		t.Errorf("quiet agency G02 flagged: %+v", got)
+	}
+	if a, ok := kinds["officer_breadth/G01"]; !ok || a.Staff != "cb99" {
+		t.Errorf("officer touching many stores not flagged: %+v", got)
+	}
+	if _, ok := kinds["denial_spike/"]; !ok {
+		t.Errorf("denial spike not flagged: %+v", got)
+	}
+}
+
+func itoa2(i int) string {
+	s := itoa(i)
+	return strings.Repeat("0", 2-len(s)) + s
+}
+
+// BenchmarkRecord8Writers appends with 8 concurrent writers, each with its
+// own connection pool as separate khod replicas have, and checks the chain
+// stayed linear.
+func BenchmarkRecord8Writers(b *testing.B) {
+	f := newLog(b)
+	b.SetParallelism(8 / max(1, runtimeGOMAXPROCS()))
+	var n atomic.Int64
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := audit.RecordNow(f.ctx, f.db, audit.Event{Action: audit.DocumentRead, Outcome: audit.Success, Actor: officer}); err != nil {
+				b.Error(err)
+				return
+			}
+			n.Add(1)
+		}
+	})
+	b.ReportMetric(float64(n.Load())/time.Since(start).Seconds(), "events/s")
+	b.StopTimer()
+	r, err := f.log.Verify(f.ctx)
+	if err != nil || !r.OK() || r.Events != uint64(n.Load()) {
+		b.Fatalf("chain after concurrent appends: %+v %v", r, err)
+	}
+}
