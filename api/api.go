@@ -40,6 +40,8 @@ type Config struct {
 	Version string
 	// Documents serves the document routes.
 	Documents Documents
+	// Audit is the audit trail: its routes, and where failed logins go.
+	Audit Audit
 	// MaxUploadSize bounds a deposit's whole multipart body (default 2 GiB
 	// plus 1 MiB for the metadata and framing).
 	MaxUploadSize int64
@@ -64,8 +66,8 @@ func New(cfg Config) (*Server, error) {
 			return nil, kho.Errorf(kho.EINVALID, "api: readiness checks need a name and a function")
 		}
 	}
-	if cfg.Documents == nil {
-		return nil, kho.Errorf(kho.EINVALID, "api: a document service is required")
+	if cfg.Documents == nil || cfg.Audit == nil {
+		return nil, kho.Errorf(kho.EINVALID, "api: a document service and an audit trail are required")
 	}
 	if cfg.MaxUploadSize == 0 {
 		cfg.MaxUploadSize = 2<<30 + 1<<20
@@ -90,9 +92,10 @@ func New(cfg Config) (*Server, error) {
 		e.GET("/dev/idp/jwks.json", func(c *gin.Context) { c.JSON(http.StatusOK, cfg.DevJWKS) })
 	}
 
-	v1 := e.Group("/v1", authenticate(cfg.Authenticator))
+	v1 := e.Group("/v1", authenticate(cfg.Authenticator, cfg.Audit))
 	v1.GET("/me", s.me)
 	s.documentRoutes(v1)
+	s.auditRoutes(e, v1)
 	return s, nil
 }
 

@@ -53,6 +53,7 @@ func newFixture(t *testing.T, checks ...api.Check) *fixture {
 		CheckTimeout:  300 * time.Millisecond,
 		Version:       "test",
 		Documents:     noDocuments{},
+		Audit:         &recordingAudit{},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -266,13 +267,13 @@ func TestNewValidatesConfig(t *testing.T) {
 	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s)}); err == nil {
 		t.Error("no document service accepted")
 	}
-	if _, err := api.New(api.Config{Authenticator: newAuth(t, s), Documents: noDocuments{}}); err == nil {
+	if _, err := api.New(api.Config{Authenticator: newAuth(t, s), Documents: noDocuments{}, Audit: &recordingAudit{}}); err == nil {
 		t.Error("no logger accepted")
 	}
-	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Documents: noDocuments{}}); err == nil {
+	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Documents: noDocuments{}, Audit: &recordingAudit{}}); err == nil {
 		t.Error("no authenticator accepted")
 	}
-	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: noDocuments{}, Checks: []api.Check{{Name: "x"}}}); err == nil {
+	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: noDocuments{}, Audit: &recordingAudit{}, Checks: []api.Check{{Name: "x"}}}); err == nil {
 		t.Error("check without function accepted")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwt"
 
 	"kho"
+	"kho/audit"
 )
 
 // MaxTokenLifetime bounds exp-iat of accepted tokens: a leaked token is of
@@ -187,7 +188,10 @@ func principalFromToken(tok jwt.Token) (kho.Principal, error) {
 
 // authenticate is the one middleware that establishes who is calling. Every
 // route behind it sees a validated kho.Principal in the request context.
-func authenticate(a *Authenticator) gin.HandlerFunc {
+//
+// A presented token that fails is recorded in the audit trail (a missing
+// one is not: that is every anonymous probe).
+func authenticate(a *Authenticator, trail Audit) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		h := c.GetHeader("Authorization")
 		scheme, token, ok := strings.Cut(h, " ")
@@ -195,13 +199,20 @@ func authenticate(a *Authenticator) gin.HandlerFunc {
 			errorf(c, kho.EUNAUTHORIZED, "a bearer token is required")
 			return
 		}
+		fail := func(err error) {
+			if aerr := trail.Record(c.Request.Context(), audit.Event{Action: audit.AuthFailed, Outcome: audit.Denied,
+				Reason: kho.ErrorMessage(err), Details: map[string]any{"route": c.FullPath()}}); aerr != nil {
+				_ = c.Error(aerr)
+			}
+			writeError(c, err)
+		}
 		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
-			errorf(c, kho.EUNAUTHORIZED, "the Authorization header must be \"Bearer <token>\"")
+			fail(kho.Errorf(kho.EUNAUTHORIZED, "the Authorization header must be \"Bearer <token>\""))
 			return
 		}
 		p, err := a.Authenticate(c.Request.Context(), strings.TrimSpace(token))
 		if err != nil {
-			writeError(c, err)
+			fail(err)
 			return
 		}
 		c.Request = c.Request.WithContext(kho.NewContext(c.Request.Context(), p))

@@ -31,7 +31,7 @@ func newDocServer(t *testing.T, maxUpload int64) *docServer {
 	s := newSigner(t)
 	docs := testenv.NewDocuments(t)
 	srv, err := api.New(api.Config{
-		Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: docs.Svc, MaxUploadSize: maxUpload,
+		Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: docs.Svc, Audit: docs.Log, MaxUploadSize: maxUpload,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,10 @@
 package api_test
 
 import (
+	"context"
 	"kho/api"
+	"kho/audit"
+	"sync"
 
 	"encoding/base64"
 	"encoding/json"
@@ -22,3 +25,18 @@ func decodeSeg(t testing.TB, s string) string {
 // noDocuments stands in for the document service in tests of routes that do
 // not reach it; a call would panic on the nil interface.
 type noDocuments struct{ api.Documents }
+
+// recordingAudit keeps recorded events in memory, for router tests that do
+// not reach a database; its readers are never called there.
+type recordingAudit struct {
+	api.Audit
+	mu     sync.Mutex
+	events []audit.Event
+}
+
+func (r *recordingAudit) Record(_ context.Context, ev audit.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, ev)
+	return nil
+}

@@ -211,3 +211,6 @@ func (l *Log) Consistency(ctx context.Context, size1, size2 uint64) ([][]byte, e
 	}
 	return p, nil
 }
+
+// Record appends ev in a transaction of its own.
+func (l *Log) Record(ctx context.Context, ev Event) error { return RecordNow(ctx, l.db, ev) }

@@ -100,3 +100,13 @@ func CanHold(p kho.Principal) (kho.AgencyCode, error) {
 	}
 	return "", kho.Errorf(kho.EFORBIDDEN, "only an agency may place a legal hold")
 }
+
+// CanAudit decides who may search, export and verify the audit trail: a
+// security officer. Operators run the system and are audited by it, so they
+// may not.
+func CanAudit(p kho.Principal) error {
+	if p.Kind == kho.PrincipalSecurityOfficer {
+		return nil
+	}
+	return kho.Errorf(kho.EFORBIDDEN, "only a security officer may search the audit trail")
+}

@@ -8,6 +8,7 @@
 //	kho init                                 prepare Vault and MinIO for khod
 //	kho keys rotate|rewrap                   rotate subject keys, rewrap file keys
 //	kho reconcile                            remove orphan objects
+//	kho audit verify                         verify an audit export offline
 package main
 
 import (
@@ -42,6 +43,8 @@ Usage:
   kho keys rewrap     move every file key to its store's latest key version (batched, resumable,
                       with progress; no ciphertext is touched), then retire the old versions
   kho reconcile       remove objects no document refers to (khod also does this periodically)
+  kho audit verify EXPORT.jsonl --key KEY
+                      check an audit export offline with only the log's public key
 
 Run "kho <command> -h" for a command's options.
 `
@@ -98,6 +101,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runKeys(ctx, args[1:], stdout)
 	case "reconcile":
 		return runReconcile(ctx, args[1:], stdout)
+	case "audit":
+		return runAudit(ctx, args[1:], stdout)
 	default:
 		return fmt.Errorf("unknown command %q (kho -h lists the commands)", args[0])
 	}

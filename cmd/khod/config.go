@@ -54,6 +54,11 @@ type Config struct {
 	MaxPDFSize        int64
 	ReconcileInterval time.Duration
 	ReconcileGrace    time.Duration
+
+	AuditOrigin        string
+	AuditKey           string
+	CheckpointInterval time.Duration
+	CheckpointEvents   int
 }
 
 // Modes khod runs in.
@@ -114,6 +119,10 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.Int64Var(&cfg.MaxPDFSize, "max-pdf-size", 64<<20, "largest PDF accepted, in `bytes` (a PDF is held in memory to be checked)")
 	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 10*time.Minute, "how often to remove objects no document refers to (0 disables)")
 	fs.DurationVar(&cfg.ReconcileGrace, "reconcile-grace", time.Hour, "age below which an unreferenced object is left alone (must outlast the longest upload)")
+	fs.StringVar(&cfg.AuditOrigin, "audit-origin", "kho.local/audit", "name of the audit log in its signed checkpoints (C2SP tlog-checkpoint origin)")
+	fs.StringVar(&cfg.AuditKey, "audit-key", "audit-checkpoint", "Ed25519 Transit key (on kho-signing) that signs audit checkpoints")
+	fs.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", 10*time.Second, "sign a checkpoint at least this often when new audit events arrived")
+	fs.IntVar(&cfg.CheckpointEvents, "checkpoint-events", 1000, "sign a checkpoint as soon as this many audit events arrived")
 	return fs
 }
 
@@ -290,6 +299,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ReconcileInterval < 0 || c.ReconcileGrace < time.Minute {
 		return errors.New("--reconcile-interval must not be negative and --reconcile-grace must be at least 1m")
+	}
+	if c.AuditOrigin == "" || strings.ContainsAny(c.AuditOrigin, " \n\r") {
+		return errors.New("--audit-origin must be one word such as kho.gov.vn/audit")
+	}
+	if c.CheckpointInterval < time.Second || c.CheckpointEvents < 1 {
+		return errors.New("--checkpoint-interval must be at least 1s and --checkpoint-events at least 1")
 	}
 	if c.DevIdPKey != "" && c.Mode != ModeDev {
 		return errors.New("--dev-idp-key: the built-in dev identity provider is refused outside --mode=dev")

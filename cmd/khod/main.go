@@ -23,6 +23,7 @@ import (
 
 	"kho"
 	"kho/api"
+	"kho/audit"
 	"kho/internal/devidp"
 	"kho/postgres"
 	"kho/storage"
@@ -118,6 +119,15 @@ func run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	signer, vkey, err := transit.NoteSigner(ctx, cfg.AuditKey, cfg.AuditOrigin)
+	if err != nil {
+		return err
+	}
+	trail, err := audit.NewLog(db, signer, vkey, cfg.AuditOrigin)
+	if err != nil {
+		return err
+	}
+	go checkpointLoop(ctx, log, db, trail, cfg.CheckpointInterval, cfg.CheckpointEvents)
 	if cfg.ReconcileInterval > 0 {
 		go reconcileLoop(ctx, log, docs, cfg.ReconcileInterval, cfg.ReconcileGrace)
 	}
@@ -136,6 +146,7 @@ func run(ctx context.Context, cfg *Config) error {
 		DevJWKS:       devJWKS,
 		Version:       version,
 		Documents:     docs,
+		Audit:         trail,
 		MaxUploadSize: cfg.MaxDocumentSize + 1<<20,
 		Checks: []api.Check{
 			{Name: "postgres", Check: func(ctx context.Context) error {
@@ -200,6 +211,40 @@ func reconcileLoop(ctx context.Context, log *slog.Logger, docs *storage.Service,
 			if _, err := docs.Reconcile(ctx, grace); err != nil && ctx.Err() == nil {
 				log.Warn("reconciler failed; will retry", "err", err.Error())
 			}
+		}
+	}
+}
+
+// checkpointLoop signs a checkpoint when checkpointEvents new events arrived
+// or every interval when any did. Replicas may race; one checkpoint per size
+// is kept.
+func checkpointLoop(ctx context.Context, log *slog.Logger, db *postgres.DB, trail *audit.Log, interval time.Duration, events int) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var last uint64
+	lastAt := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var size uint64
+		if err := db.Pool.QueryRow(ctx, `SELECT size FROM audit_head WHERE id = 1`).Scan(&size); err != nil {
+			continue
+		}
+		if size == last || (size-last < uint64(events) && time.Since(lastAt) < interval) {
+			continue
+		}
+		cp, err := trail.MakeCheckpoint(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("audit checkpoint failed; will retry", "err", err.Error())
+			}
+			continue
+		}
+		if cp != nil {
+			last, lastAt = cp.Size, time.Now()
 		}
 	}
 }

@@ -28,6 +28,9 @@ func TestKhodEnvHoldsNoRootCredentials(t *testing.T) {
 			t.Errorf("khod's environment holds the %s", name)
 		}
 	}
+	if !strings.Contains(env, "KHO_DATABASE_URL="+st.DatabaseAppURL+"\n") || !strings.Contains(st.DatabaseAppURL, "kho_app") {
+		t.Errorf("khod does not connect as the application role")
+	}
 	for _, want := range []string{"KHO_VAULT_ROLE_ID=", "KHO_VAULT_SECRET_ID=", "KHO_MINIO_ACCESS_KEY=khod", "KHO_MODE=dev"} {
 		if !strings.Contains(env, want) {
 			t.Errorf("khod's environment lacks %s", want)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"kho"
+	"kho/audit"
 	"kho/internal/demo"
 	"kho/postgres"
 	"kho/storage"
@@ -21,6 +22,7 @@ type Documents struct {
 	Blobs  *storage.MinIO
 	Keys   *vault.Transit
 	Prefix string
+	Log    *audit.Log // the same schema's audit trail, with a checkpoint key of the test's own
 }
 
 // NewDocuments builds it; mod may change the service's config.
@@ -62,5 +64,13 @@ func NewDocuments(t testing.TB, mod ...func(*storage.Config)) *Documents {
 			}
 		}
 	})
-	return &Documents{Svc: svc, DB: db, Blobs: blobs, Keys: keys, Prefix: prefix}
+	signer, vkey, err := keys.NoteSigner(ctx, Name("t-audit-"), "kho.test/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := audit.NewLog(db, signer, vkey, "kho.test/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Documents{Svc: svc, DB: db, Blobs: blobs, Keys: keys, Prefix: prefix, Log: log}
 }
