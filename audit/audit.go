@@ -50,6 +50,7 @@ const (
 	AuditSearched      = "audit.searched"
 	AuditExported      = "audit.exported"
 	AccessLogRead      = "audit.access_log_read"
+	OperatorMigrated   = "operator.migrated"
 )
 
 // Outcomes.

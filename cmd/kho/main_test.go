@@ -63,6 +63,16 @@ func TestMigrateAndSeedAreIdempotent(t *testing.T) {
 	if err != nil || !strings.Contains(out, "applied 0001_foundation") {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
+	// The operator's migration is in the audit trail.
+	db, err := postgres.Open(testenv.Context(t), url, postgres.WithSchema(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.Pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM audit_events WHERE action = 'operator.migrated' AND actor_kind = 'operator'`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("migration events: %d %v", n, err)
+	}
 	for range 2 {
 		out, err = runKho(t, append([]string{"demo", "seed"}, args...)...)
 		if err != nil || !strings.Contains(out, "3 citizens, 1 business, 2 agencies") {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"kho/audit"
 	"kho/internal/demo"
 	"kho/internal/devstack"
 	"kho/postgres"
@@ -76,6 +77,16 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		if err != nil {
 			return err
+		}
+		if len(applied) > 0 {
+			versions := make([]int, len(applied))
+			for i, m := range applied {
+				versions[i] = m.Version
+			}
+			if err := audit.RecordNow(ctx, db, audit.Event{Action: audit.OperatorMigrated, Outcome: audit.Success, Actor: operator(),
+				Details: map[string]any{"versions": versions}}); err != nil {
+				return err
+			}
 		}
 	}
 	st, err := db.Status(ctx)
