@@ -1,6 +1,8 @@
-// Package policies holds kho's declarative rules: the Vault policies khod
-// runs under, and (with the consent issue) the reuse policy and the catalogue.
-// Files are embedded so that the binary and its rules cannot drift apart.
+// Package policies holds kho's declarative rules and the pure decisions made
+// from them: the Vault policy khod runs under, the catalogue of procedures and
+// document types, the reuse policy (Cedar, evaluated with cedar-go), and who
+// may do what (access.go). Files are embedded so that the binary and its
+// rules cannot drift apart.
 //
 // policies imports only the root package.
 package policies
