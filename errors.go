@@ -27,6 +27,10 @@ type Error struct {
 	Code    string
 	Message string
 	Err     error
+	// Reason is an optional stable, machine-readable refusal reason
+	// (consent_required, consent_revoked, ...), shown as "reason" in
+	// problem+json so clients can act on it.
+	Reason string
 }
 
 // Error returns the safe message followed by the wrapped detail.
@@ -65,6 +69,26 @@ func ErrorCode(err error) string {
 		return e.Code
 	}
 	return EINTERNAL
+}
+
+// Refusal returns an *Error with a stable reason code besides its message.
+func Refusal(code, reason, format string, args ...any) *Error {
+	return &Error{Code: code, Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorReason returns the stable reason of the outermost *Error that has one.
+func ErrorReason(err error) string {
+	for err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			return ""
+		}
+		if e.Reason != "" {
+			return e.Reason
+		}
+		err = e.Err
+	}
+	return ""
 }
 
 // ErrorMessage returns the safe message of the outermost *Error in err's

@@ -72,3 +72,28 @@ func RequestID(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey{}).(string)
 	return id
 }
+
+// FetchRequest is an agency asking to read a document of someone else's
+// store for a procedure it handles.
+type FetchRequest struct {
+	Principal Principal
+	Document  *Document
+	Procedure string
+}
+
+// FetchGrant says on what ground a fetch was admitted.
+type FetchGrant struct {
+	ConsentID  string
+	LegalBasis string
+}
+
+// ReuseDecider decides fetches under the reuse policy, consent and legal
+// bases. It records the decision (allowed or refused, with its reason and
+// the consent or legal basis) in the audit trail and counts the consent's use
+// atomically, before returning; the caller sends bytes only after an
+// admission. The consent package meets it.
+type ReuseDecider interface {
+	// AuthorizeFetch errors: EFORBIDDEN or ENOTFOUND with a stable Reason,
+	// EUNAVAILABLE.
+	AuthorizeFetch(ctx context.Context, req FetchRequest) (FetchGrant, error)
+}

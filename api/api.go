@@ -42,6 +42,10 @@ type Config struct {
 	Documents Documents
 	// Audit is the audit trail: its routes, and where failed logins go.
 	Audit Audit
+	// Consents serves consent, availability and receipts; ReceiptKeys
+	// publishes the receipt signing keys.
+	Consents    Consents
+	ReceiptKeys keysFunc
 	// MaxUploadSize bounds a deposit's whole multipart body (default 2 GiB
 	// plus 1 MiB for the metadata and framing).
 	MaxUploadSize int64
@@ -66,8 +70,8 @@ func New(cfg Config) (*Server, error) {
 			return nil, kho.Errorf(kho.EINVALID, "api: readiness checks need a name and a function")
 		}
 	}
-	if cfg.Documents == nil || cfg.Audit == nil {
-		return nil, kho.Errorf(kho.EINVALID, "api: a document service and an audit trail are required")
+	if cfg.Documents == nil || cfg.Audit == nil || cfg.Consents == nil || cfg.ReceiptKeys == nil {
+		return nil, kho.Errorf(kho.EINVALID, "api: document, audit and consent services and receipt keys are required")
 	}
 	if cfg.MaxUploadSize == 0 {
 		cfg.MaxUploadSize = 2<<30 + 1<<20
@@ -96,6 +100,7 @@ func New(cfg Config) (*Server, error) {
 	v1.GET("/me", s.me)
 	s.documentRoutes(v1)
 	s.auditRoutes(e, v1)
+	s.consentRoutes(e, v1)
 	return s, nil
 }
 

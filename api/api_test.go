@@ -54,6 +54,8 @@ func newFixture(t *testing.T, checks ...api.Check) *fixture {
 		Version:       "test",
 		Documents:     noDocuments{},
 		Audit:         &recordingAudit{},
+		Consents:      noConsents{},
+		ReceiptKeys:   noKeys,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -267,13 +269,13 @@ func TestNewValidatesConfig(t *testing.T) {
 	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s)}); err == nil {
 		t.Error("no document service accepted")
 	}
-	if _, err := api.New(api.Config{Authenticator: newAuth(t, s), Documents: noDocuments{}, Audit: &recordingAudit{}}); err == nil {
+	if _, err := api.New(api.Config{Authenticator: newAuth(t, s), Documents: noDocuments{}, Audit: &recordingAudit{}, Consents: noConsents{}, ReceiptKeys: noKeys}); err == nil {
 		t.Error("no logger accepted")
 	}
-	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Documents: noDocuments{}, Audit: &recordingAudit{}}); err == nil {
+	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Documents: noDocuments{}, Audit: &recordingAudit{}, Consents: noConsents{}, ReceiptKeys: noKeys}); err == nil {
 		t.Error("no authenticator accepted")
 	}
-	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: noDocuments{}, Audit: &recordingAudit{}, Checks: []api.Check{{Name: "x"}}}); err == nil {
+	if _, err := api.New(api.Config{Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: noDocuments{}, Audit: &recordingAudit{}, Consents: noConsents{}, ReceiptKeys: noKeys, Checks: []api.Check{{Name: "x"}}}); err == nil {
 		t.Error("check without function accepted")
 	}
 }

@@ -29,6 +29,7 @@ type Documents interface {
 	List(ctx context.Context, p kho.Principal, h kho.SubjectHandle, f storage.ListFilter) (*storage.Page, error)
 	Get(ctx context.Context, p kho.Principal, id kho.DocumentID) (*kho.Document, error)
 	Open(ctx context.Context, p kho.Principal, id kho.DocumentID, rng *storage.ByteRange) (*storage.Content, error)
+	Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID, procedure string, rng *storage.ByteRange) (*storage.Content, error)
 	Verify(ctx context.Context, p kho.Principal, id kho.DocumentID) (*storage.Report, error)
 	Revoke(ctx context.Context, p kho.Principal, id kho.DocumentID, reason string) (*kho.Document, error)
 	PlaceHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, reason string, until *time.Time) (*storage.Hold, error)
@@ -188,7 +189,10 @@ func (s *Server) download(c *gin.Context) {
 	p := principal(c)
 	id := kho.DocumentID(c.Param("id"))
 	var rng *storage.ByteRange
-	if h := c.GetHeader("Range"); h != "" {
+	procedure := c.Query("procedure")
+	// A fetch for a procedure (reuse by another agency) serves the whole
+	// document: a partial read would spend a consent's use all the same.
+	if h := c.GetHeader("Range"); h != "" && procedure == "" {
 		// The size is needed to read a suffix range; metadata access is
 		// checked (and recorded) like any other.
 		d, err := s.cfg.Documents.Get(ctx, p, id)
@@ -210,7 +214,13 @@ func (s *Server) download(c *gin.Context) {
 			rng = r
 		}
 	}
-	content, err := s.cfg.Documents.Open(ctx, p, id, rng)
+	var content *storage.Content
+	var err error
+	if procedure != "" {
+		content, err = s.cfg.Documents.Fetch(ctx, p, id, procedure, nil)
+	} else {
+		content, err = s.cfg.Documents.Open(ctx, p, id, rng)
+	}
 	if err != nil {
 		writeError(c, err)
 		return

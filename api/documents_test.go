@@ -2,7 +2,9 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"github.com/lestrrat-go/jwx/v3/jwk"
 	"io"
 	"log/slog"
 	"mime/multipart"
@@ -16,6 +18,7 @@ import (
 
 	"kho"
 	"kho/api"
+	"kho/consent"
 	"kho/internal/testenv"
 )
 
@@ -32,6 +35,7 @@ func newDocServer(t *testing.T, maxUpload int64) *docServer {
 	docs := testenv.NewDocuments(t)
 	srv, err := api.New(api.Config{
 		Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: docs.Svc, Audit: docs.Log, MaxUploadSize: maxUpload,
+		Consents: docs.Consents, ReceiptKeys: func(ctx context.Context) (jwk.Set, error) { return docs.Keys.JWKS(ctx, consent.ReceiptKey) },
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"github.com/lestrrat-go/jwx/v3/jwk"
 	"kho/api"
 	"kho/audit"
 	"sync"
@@ -40,3 +41,8 @@ func (r *recordingAudit) Record(_ context.Context, ev audit.Event) error {
 	r.events = append(r.events, ev)
 	return nil
 }
+
+// noConsents stands in for the consent service where it is not reached.
+type noConsents struct{ api.Consents }
+
+func noKeys(context.Context) (jwk.Set, error) { return jwk.NewSet(), nil }

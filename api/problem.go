@@ -18,6 +18,7 @@ type Problem struct {
 	Detail    string `json:"detail,omitempty"`
 	Instance  string `json:"instance,omitempty"`
 	Code      string `json:"code"`
+	Reason    string `json:"reason,omitempty"` // a stable refusal reason, when there is one
 	RequestID string `json:"request_id,omitempty"`
 }
 
@@ -64,6 +65,7 @@ func writeProblem(c *gin.Context, status int, code string, err error) {
 		Detail:    kho.ErrorMessage(err),
 		Instance:  c.FullPath(),
 		Code:      code,
+		Reason:    kho.ErrorReason(err),
 		RequestID: requestID(c),
 	}
 	if status == http.StatusUnauthorized {

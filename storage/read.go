@@ -144,6 +144,47 @@ func (s *Service) Open(ctx context.Context, p kho.Principal, id kho.DocumentID, 
 	if err != nil {
 		return nil, err
 	}
+	return s.open(ctx, p, d, rng, func() error {
+		details := map[string]any{}
+		if rng != nil {
+			details["range"] = [2]int64{rng.First, rng.Last}
+		}
+		return audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentRead, Outcome: audit.Success, Actor: p, Subject: d.Subject, Document: d.ID, Details: details})
+	})
+}
+
+// Fetch lets an agency read a document of someone else's store for a
+// procedure it handles. The owner and the issuer read as with Open. For any
+// other agency the reuse decider rules (policy, consent or legal basis,
+// validity), recording its decision and counting the consent's use; it runs
+// after the stored data passed its integrity checks, so a use is never spent
+// on a document that cannot be delivered, and before the first byte.
+func (s *Service) Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID, procedure string, rng *ByteRange) (*Content, error) {
+	d, err := s.load(ctx, s.db.Pool, id, false)
+	if err != nil {
+		return nil, err
+	}
+	if policies.CanRead(p, d.owner, &d.Document) == nil {
+		return s.Open(ctx, p, id, rng)
+	}
+	if s.reuse == nil {
+		return s.Open(ctx, p, id, rng) // refused and recorded there
+	}
+	if d.object == nil || d.wrapped == nil {
+		return nil, kho.Errorf(kho.ENOTFOUND, "document not found")
+	}
+	if _, _, err := s.signer.VerifyDetached(ctx, d.signature, manifestOf(&d.Document).Bytes()); err != nil {
+		return nil, s.integrityFailure(ctx, p, d, err)
+	}
+	return s.open(ctx, p, d, rng, func() error {
+		_, err := s.reuse.AuthorizeFetch(ctx, kho.FetchRequest{Principal: p, Document: &d.Document, Procedure: procedure})
+		return err
+	})
+}
+
+// open decrypts a readable document's object and calls admit, which must
+// record the read (and may refuse it), before handing out the plaintext.
+func (s *Service) open(ctx context.Context, p kho.Principal, d *docRow, rng *ByteRange, admit func() error) (*Content, error) {
 	if rng != nil {
 		if rng.First < 0 || rng.Last < rng.First || rng.First >= d.Size {
 			return nil, kho.Errorf(kho.EINVALID, "range is outside the document (size %d)", d.Size)
@@ -181,11 +222,7 @@ func (s *Service) Open(ctx context.Context, p kho.Principal, id kho.DocumentID, 
 		}
 		body = &rangeReader{r: io.NewSectionReader(plain, rng.First, rng.Last-rng.First+1), c: obj}
 	}
-	details := map[string]any{}
-	if rng != nil {
-		details["range"] = [2]int64{rng.First, rng.Last}
-	}
-	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentRead, Outcome: audit.Success, Actor: p, Subject: d.Subject, Document: d.ID, Details: details}); err != nil {
+	if err := admit(); err != nil {
 		body.Close()
 		return nil, err
 	}

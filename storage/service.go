@@ -23,6 +23,9 @@ type Config struct {
 	Keys   kho.SubjectKeys
 	Signer kho.ManifestSigner
 	Logger *slog.Logger
+	// Reuse decides fetches by agencies other than the issuer (consent,
+	// legal bases). Without it, only owners and issuers read.
+	Reuse kho.ReuseDecider
 
 	// MaxSize bounds a document (default 2 GiB).
 	MaxSize int64
@@ -44,6 +47,7 @@ type Service struct {
 	lister  kho.BlobLister
 	keys    kho.SubjectKeys
 	signer  kho.ManifestSigner
+	reuse   kho.ReuseDecider
 	log     *slog.Logger
 	maxSize int64
 	maxPDF  int64
@@ -90,7 +94,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Service{
-		db: cfg.DB, blobs: cfg.Blobs, ranges: ranges, lister: lister, keys: cfg.Keys, signer: cfg.Signer,
+		db: cfg.DB, blobs: cfg.Blobs, ranges: ranges, lister: lister, keys: cfg.Keys, signer: cfg.Signer, reuse: cfg.Reuse,
 		log: cfg.Logger, maxSize: cfg.MaxSize, maxPDF: cfg.MaxPDFSize, prefix: cfg.ObjectPrefix, now: time.Now,
 	}, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws"
 	"golang.org/x/mod/sumdb/note"
 
@@ -501,4 +502,62 @@ func (t *Transit) NoteSigner(ctx context.Context, key, noteName string) (note.Si
 		return nil, "", kho.WrapError(kho.EINVALID, "vault: note verifier key", err)
 	}
 	return &noteSigner{ctx: ctx, t: t, key: key, version: latest, name: noteName, hash: v.KeyHash()}, vkey, nil
+}
+
+// SignCompact returns a compact JWS with payload attached, signed with the
+// named ECDSA key's latest version (kid "<name>:<version>"), with header typ.
+func (t *Transit) SignCompact(ctx context.Context, name string, payload []byte, typ string) (string, error) {
+	v, pub, err := t.signingKeyInfo(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	hdr := jws.NewHeaders()
+	if err := hdr.Set(jws.KeyIDKey, name+":"+strconv.Itoa(v)); err != nil {
+		return "", kho.WrapError(kho.EINTERNAL, "vault: jws header", err)
+	}
+	if typ != "" {
+		if err := hdr.Set(jws.TypeKey, typ); err != nil {
+			return "", kho.WrapError(kho.EINTERNAL, "vault: jws header", err)
+		}
+	}
+	signer := &transitSigner{ctx: ctx, t: t, name: name, version: v, pub: pub}
+	out, err := jws.Sign(payload, jws.WithKey(jwa.ES256(), signer, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		var ke *kho.Error
+		if errors.As(err, &ke) {
+			return "", ke
+		}
+		return "", kho.WrapError(kho.EUNAVAILABLE, "vault: sign", err)
+	}
+	return string(out), nil
+}
+
+// JWKS returns the public keys of every version of the named ECDSA signing
+// key, with kid "<name>:<version>", for /.well-known/jwks.json.
+func (t *Transit) JWKS(ctx context.Context, name string) (jwk.Set, error) {
+	if _, _, err := t.signingKeyInfo(ctx, name); err != nil {
+		return nil, err
+	}
+	if _, err := t.loadPublicKeys(ctx, name); err != nil {
+		return nil, err
+	}
+	set := jwk.NewSet()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for kid, pub := range t.pubs {
+		if !strings.HasPrefix(kid, name+":") {
+			continue
+		}
+		k, err := jwk.Import(pub)
+		if err != nil {
+			return nil, kho.WrapError(kho.EINTERNAL, "vault: jwk", err)
+		}
+		_ = k.Set(jwk.KeyIDKey, kid)
+		_ = k.Set(jwk.AlgorithmKey, jwa.ES256())
+		_ = k.Set(jwk.KeyUsageKey, "sig")
+		if err := set.AddKey(k); err != nil {
+			return nil, kho.WrapError(kho.EINTERNAL, "vault: jwks", err)
+		}
+	}
+	return set, nil
 }

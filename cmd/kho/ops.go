@@ -118,8 +118,8 @@ func runSeed(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "demo data ready: %d citizens, %d business, %d agencies, %d document types, %d procedures\n",
-		len(d.Citizens), len(d.Businesses), len(d.Agencies), len(d.DocumentTypes), len(d.Procedures))
+	fmt.Fprintf(stdout, "demo data ready: %d citizens, %d business, %d agencies; catalogue %s with %d document types and %d procedures\n",
+		len(d.Citizens), len(d.Businesses), len(d.Agencies), d.Catalogue.Version, len(d.Catalogue.DocumentTypes), len(d.Catalogue.Procedures))
 	return nil
 }
 

@@ -24,7 +24,9 @@ import (
 	"kho"
 	"kho/api"
 	"kho/audit"
+	"kho/consent"
 	"kho/internal/devidp"
+	"kho/policies"
 	"kho/postgres"
 	"kho/storage"
 	"kho/vault"
@@ -112,9 +114,17 @@ func run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	engine, err := policies.DefaultEngine()
+	if err != nil {
+		return err
+	}
+	consents, err := consent.New(db, engine, transit)
+	if err != nil {
+		return err
+	}
 	docs, err := storage.New(storage.Config{
 		DB: db, Blobs: blobs, Keys: transit, Signer: transit, Logger: log.With("component", "storage"),
-		MaxSize: cfg.MaxDocumentSize, MaxPDFSize: cfg.MaxPDFSize,
+		MaxSize: cfg.MaxDocumentSize, MaxPDFSize: cfg.MaxPDFSize, Reuse: consents,
 	})
 	if err != nil {
 		return err
@@ -147,6 +157,8 @@ func run(ctx context.Context, cfg *Config) error {
 		Version:       version,
 		Documents:     docs,
 		Audit:         trail,
+		Consents:      consents,
+		ReceiptKeys:   func(ctx context.Context) (jwk.Set, error) { return transit.JWKS(ctx, consent.ReceiptKey) },
 		MaxUploadSize: cfg.MaxDocumentSize + 1<<20,
 		Checks: []api.Check{
 			{Name: "postgres", Check: func(ctx context.Context) error {

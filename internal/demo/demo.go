@@ -1,5 +1,6 @@
-// Package demo loads the dev stack's demo data: a few citizens, a business
-// with its representatives, two agencies and a small sample catalogue. It is
+// Package demo loads the dev stack's demo data: a few citizens (one a minor
+// with a guardian), a business with its representatives, two agencies, and
+// the sample catalogue. It is
 // idempotent, so make run can seed on every start.
 package demo
 
@@ -13,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"kho"
+	"kho/consent"
+	"kho/policies"
 	"kho/postgres"
 )
 
@@ -35,20 +38,12 @@ type Data struct {
 		NameVI string         `json:"name_vi"`
 		NameEN string         `json:"name_en"`
 	} `json:"agencies"`
-	DocumentTypes []struct {
-		Code   string `json:"code"`
-		NameVI string `json:"name_vi"`
-		NameEN string `json:"name_en"`
-		Sample bool   `json:"sample"`
-	} `json:"document_types"`
-	Procedures []struct {
-		Code     string   `json:"code"`
-		NameVI   string   `json:"name_vi"`
-		NameEN   string   `json:"name_en"`
-		Sample   bool     `json:"sample"`
-		Requires []string `json:"requires"`
-		Optional []string `json:"optional"`
-	} `json:"procedures"`
+	Guardianships []struct {
+		Guardian kho.SubjectID `json:"guardian"`
+		Ward     kho.SubjectID `json:"ward"`
+		Basis    string        `json:"basis"`
+	} `json:"guardianships"`
+	Catalogue *policies.Catalogue `json:"-"`
 }
 
 // Load parses and validates the embedded demo data.
@@ -72,6 +67,11 @@ func Load() (*Data, error) {
 			return nil, fmt.Errorf("demo: agency %s: %w", a.Code, err)
 		}
 	}
+	cat, err := policies.DefaultCatalogue()
+	if err != nil {
+		return nil, err
+	}
+	d.Catalogue = cat
 	return &d, nil
 }
 
@@ -115,33 +115,20 @@ func Seed(ctx context.Context, db *postgres.DB) (*Data, error) {
 				return err
 			}
 		}
-		for _, t := range d.DocumentTypes {
-			if _, err := tx.Exec(ctx, `INSERT INTO document_types (code, name_vi, name_en, sample) VALUES ($1, $2, $3, $4) ON CONFLICT (code) DO NOTHING`,
-				t.Code, t.NameVI, t.NameEN, t.Sample); err != nil {
+		for _, g := range d.Guardianships {
+			if _, err := tx.Exec(ctx, `INSERT INTO guardianships (guardian_handle, ward_handle, basis)
+				SELECT gs.handle, w.handle, $3 FROM subjects gs, subjects w WHERE gs.id = $1 AND w.id = $2 ON CONFLICT DO NOTHING`,
+				g.Guardian, g.Ward, g.Basis); err != nil {
 				return err
-			}
-		}
-		for _, p := range d.Procedures {
-			if _, err := tx.Exec(ctx, `INSERT INTO procedures (code, name_vi, name_en, sample) VALUES ($1, $2, $3, $4) ON CONFLICT (code) DO NOTHING`,
-				p.Code, p.NameVI, p.NameEN, p.Sample); err != nil {
-				return err
-			}
-			for _, group := range []struct {
-				codes    []string
-				required bool
-			}{{p.Requires, true}, {p.Optional, false}} {
-				for _, c := range group.codes {
-					if _, err := tx.Exec(ctx, `INSERT INTO procedure_document_types (procedure_code, document_type_code, required) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
-						p.Code, c, group.required); err != nil {
-						return err
-					}
-				}
 			}
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, kho.WrapError(kho.EINTERNAL, "demo: seed", err)
+	}
+	if err := consent.LoadCatalogue(ctx, db, d.Catalogue); err != nil {
+		return nil, err
 	}
 	return d, nil
 }

@@ -7,7 +7,9 @@ import (
 
 	"kho"
 	"kho/audit"
+	"kho/consent"
 	"kho/internal/demo"
+	"kho/policies"
 	"kho/postgres"
 	"kho/storage"
 	"kho/vault"
@@ -23,6 +25,8 @@ type Documents struct {
 	Keys   *vault.Transit
 	Prefix string
 	Log    *audit.Log // the same schema's audit trail, with a checkpoint key of the test's own
+	// Consents decides reuse; the service asks it for fetches.
+	Consents *consent.Service
 }
 
 // NewDocuments builds it; mod may change the service's config.
@@ -39,7 +43,15 @@ func NewDocuments(t testing.TB, mod ...func(*storage.Config)) *Documents {
 	}
 	blobs := KhodBlobs(t)
 	prefix := Name("t/") + "/"
-	cfg := storage.Config{DB: db, Blobs: blobs, Keys: keys, Signer: keys, ObjectPrefix: prefix}
+	engine, err := policies.DefaultEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	consents, err := consent.New(db, engine, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := storage.Config{DB: db, Blobs: blobs, Keys: keys, Signer: keys, ObjectPrefix: prefix, Reuse: consents}
 	for _, m := range mod {
 		m(&cfg)
 	}
@@ -72,5 +84,5 @@ func NewDocuments(t testing.TB, mod ...func(*storage.Config)) *Documents {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Documents{Svc: svc, DB: db, Blobs: blobs, Keys: keys, Prefix: prefix, Log: log}
+	return &Documents{Svc: svc, DB: db, Blobs: blobs, Keys: keys, Prefix: prefix, Log: log, Consents: consents}
 }

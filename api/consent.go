@@ -1,0 +1,200 @@
+package api
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+
+	"kho"
+	"kho/consent"
+)
+
+// Consents is the consent service the routes call; *consent.Service meets it.
+type Consents interface {
+	RequestConsent(ctx context.Context, p kho.Principal, t consent.Terms) (*consent.Request, error)
+	Requests(ctx context.Context, p kho.Principal) ([]consent.Request, error)
+	Answer(ctx context.Context, p kho.Principal, requestID string, approve bool, onBehalfOf kho.SubjectID) (*consent.Consent, error)
+	Grant(ctx context.Context, p kho.Principal, t consent.Terms, onBehalfOf kho.SubjectID) (*consent.Consent, error)
+	Get(ctx context.Context, p kho.Principal, id string) (*consent.Consent, error)
+	List(ctx context.Context, p kho.Principal, onBehalfOf kho.SubjectID) ([]*consent.Consent, error)
+	SetStatus(ctx context.Context, p kho.Principal, id, status, reason string, preview bool) (*consent.Consent, *consent.Withdrawal, error)
+	Receipt(ctx context.Context, p kho.Principal, id string) (string, error)
+	CheckAvailability(ctx context.Context, p kho.Principal, subjectID kho.SubjectID, procedure string) ([]consent.Availability, error)
+}
+
+var _ Consents = (*consent.Service)(nil)
+
+func (s *Server) consentRoutes(public *gin.Engine, v1 *gin.RouterGroup) {
+	public.GET("/.well-known/jwks.json", s.jwks)
+	v1.POST("/availability", s.availability)
+	v1.POST("/consent-requests", s.requestConsent)
+	v1.GET("/consent-requests", s.consentRequests)
+	v1.POST("/consent-requests/:id/approval", s.answerRequest(true))
+	v1.POST("/consent-requests/:id/denial", s.answerRequest(false))
+	v1.POST("/me/consents", s.grantConsent)
+	v1.GET("/me/consents", s.myConsents)
+	v1.GET("/consents/:id", s.getConsent)
+	v1.GET("/consents/:id/receipt", s.consentReceipt)
+	v1.POST("/consents/:id/pause", s.consentStatus(consent.Paused))
+	v1.POST("/consents/:id/resume", s.consentStatus(consent.Active))
+	v1.POST("/consents/:id/revocation", s.consentStatus(consent.Revoked))
+}
+
+// jwks publishes the keys that sign consent receipts.
+func (s *Server) jwks(c *gin.Context) {
+	set, err := s.cfg.ReceiptKeys(c.Request.Context())
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Header("Cache-Control", "public, max-age=300")
+	c.JSON(http.StatusOK, set)
+}
+
+func (s *Server) availability(c *gin.Context) {
+	var body struct {
+		SubjectID kho.SubjectID `json:"subject_id"`
+		Procedure string        `json:"procedure"`
+	}
+	if err := decodeJSON(c, &body); err != nil {
+		writeError(c, err)
+		return
+	}
+	a, err := s.cfg.Consents.CheckAvailability(c.Request.Context(), principal(c), body.SubjectID, body.Procedure)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"procedure": body.Procedure, "document_types": a})
+}
+
+func (s *Server) requestConsent(c *gin.Context) {
+	var t consent.Terms
+	if err := decodeJSON(c, &t); err != nil {
+		writeError(c, err)
+		return
+	}
+	r, err := s.cfg.Consents.RequestConsent(c.Request.Context(), principal(c), t)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, r)
+}
+
+func (s *Server) consentRequests(c *gin.Context) {
+	rs, err := s.cfg.Consents.Requests(c.Request.Context(), principal(c))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"requests": rs})
+}
+
+// onBehalfOf reads the optional ward a guardian acts for.
+type onBehalfOf struct {
+	OnBehalfOf kho.SubjectID `json:"on_behalf_of,omitempty"`
+}
+
+func (s *Server) answerRequest(approve bool) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		var body onBehalfOf
+		if c.Request.ContentLength != 0 {
+			if err := decodeJSON(c, &body); err != nil {
+				writeError(c, err)
+				return
+			}
+		}
+		cs, err := s.cfg.Consents.Answer(c.Request.Context(), principal(c), c.Param("id"), approve, body.OnBehalfOf)
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		if !approve {
+			c.JSON(http.StatusOK, gin.H{"request": c.Param("id"), "status": "denied"})
+			return
+		}
+		c.JSON(http.StatusCreated, cs)
+	}
+}
+
+func (s *Server) grantConsent(c *gin.Context) {
+	var body struct {
+		consent.Terms
+		onBehalfOf
+	}
+	if err := decodeJSON(c, &body); err != nil {
+		writeError(c, err)
+		return
+	}
+	cs, err := s.cfg.Consents.Grant(c.Request.Context(), principal(c), body.Terms, body.OnBehalfOf)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, cs)
+}
+
+func (s *Server) myConsents(c *gin.Context) {
+	cs, err := s.cfg.Consents.List(c.Request.Context(), principal(c), kho.SubjectID(c.Query("on_behalf_of")))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"consents": cs})
+}
+
+func (s *Server) getConsent(c *gin.Context) {
+	cs, err := s.cfg.Consents.Get(c.Request.Context(), principal(c), c.Param("id"))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, cs)
+}
+
+// consentReceipt answers with the latest receipt, a compact JWS.
+func (s *Server) consentReceipt(c *gin.Context) {
+	r, err := s.cfg.Consents.Receipt(c.Request.Context(), principal(c), c.Param("id"))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Data(http.StatusOK, "application/jose", []byte(r))
+}
+
+// consentStatus pauses, resumes or revokes; a revocation with ?preview=true
+// only says what it would stop.
+func (s *Server) consentStatus(status string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		var body struct {
+			Reason string `json:"reason"`
+		}
+		if c.Request.ContentLength != 0 {
+			if err := decodeJSON(c, &body); err != nil {
+				writeError(c, err)
+				return
+			}
+		}
+		preview := c.Query("preview") == "true"
+		cs, w, err := s.cfg.Consents.SetStatus(c.Request.Context(), principal(c), c.Param("id"), status, body.Reason, preview)
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		if preview {
+			c.JSON(http.StatusOK, gin.H{"preview": true, "would_stop": w})
+			return
+		}
+		out := gin.H{"consent": cs}
+		if w != nil {
+			out["stopped"] = w
+		}
+		c.JSON(http.StatusOK, out)
+	}
+}
+
+// keysFunc adapts a JWKS source.
+type keysFunc = func(ctx context.Context) (jwk.Set, error)

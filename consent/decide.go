@@ -1,0 +1,270 @@
+package consent
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"kho"
+	"kho/audit"
+	"kho/policies"
+)
+
+// Stable reasons of refused fetches, in problem+json's "reason".
+const (
+	ReasonNotAgency        = "not_an_agency"
+	ReasonNotAdmitted      = "not_admitted" // no policy admits it (answered as not found: nothing leaks)
+	ReasonConsentRequired  = "consent_required"
+	ReasonConsentPaused    = "consent_paused"
+	ReasonConsentRevoked   = "consent_revoked"
+	ReasonConsentExpired   = "consent_expired"
+	ReasonConsentUsedUp    = "consent_used_up"
+	ReasonConsentOtherDoc  = "consent_other_document"
+	ReasonConsentOtherUse  = "consent_other_purpose"
+	ReasonDocumentNotValid = "document_not_valid"
+)
+
+// consentLookup finds the consent that admits a fetch, or the reason none
+// does.
+func (s *Service) consentLookup(ctx context.Context, h kho.SubjectHandle, agency kho.AgencyCode, proc string, docType string, doc kho.DocumentID) (string, string, error) {
+	rows, err := s.db.Pool.Query(ctx, `SELECT id, procedure_code, status, valid_from, valid_until, max_uses, uses, document_ids::text[]
+		FROM consents WHERE subject_handle = $1 AND grantee = $2 AND $3 = ANY(document_types) ORDER BY created_at`, h, string(agency), docType)
+	if err != nil {
+		return "", "", kho.WrapError(kho.EUNAVAILABLE, "consent: look up consents", err)
+	}
+	defer rows.Close()
+	now := s.now()
+	found := map[string]bool{}
+	for rows.Next() {
+		var id, procedure, status string
+		var from, until time.Time
+		var max *int
+		var uses int
+		var ids []string
+		if err := rows.Scan(&id, &procedure, &status, &from, &until, &max, &uses, &ids); err != nil {
+			return "", "", kho.WrapError(kho.EUNAVAILABLE, "consent: look up consents", err)
+		}
+		if procedure != proc {
+			found[ReasonConsentOtherUse] = true
+			continue
+		}
+		switch {
+		case status == Revoked:
+			found[ReasonConsentRevoked] = true
+		case status == Paused:
+			found[ReasonConsentPaused] = true
+		case now.Before(from) || !now.Before(until):
+			found[ReasonConsentExpired] = true
+		case max != nil && uses >= *max:
+			found[ReasonConsentUsedUp] = true
+		case len(ids) > 0 && !slices.Contains(ids, string(doc)):
+			found[ReasonConsentOtherDoc] = true
+		default:
+			return id, "", nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return "", "", kho.WrapError(kho.EUNAVAILABLE, "consent: look up consents", err)
+	}
+	// The most telling reason first: what the subject last did about it.
+	for _, r := range []string{ReasonConsentPaused, ReasonConsentRevoked, ReasonConsentUsedUp, ReasonConsentExpired, ReasonConsentOtherDoc, ReasonConsentOtherUse} {
+		if found[r] {
+			return "", r, nil
+		}
+	}
+	return "", ReasonConsentRequired, nil
+}
+
+var reasonText = map[string]string{
+	ReasonConsentRequired:  "this reuse needs the subject's consent, and none covers it: request consent",
+	ReasonConsentPaused:    "the subject has paused the consent that covered this",
+	ReasonConsentRevoked:   "the subject has revoked the consent that covered this",
+	ReasonConsentExpired:   "the consent that covered this has expired",
+	ReasonConsentUsedUp:    "the consent that covered this has no uses left",
+	ReasonConsentOtherDoc:  "the consent covers other documents of this type, not this one",
+	ReasonConsentOtherUse:  "the consent given covers another purpose (procedure): one purpose per consent",
+	ReasonDocumentNotValid: "the document is not valid (revoked, superseded or expired) and cannot be reused",
+}
+
+// Decision is the outcome of a fetch request and why, as explain shows it.
+type Decision struct {
+	Allowed    bool
+	Reason     string // a stable reason, set on refusals
+	ConsentID  string
+	LegalBasis string
+	Policy     policies.ReuseAnswer
+	Query      policies.ReuseQuery
+}
+
+// Decide evaluates a fetch without recording or counting anything: what
+// AuthorizeFetch would decide now.
+func (s *Service) Decide(ctx context.Context, req kho.FetchRequest) (*Decision, error) {
+	p, d := req.Principal, req.Document
+	if p.Kind != kho.PrincipalAgency && p.Kind != kho.PrincipalAgencyOfficer {
+		return &Decision{Reason: ReasonNotAgency}, nil
+	}
+	kind, err := agencyKind(ctx, s.db, p.Agency)
+	if err != nil {
+		return nil, err
+	}
+	proc, err := procedure(ctx, s.db.Pool, req.Procedure)
+	if err != nil {
+		return nil, err
+	}
+	consentID, why, err := s.consentLookup(ctx, d.Subject, p.Agency, proc.Code, d.Type, d.ID)
+	if err != nil {
+		return nil, err
+	}
+	q := policies.ReuseQuery{Agency: string(p.Agency), AgencyKind: kind, Action: policies.ActionFetch, Procedure: proc,
+		DocumentID: string(d.ID), DocumentType: d.Type, Consent: consentID != ""}
+	ans := s.engine.Decide(q)
+	dec := &Decision{Policy: ans, Query: q}
+	switch {
+	case !ans.Allowed && ans.NeedsConsent:
+		dec.Reason = why
+	case !ans.Allowed:
+		dec.Reason = ReasonNotAdmitted
+	case d.EffectiveStatus(s.now()) != kho.StatusValid:
+		dec.Reason = ReasonDocumentNotValid
+	case ans.LegalBasis != "":
+		dec.Allowed, dec.LegalBasis = true, ans.LegalBasis
+	default:
+		dec.Allowed, dec.ConsentID = true, consentID
+	}
+	return dec, nil
+}
+
+// AuthorizeFetch decides a fetch and, before returning, records the decision
+// in the audit trail — with its reason, and the consent or legal basis — and
+// counts the consent's use, in one transaction. The count is conditional on
+// uses left, so concurrent fetches on a one-time consent admit exactly one.
+func (s *Service) AuthorizeFetch(ctx context.Context, req kho.FetchRequest) (kho.FetchGrant, error) {
+	dec, err := s.Decide(ctx, req)
+	if err != nil {
+		return kho.FetchGrant{}, err
+	}
+	p, d := req.Principal, req.Document
+	ev := audit.Event{Action: audit.DocumentRead, Actor: p, Subject: d.Subject, Document: d.ID, Purpose: req.Procedure}
+	var grant kho.FetchGrant
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		if dec.Allowed && dec.ConsentID != "" {
+			tag, err := tx.Exec(ctx, `UPDATE consents SET uses = uses + 1
+				WHERE id = $1 AND status = 'active' AND now() >= valid_from AND now() < valid_until AND (max_uses IS NULL OR uses < max_uses)`, dec.ConsentID)
+			if err != nil {
+				return kho.WrapError(kho.EUNAVAILABLE, "consent: count use", err)
+			}
+			if tag.RowsAffected() == 0 {
+				// Another fetch took the last use, or the subject changed the
+				// consent, since the decision was read.
+				dec.Allowed, dec.Reason = false, ReasonConsentUsedUp
+			}
+		}
+		if dec.Allowed {
+			ev.Outcome, ev.ConsentID, ev.LegalBasis = audit.Success, dec.ConsentID, dec.LegalBasis
+			grant = kho.FetchGrant{ConsentID: dec.ConsentID, LegalBasis: dec.LegalBasis}
+		} else {
+			ev.Outcome, ev.Reason = audit.Denied, dec.Reason
+		}
+		return audit.Record(ctx, tx, ev)
+	})
+	if err != nil {
+		return kho.FetchGrant{}, err
+	}
+	if !dec.Allowed {
+		if dec.Reason == ReasonNotAdmitted || dec.Reason == ReasonNotAgency {
+			return grant, kho.Refusal(kho.ENOTFOUND, dec.Reason, "document not found")
+		}
+		return grant, kho.Refusal(kho.EFORBIDDEN, dec.Reason, "%s", reasonText[dec.Reason])
+	}
+	return grant, nil
+}
+
+// Availability of one document type for a procedure.
+type Availability struct {
+	Type      string         `json:"type"`
+	Required  bool           `json:"required"`
+	Status    string         `json:"status"` // available, expired, missing, not_admitted
+	Documents []AvailableDoc `json:"documents,omitempty"`
+}
+
+// AvailableDoc is a valid document an agency need not ask for.
+type AvailableDoc struct {
+	ID         kho.DocumentID `json:"id"`
+	Issuer     string         `json:"issuer,omitempty"`
+	Source     string         `json:"source"`
+	IssuedOn   string         `json:"issued_on"`
+	ValidUntil string         `json:"valid_until,omitempty"`
+}
+
+// CheckAvailability tells an agency, for a subject and a procedure it
+// handles, which of the procedure's document types are already in the store
+// and valid (these it must not ask the subject for), expired, or missing.
+// Types the policy does not let it see are "not_admitted", whether or not
+// such documents exist.
+func (s *Service) CheckAvailability(ctx context.Context, p kho.Principal, subjectID kho.SubjectID, procedureCode string) ([]Availability, error) {
+	if p.Kind != kho.PrincipalAgency && p.Kind != kho.PrincipalAgencyOfficer {
+		return nil, kho.Errorf(kho.EFORBIDDEN, "only an agency checks availability")
+	}
+	kind, err := agencyKind(ctx, s.db, p.Agency)
+	if err != nil {
+		return nil, err
+	}
+	proc, err := procedure(ctx, s.db.Pool, procedureCode)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(proc.HandlerKinds, kind) {
+		return nil, kho.Refusal(kho.EFORBIDDEN, "not_handler", "agency %s does not handle procedure %s", p.Agency, proc.Code)
+	}
+	h, err := s.subject(ctx, subjectID)
+	if err != nil && kho.ErrorCode(err) != kho.ENOTFOUND {
+		return nil, err
+	}
+	out := []Availability{}
+	for _, t := range proc.Types() {
+		a := Availability{Type: t, Required: slices.Contains(proc.Requires, t), Status: "missing"}
+		ans := s.engine.Decide(policies.ReuseQuery{Agency: string(p.Agency), AgencyKind: kind, Action: policies.ActionList, Procedure: proc, DocumentType: t})
+		if !ans.Allowed {
+			a.Status = "not_admitted"
+			out = append(out, a)
+			continue
+		}
+		if h != "" {
+			rows, err := s.db.Pool.Query(ctx, `SELECT id, coalesce(issuer, ''), source, issued_on::text, coalesce(valid_until::text, ''), valid_until IS NOT NULL AND valid_until < current_date
+				FROM documents WHERE subject_handle = $1 AND type_code = $2 AND status = 'valid' ORDER BY id DESC LIMIT 20`, h, t)
+			if err != nil {
+				return nil, kho.WrapError(kho.EUNAVAILABLE, "consent: availability", err)
+			}
+			expired := false
+			for rows.Next() {
+				var d AvailableDoc
+				var isExpired bool
+				if err := rows.Scan(&d.ID, &d.Issuer, &d.Source, &d.IssuedOn, &d.ValidUntil, &isExpired); err != nil {
+					rows.Close()
+					return nil, kho.WrapError(kho.EUNAVAILABLE, "consent: availability", err)
+				}
+				if isExpired {
+					expired = true
+					continue
+				}
+				a.Documents = append(a.Documents, d)
+			}
+			rows.Close()
+			switch {
+			case len(a.Documents) > 0:
+				a.Status = "available"
+			case expired:
+				a.Status = "expired"
+			}
+		}
+		out = append(out, a)
+	}
+	if h != "" {
+		if err := audit.RecordNow(ctx, s.db, audit.Event{Action: "availability.checked", Outcome: audit.Success, Actor: p, Subject: h, Purpose: proc.Code}); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
