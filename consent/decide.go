@@ -2,6 +2,8 @@ package consent
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"slices"
 	"time"
 
@@ -78,6 +80,8 @@ func (s *Service) consentLookup(ctx context.Context, h kho.SubjectHandle, agency
 }
 
 var reasonText = map[string]string{
+	ReasonNotAgency:        "only an agency fetches documents of another's store",
+	ReasonNotAdmitted:      "no reuse policy admits this agency, procedure and document type",
 	ReasonConsentRequired:  "this reuse needs the subject's consent, and none covers it: request consent",
 	ReasonConsentPaused:    "the subject has paused the consent that covered this",
 	ReasonConsentRevoked:   "the subject has revoked the consent that covered this",
@@ -121,12 +125,16 @@ func (s *Service) Decide(ctx context.Context, req kho.FetchRequest) (*Decision, 
 		DocumentID: string(d.ID), DocumentType: d.Type, Consent: consentID != ""}
 	ans := s.engine.Decide(q)
 	dec := &Decision{Policy: ans, Query: q}
+	valid, err := s.documentValid(ctx, s.db.Pool, d.ID, false)
+	if err != nil {
+		return nil, err
+	}
 	switch {
 	case !ans.Allowed && ans.NeedsConsent:
 		dec.Reason = why
 	case !ans.Allowed:
 		dec.Reason = ReasonNotAdmitted
-	case d.EffectiveStatus(s.now()) != kho.StatusValid:
+	case !valid:
 		dec.Reason = ReasonDocumentNotValid
 	case ans.LegalBasis != "":
 		dec.Allowed, dec.LegalBasis = true, ans.LegalBasis
@@ -149,6 +157,17 @@ func (s *Service) AuthorizeFetch(ctx context.Context, req kho.FetchRequest) (kho
 	ev := audit.Event{Action: audit.DocumentRead, Actor: p, Subject: d.Subject, Document: d.ID, Purpose: req.Procedure}
 	var grant kho.FetchGrant
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		// The document must still be valid when the use is counted: a
+		// revocation committed meanwhile wins.
+		if dec.Allowed {
+			valid, err := s.documentValid(ctx, tx, d.ID, true)
+			if err != nil {
+				return err
+			}
+			if !valid {
+				dec.Allowed, dec.Reason, dec.ConsentID, dec.LegalBasis = false, ReasonDocumentNotValid, "", ""
+			}
+		}
 		if dec.Allowed && dec.ConsentID != "" {
 			tag, err := tx.Exec(ctx, `UPDATE consents SET uses = uses + 1
 				WHERE id = $1 AND status = 'active' AND now() >= valid_from AND now() < valid_until AND (max_uses IS NULL OR uses < max_uses)`, dec.ConsentID)
@@ -179,6 +198,23 @@ func (s *Service) AuthorizeFetch(ctx context.Context, req kho.FetchRequest) (kho
 		return grant, kho.Refusal(kho.EFORBIDDEN, dec.Reason, "%s", reasonText[dec.Reason])
 	}
 	return grant, nil
+}
+
+// documentValid reads whether a document is valid now (not revoked,
+// superseded, erased or past its validity), locking it against change when
+// lock is set.
+func (s *Service) documentValid(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, id kho.DocumentID, lock bool) (bool, error) {
+	sql := `SELECT status = 'valid' AND (valid_until IS NULL OR valid_until >= current_date) FROM documents WHERE id = $1`
+	if lock {
+		sql += ` FOR SHARE`
+	}
+	var valid bool
+	if err := q.QueryRow(ctx, sql, id).Scan(&valid); err != nil {
+		return false, kho.WrapError(kho.EUNAVAILABLE, "consent: read document status", err)
+	}
+	return valid, nil
 }
 
 // Availability of one document type for a procedure.
@@ -267,4 +303,22 @@ func (s *Service) CheckAvailability(ctx context.Context, p kho.Principal, subjec
 		}
 	}
 	return out, nil
+}
+
+// Explain renders the whole decision for people: the verdict with its
+// reason, then the policy's own explanation.
+func (d *Decision) Explain() string {
+	var b strings.Builder
+	switch {
+	case d.Allowed && d.LegalBasis != "":
+		fmt.Fprintf(&b, "ALLOW on a legal basis: %s\n", d.LegalBasis)
+	case d.Allowed:
+		fmt.Fprintf(&b, "ALLOW under consent %s\n", d.ConsentID)
+	default:
+		fmt.Fprintf(&b, "DENY (%s): %s\n", d.Reason, reasonText[d.Reason])
+	}
+	if d.Query.Procedure != nil {
+		b.WriteString(d.Policy.Explain(d.Query))
+	}
+	return b.String()
 }

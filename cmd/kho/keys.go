@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"kho"
+	"kho/audit"
+	"kho/consent"
+	"kho/policies"
 	"kho/storage"
 	"kho/vault"
 )
@@ -171,5 +175,88 @@ func runReconcile(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "removed %d object(s) no document refers to\n", n)
+	return nil
+}
+
+func runCatalogue(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "load" {
+		return errors.New(`catalogue needs a command: load [FILE]`)
+	}
+	fs := flag.NewFlagSet("catalogue load", flag.ContinueOnError)
+	var dbf databaseFlags
+	dbf.register(fs)
+	rest := args[1:]
+	var file string
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		file, rest = rest[0], rest[1:]
+	}
+	if err := parseFlags(fs, rest, stdout); err != nil {
+		return err
+	}
+	var cat *policies.Catalogue
+	var err error
+	if file == "" {
+		cat, err = policies.DefaultCatalogue()
+	} else {
+		var b []byte
+		if b, err = os.ReadFile(file); err == nil {
+			cat, err = policies.ParseCatalogue(b)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("catalogue load: %v", err)
+	}
+	db, err := dbf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := consent.LoadCatalogue(ctx, db, cat); err != nil {
+		return err
+	}
+	if err := audit.RecordNow(ctx, db, audit.Event{Action: "operator.catalogue_loaded", Outcome: audit.Success, Actor: operator(),
+		Details: map[string]any{"version": cat.Version, "sha256": cat.SHA256}}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "catalogue %s loaded: %d document types, %d procedures\n", cat.Version, len(cat.DocumentTypes), len(cat.Procedures))
+	return nil
+}
+
+// runPolicy explains a reuse decision from the embedded policy and catalogue:
+// kho policy explain --agency CODE --kind KIND --procedure P --type T [--consent] [--action fetch|list]
+func runPolicy(_ context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "explain" {
+		return errors.New(`policy needs a command: explain`)
+	}
+	fs := flag.NewFlagSet("policy explain", flag.ContinueOnError)
+	agency := fs.String("agency", "", "requesting agency's code [required]")
+	kind := fs.String("kind", "", "the agency's kind in the catalogue (police, justice, ...) [required]")
+	proc := fs.String("procedure", "", "procedure the agency handles [required]")
+	typ := fs.String("type", "", "document type asked for [required]")
+	action := fs.String("action", policies.ActionFetch, "fetch or list")
+	withConsent := fs.Bool("consent", false, "an active consent covers this agency, procedure and type")
+	if err := parseFlags(fs, args[1:], stdout); err != nil {
+		return err
+	}
+	if *agency == "" || *kind == "" || *proc == "" || *typ == "" {
+		return errors.New("policy explain: --agency, --kind, --procedure and --type are required")
+	}
+	if *action != policies.ActionFetch && *action != policies.ActionList {
+		return errors.New("policy explain: --action must be fetch or list")
+	}
+	cat, err := policies.DefaultCatalogue()
+	if err != nil {
+		return err
+	}
+	p, ok := cat.Procedure(*proc)
+	if !ok {
+		return fmt.Errorf("policy explain: procedure %s is not in the catalogue", *proc)
+	}
+	engine, err := policies.DefaultEngine()
+	if err != nil {
+		return err
+	}
+	q := policies.ReuseQuery{Agency: *agency, AgencyKind: *kind, Action: *action, Procedure: p, DocumentType: *typ, Consent: *withConsent}
+	fmt.Fprint(stdout, engine.Decide(q).Explain(q))
 	return nil
 }

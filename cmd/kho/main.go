@@ -9,6 +9,7 @@
 //	kho keys rotate|rewrap                   rotate subject keys, rewrap file keys
 //	kho reconcile                            remove orphan objects
 //	kho audit verify                         verify an audit export offline
+//	kho catalogue load, kho policy explain   the catalogue and the reuse policy
 package main
 
 import (
@@ -45,6 +46,10 @@ Usage:
   kho reconcile       remove objects no document refers to (khod also does this periodically)
   kho audit verify EXPORT.jsonl --key KEY
                       check an audit export offline with only the log's public key
+  kho catalogue load [FILE]
+                      load the catalogue of procedures and document types (default: the sample shipped)
+  kho policy explain --agency CODE --kind KIND --procedure P --type T [--consent] [--action fetch|list]
+                      say whether the reuse policy admits a request, and why
 
 Run "kho <command> -h" for a command's options.
 `
@@ -103,6 +108,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runReconcile(ctx, args[1:], stdout)
 	case "audit":
 		return runAudit(ctx, args[1:], stdout)
+	case "catalogue":
+		return runCatalogue(ctx, args[1:], stdout)
+	case "policy":
+		return runPolicy(ctx, args[1:], stdout)
 	default:
 		return fmt.Errorf("unknown command %q (kho -h lists the commands)", args[0])
 	}

@@ -75,7 +75,7 @@ func TestMigrateAndSeedAreIdempotent(t *testing.T) {
 	}
 	for range 2 {
 		out, err = runKho(t, append([]string{"demo", "seed"}, args...)...)
-		if err != nil || !strings.Contains(out, "4 citizens, 1 business, 2 agencies; catalogue") {
+		if err != nil || !strings.Contains(out, "4 citizens, 1 business, 3 agencies; catalogue") {
 			t.Fatalf("seed: %v\n%s", err, out)
 		}
 	}
