@@ -88,24 +88,24 @@ type Terms struct {
 
 // Consent is the artefact.
 type Consent struct {
-	ID            string           `json:"id"`
+	ID            string            `json:"id"`
 	Subject       kho.SubjectHandle `json:"subject"`
-	Grantee       kho.AgencyCode   `json:"grantee"`
-	Procedure     string           `json:"procedure"`
-	Purpose       string           `json:"purpose"`
-	DocumentTypes []string         `json:"document_types"`
-	DocumentIDs   []string         `json:"document_ids,omitempty"`
-	ValidFrom     time.Time        `json:"valid_from"`
-	ValidUntil    time.Time        `json:"valid_until"`
-	Mode          string           `json:"mode"`
-	MaxUses       *int             `json:"max_uses,omitempty"`
-	Uses          int              `json:"uses"`
-	DataLifeDays  int              `json:"data_life_days"`
-	Channel       string           `json:"channel"`
-	Status        string           `json:"status"`
-	GrantedBy     string           `json:"granted_by"`
-	RequestID     string           `json:"request_id,omitempty"`
-	History       []Change         `json:"history"`
+	Grantee       kho.AgencyCode    `json:"grantee"`
+	Procedure     string            `json:"procedure"`
+	Purpose       string            `json:"purpose"`
+	DocumentTypes []string          `json:"document_types"`
+	DocumentIDs   []string          `json:"document_ids,omitempty"`
+	ValidFrom     time.Time         `json:"valid_from"`
+	ValidUntil    time.Time         `json:"valid_until"`
+	Mode          string            `json:"mode"`
+	MaxUses       *int              `json:"max_uses,omitempty"`
+	Uses          int               `json:"uses"`
+	DataLifeDays  int               `json:"data_life_days"`
+	Channel       string            `json:"channel"`
+	Status        string            `json:"status"`
+	GrantedBy     string            `json:"granted_by"`
+	RequestID     string            `json:"request_id,omitempty"`
+	History       []Change          `json:"history"`
 }
 
 // Change is one status change of a consent.

@@ -202,7 +202,9 @@ func (s *Service) SetStatus(ctx context.Context, p kho.Principal, id, status, re
 			return err
 		}
 		action := map[string]string{Paused: "consent.paused", Active: "consent.resumed", Revoked: "consent.revoked"}[status]
-		if err := audit.Record(ctx, tx, audit.Event{Action: action, Outcome: audit.Success, Actor: p, Subject: c.Subject, Purpose: c.Procedure, ConsentID: c.ID, Reason: reason}); err != nil {
+		// The subject's free-text reason stays in the consent's history: free
+		// text may carry personal data, which the audit trail never holds.
+		if err := audit.Record(ctx, tx, audit.Event{Action: action, Outcome: audit.Success, Actor: p, Subject: c.Subject, Purpose: c.Procedure, ConsentID: c.ID}); err != nil {
 			return err
 		}
 		return notify(ctx, tx, action, c.Subject, map[string]any{"consent_id": c.ID, "agency": c.Grantee})

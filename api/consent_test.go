@@ -1,0 +1,225 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"kho"
+	"kho/internal/testenv"
+)
+
+// The scenario of the consent issue, over HTTP: agency A deposits a birth
+// certificate; agency B, issuing a passport, sees it is available, is
+// refused without consent, asks, the citizen approves, B fetches the exact
+// bytes, the citizen revokes, B is refused again; the audit trail has every
+// step.
+func TestConsentEndToEnd(t *testing.T) {
+	d := newDocServer(t, 0)
+	ctx := testenv.Context(t)
+	birth := []byte("GIẤY KHAI SINH — Nguyễn Văn A, sinh ngày 01/01/1990")
+	doc := d.deposit(t, justice, strings.Replace(textMeta, `"type":"GKS"`, `"type":"GKS"`, 1), birth)
+	content := "/v1/documents/" + string(doc.ID) + "/content?procedure=CHC"
+
+	// B asks what is already digitized for the passport procedure.
+	resp, b := d.call(t, police, "POST", "/v1/availability", "application/json", strings.NewReader(`{"subject_id":"001090000001","procedure":"CHC"}`), nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("availability: %d %s", resp.StatusCode, b)
+	}
+	var avail struct {
+		Types []struct {
+			Type      string `json:"type"`
+			Required  bool   `json:"required"`
+			Status    string `json:"status"`
+			Documents []struct {
+				ID string `json:"id"`
+			} `json:"documents"`
+		} `json:"document_types"`
+	}
+	_ = json.Unmarshal(b, &avail)
+	found := false
+	for _, a := range avail.Types {
+		if a.Type == "GKS" && a.Status == "available" && len(a.Documents) == 1 && a.Documents[0].ID == string(doc.ID) {
+			found = true
+		}
+		if a.Type == "CCCD" && a.Status != "missing" {
+			t.Errorf("CCCD: %s, want missing", a.Status)
+		}
+	}
+	if !found {
+		t.Fatalf("the birth certificate is not shown available: %s", b)
+	}
+
+	// Without consent: refused, with a reason.
+	resp, b = d.call(t, police, "GET", content, "", nil, nil)
+	if resp.StatusCode != 403 || !bytes.Contains(b, []byte(`"reason":"consent_required"`)) {
+		t.Fatalf("fetch without consent: %d %s", resp.StatusCode, b)
+	}
+
+	// B requests consent; C sees and approves it.
+	until := time.Now().Add(7 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	resp, b = d.call(t, police, "POST", "/v1/consent-requests", "application/json", strings.NewReader(fmt.Sprintf(
+		`{"subject_id":"001090000001","procedure":"CHC","purpose":"Cấp hộ chiếu phổ thông / passport issuance","document_types":["GKS"],"valid_until":%q,"mode":"standing","max_uses":3,"data_life_days":30}`, until)), nil)
+	if resp.StatusCode != 201 {
+		t.Fatalf("request consent: %d %s", resp.StatusCode, b)
+	}
+	var req struct{ ID string }
+	_ = json.Unmarshal(b, &req)
+	resp, b = d.call(t, citizen, "GET", "/v1/consent-requests", "", nil, nil)
+	if resp.StatusCode != 200 || !bytes.Contains(b, []byte(req.ID)) {
+		t.Fatalf("citizen's requests: %d %s", resp.StatusCode, b)
+	}
+	resp, b = d.call(t, stranger, "POST", "/v1/consent-requests/"+req.ID+"/approval", "", nil, nil)
+	if resp.StatusCode != 404 {
+		t.Fatalf("another citizen approves: %d %s", resp.StatusCode, b)
+	}
+	resp, b = d.call(t, citizen, "POST", "/v1/consent-requests/"+req.ID+"/approval", "", nil, nil)
+	if resp.StatusCode != 201 {
+		t.Fatalf("approve: %d %s", resp.StatusCode, b)
+	}
+	var granted struct {
+		ID        string `json:"id"`
+		Status    string `json:"status"`
+		GrantedBy string `json:"granted_by"`
+	}
+	_ = json.Unmarshal(b, &granted)
+	if granted.Status != "active" || granted.GrantedBy != "self" {
+		t.Fatalf("consent: %s", b)
+	}
+
+	// B fetches the exact bytes.
+	resp, b = d.call(t, police, "GET", content, "", nil, nil)
+	if resp.StatusCode != 200 || !bytes.Equal(b, birth) {
+		t.Fatalf("fetch with consent: %d %q", resp.StatusCode, b)
+	}
+
+	// C previews the withdrawal, then revokes; B's very next fetch is refused.
+	resp, b = d.call(t, citizen, "POST", "/v1/consents/"+granted.ID+"/revocation?preview=true", "", nil, nil)
+	if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"uses_left":2`)) || !bytes.Contains(b, []byte(`"grantee":"000.00.15.H29"`)) {
+		t.Fatalf("withdrawal preview: %d %s", resp.StatusCode, b)
+	}
+	resp, b = d.call(t, citizen, "POST", "/v1/consents/"+granted.ID+"/revocation", "application/json", strings.NewReader(`{"reason":"đã xong / done"}`), nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("revoke: %d %s", resp.StatusCode, b)
+	}
+	resp, b = d.call(t, police, "GET", content, "", nil, nil)
+	if resp.StatusCode != 403 || !bytes.Contains(b, []byte(`"reason":"consent_revoked"`)) || bytes.Contains(b, []byte("GIẤY")) {
+		t.Fatalf("fetch after revocation: %d %s", resp.StatusCode, b)
+	}
+
+	// The trail, in order.
+	rows, err := d.docs.DB.Pool.Query(ctx, `SELECT action, outcome, coalesce(reason, ''), coalesce(consent_id::text, '') FROM audit_events
+		WHERE subject_handle = $1 ORDER BY leaf_index`, doc.Subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	for rows.Next() {
+		var action, outcome, reason, consentID string
+		_ = rows.Scan(&action, &outcome, &reason, &consentID)
+		step := action + "/" + outcome
+		if reason != "" {
+			step += "/" + reason
+		}
+		if consentID == granted.ID {
+			step += "/consent"
+		}
+		steps = append(steps, step)
+	}
+	rows.Close()
+	want := []string{
+		"document.deposited/success", "availability.checked/success", "document.read/denied/consent_required",
+		"consent.requested/success", "consent.granted/success/consent", "document.read/success/consent",
+		"consent.revoked/success/consent", "document.read/denied/consent_revoked",
+	}
+	var got []string
+	for _, s := range steps {
+		if !strings.HasPrefix(s, "documents.listed") && !strings.HasPrefix(s, "document.metadata") {
+			got = append(got, s)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("audit trail:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// The receipt is verified by an independent JOSE implementation (go-jose),
+// with the key fetched from /.well-known/jwks.json.
+func TestConsentReceiptVerifiesWithGoJose(t *testing.T) {
+	d := newDocServer(t, 0)
+	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	resp, b := d.call(t, citizen, "POST", "/v1/me/consents", "application/json", strings.NewReader(fmt.Sprintf(
+		`{"grantee":"000.00.15.H29","procedure":"CHC","purpose":"Cấp hộ chiếu / passport","document_types":["GKS"],"valid_until":%q,"mode":"once","data_life_days":0}`, until)), nil)
+	if resp.StatusCode != 201 {
+		t.Fatalf("grant: %d %s", resp.StatusCode, b)
+	}
+	var c struct{ ID string }
+	_ = json.Unmarshal(b, &c)
+	resp, b = d.call(t, citizen, "POST", "/v1/consents/"+c.ID+"/pause", "", nil, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("pause: %d %s", resp.StatusCode, b)
+	}
+	resp, receipt := d.call(t, citizen, "GET", "/v1/consents/"+c.ID+"/receipt", "", nil, nil)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/jose" {
+		t.Fatalf("receipt: %d %s", resp.StatusCode, receipt)
+	}
+	resp, jwksBody := request(t, "GET", d.url+"/.well-known/jwks.json", "", "", nil, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("jwks: %d %s", resp.StatusCode, jwksBody)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(jwksBody, &set); err != nil {
+		t.Fatal(err)
+	}
+	sig, err := jose.ParseSigned(string(receipt), []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid := sig.Signatures[0].Header.KeyID
+	keys := set.Key(kid)
+	if len(keys) != 1 {
+		t.Fatalf("kid %q not in the JWKS", kid)
+	}
+	payload, err := sig.Verify(keys[0])
+	if err != nil {
+		t.Fatalf("go-jose does not verify the receipt: %v", err)
+	}
+	var artefact struct {
+		ID      string `json:"id"`
+		Status  string `json:"status"`
+		Grantee string `json:"grantee"`
+		Mode    string `json:"mode"`
+		MaxUses int    `json:"max_uses"`
+		History []struct {
+			Status string `json:"status"`
+		} `json:"history"`
+	}
+	if err := json.Unmarshal(payload, &artefact); err != nil {
+		t.Fatal(err)
+	}
+	if artefact.ID != c.ID || artefact.Status != "paused" || artefact.Grantee != "000.00.15.H29" || artefact.Mode != "once" || artefact.MaxUses != 1 ||
+		len(artefact.History) != 2 || artefact.History[1].Status != "paused" {
+		t.Fatalf("receipt artefact: %s", payload)
+	}
+	// A byte changed in the payload breaks it.
+	parts := strings.Split(string(receipt), ".")
+	parts[1] = strings.Replace(parts[1], parts[1][10:11], flipB64(parts[1][10:11]), 1)
+	if forged, err := jose.ParseSigned(strings.Join(parts, "."), []jose.SignatureAlgorithm{jose.ES256}); err == nil {
+		if _, err := forged.Verify(keys[0]); err == nil {
+			t.Fatal("a forged receipt verifies")
+		}
+	}
+	_ = kho.StatusValid
+}
+
+func flipB64(c string) string {
+	if c == "A" {
+		return "B"
+	}
+	return "A"
+}
