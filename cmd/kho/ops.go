@@ -134,6 +134,10 @@ func runInit(ctx context.Context, args []string, stdout io.Writer) error {
 	bucket := fs.String("minio-bucket", "kho-documents", "bucket for document ciphertext")
 	user := fs.String("minio-user", "khod", "MinIO user to create for khod, limited to the bucket")
 	out := fs.String("out", "", "folder to write khod's credentials to [required]")
+	org := fs.String("organization", "kho", "organization named in the root and intermediate CA certificates")
+	rootPEM := fs.String("import-root", "", "PEM file of an existing root CA certificate (with --import-intermediate and --import-intermediate-key)")
+	intPEM := fs.String("import-intermediate", "", "PEM file of an existing agency-signing intermediate certificate")
+	intKey := fs.String("import-intermediate-key", "", "PEM file of that intermediate's private key")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -156,6 +160,23 @@ func runInit(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	creds, err := devstack.BootstrapVault(ctx, api)
 	if err != nil {
+		return err
+	}
+	pki := vault.PKIOptions{Organization: *org}
+	for _, f := range []struct {
+		path string
+		into *string
+	}{{*rootPEM, &pki.RootPEM}, {*intPEM, &pki.IntermediatePEM}, {*intKey, &pki.IntermediateKeyPEM}} {
+		if f.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return fmt.Errorf("init: %v", err)
+		}
+		*f.into = string(b)
+	}
+	if err := vault.BootstrapPKI(ctx, api, pki); err != nil {
 		return err
 	}
 	root, err := minioadmin.New(*minioEndpoint, rootUser, rootPass)

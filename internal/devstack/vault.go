@@ -119,7 +119,10 @@ func (s *Stack) upVault(ctx context.Context, st *State) error {
 		return err
 	}
 	st.VaultRoleID, st.VaultSecretID = creds.RoleID, creds.SecretID
-	s.say("vault: mounts, khod policy and AppRole ready")
+	if err := vault.BootstrapPKI(ctx, api, vault.PKIOptions{Organization: "kho (dev)"}); err != nil {
+		return err
+	}
+	s.say("vault: mounts, PKI, khod policy and AppRole ready")
 	return nil
 }
 

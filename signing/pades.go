@@ -1,0 +1,409 @@
+// Package signing puts the issuing agency's signature inside PDFs: PAdES
+// baseline B-B, and B-T when a timestamp authority is configured. The keys
+// are Vault Transit keys that never leave Vault; each agency's certificate is
+// issued for its key by the deployment's PKI in Vault, from a CSR signed
+// through the same Transit key, and renewed before it expires. The CMS
+// SignedData is built with github.com/digitorus/pkcs7 driven by the Transit
+// crypto.Signer: one Vault call per signature once the certificate is known.
+// The incremental update that carries the signature is written by
+// pdfupdate.go, the project's only raw PDF byte work.
+//
+// signing imports the root, postgres and vault packages.
+package signing
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/digitorus/pkcs7"
+	"github.com/digitorus/timestamp"
+	"github.com/jackc/pgx/v5"
+	pdfapi "github.com/pdfcpu/pdfcpu/pkg/api"
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/model"
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/types"
+
+	"kho"
+	"kho/postgres"
+	"kho/vault"
+)
+
+// Keys is what the signer needs from Vault; *vault.Transit meets it.
+type Keys interface {
+	Signer(ctx context.Context, name string) (crypto.Signer, int, error)
+	SignCSR(ctx context.Context, csrPEM string, ttl time.Duration) (*vault.Certificate, error)
+	RootCertificate(ctx context.Context) (*x509.Certificate, error)
+}
+
+// Config configures the PDF signer.
+type Config struct {
+	DB   *postgres.DB
+	Keys Keys
+	// TSA is an RFC 3161 timestamp authority's URL; with it signatures are
+	// PAdES B-T, without it B-B.
+	TSA string
+	// CertTTL is the life of issued certificates (default 1 year); they are
+	// renewed when less than RenewBefore (default 30 days) is left.
+	CertTTL, RenewBefore time.Duration
+	// Visible adds a stamp top-right of page 1.
+	Visible bool
+	HTTP    *http.Client
+}
+
+// Signer signs PDFs for agencies.
+type Signer struct {
+	cfg   Config
+	mu    sync.Mutex
+	certs map[kho.AgencyCode]*agencyCert
+
+	vaultCalls, signatures int64 // for the benchmark's round-trip count
+}
+
+type agencyCert struct {
+	cert    *vault.Certificate
+	version int
+}
+
+// New validates cfg.
+func New(cfg Config) (*Signer, error) {
+	if cfg.DB == nil || cfg.Keys == nil {
+		return nil, kho.Errorf(kho.EINVALID, "signing: a database and keys are required")
+	}
+	if cfg.CertTTL == 0 {
+		cfg.CertTTL = 365 * 24 * time.Hour
+	}
+	if cfg.RenewBefore == 0 {
+		cfg.RenewBefore = 30 * 24 * time.Hour
+	}
+	if cfg.RenewBefore >= cfg.CertTTL {
+		return nil, kho.Errorf(kho.EINVALID, "signing: certificates must live longer than the renewal margin")
+	}
+	if cfg.HTTP == nil {
+		cfg.HTTP = &http.Client{Timeout: 10 * time.Second}
+	}
+	return &Signer{cfg: cfg, certs: map[kho.AgencyCode]*agencyCert{}}, nil
+}
+
+// KeyName is the Transit key of an agency: the same key signs its manifests
+// and its PDFs.
+func KeyName(a kho.AgencyCode) string { return "agency-" + string(a) }
+
+// Certificate returns the agency's current certificate for its key's latest
+// version, issuing or renewing it when needed.
+func (s *Signer) Certificate(ctx context.Context, agency kho.AgencyCode) (*vault.Certificate, crypto.Signer, error) {
+	signer, version, err := s.cfg.Keys.Signer(ctx, KeyName(agency))
+	if err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	c := s.certs[agency]
+	s.mu.Unlock()
+	if c != nil && c.version == version && time.Until(c.cert.Leaf.NotAfter) > s.cfg.RenewBefore {
+		return c.cert, signer, nil
+	}
+	var chain string
+	err = s.cfg.DB.Pool.QueryRow(ctx, `SELECT chain_pem FROM agency_certificates WHERE agency = $1 AND key_version = $2 AND not_after > $3
+		ORDER BY not_after DESC LIMIT 1`, string(agency), version, time.Now().Add(s.cfg.RenewBefore)).Scan(&chain)
+	var cert *vault.Certificate
+	switch {
+	case err == nil:
+		certs, perr := parseChain(chain)
+		if perr != nil {
+			return nil, nil, kho.WrapError(kho.EINTEGRITY, "signing: stored certificate", perr)
+		}
+		cert = &vault.Certificate{Leaf: certs[0], Chain: certs[1:], PEM: chain}
+	case errors.Is(err, pgx.ErrNoRows):
+		if cert, err = s.issue(ctx, agency, signer, version); err != nil {
+			return nil, nil, err
+		}
+	default:
+		return nil, nil, kho.WrapError(kho.EUNAVAILABLE, "signing: read certificate", err)
+	}
+	s.mu.Lock()
+	s.certs[agency] = &agencyCert{cert: cert, version: version}
+	s.mu.Unlock()
+	return cert, signer, nil
+}
+
+func parseChain(p string) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	rest := []byte(p)
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) < 2 {
+		return nil, errors.New("certificate chain too short")
+	}
+	return out, nil
+}
+
+// issue makes a CSR signed by the Transit key and has Vault's PKI certify it.
+func (s *Signer) issue(ctx context.Context, agency kho.AgencyCode, signer crypto.Signer, version int) (*vault.Certificate, error) {
+	var name string
+	if err := s.cfg.DB.Pool.QueryRow(ctx, `SELECT name_en FROM agencies WHERE code = $1`, string(agency)).Scan(&name); err != nil {
+		return nil, kho.Errorf(kho.EFORBIDDEN, "agency %s is not registered in kho", agency)
+	}
+	tmpl := &x509.CertificateRequest{
+		Subject:            pkix.Name{CommonName: name + " (" + string(agency) + ")", OrganizationalUnit: []string{string(agency)}, Country: []string{"VN"}},
+		SignatureAlgorithm: x509.ECDSAWithSHA256,
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, signer)
+	if err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "signing: certificate request", err)
+	}
+	cert, err := s.cfg.Keys.SignCSR(ctx, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), s.cfg.CertTTL)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.cfg.DB.Pool.Exec(ctx, `INSERT INTO agency_certificates (agency, key_name, key_version, serial, not_after, chain_pem) VALUES ($1, $2, $3, $4, $5, $6)`,
+		string(agency), KeyName(agency), version, cert.Leaf.SerialNumber.Text(16), cert.Leaf.NotAfter, cert.PEM); err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "signing: store certificate", err)
+	}
+	return cert, nil
+}
+
+// Options describe one signature.
+type Options struct {
+	Agency     kho.AgencyCode
+	AgencyName string // for the stamp; the certificate's name when empty
+	Reason     string
+	ResultCode string
+}
+
+// OIDs of CMS attributes kho adds.
+var (
+	oidSigningCertificateV2 = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 2, 47}
+	oidTimeStampToken       = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 2, 14}
+)
+
+// signingCertificateV2 is RFC 5035's attribute binding the signature to its
+// certificate (the SHA-256 default hash algorithm is omitted).
+func signingCertificateV2(cert *x509.Certificate) (asn1.RawValue, error) {
+	type issuerSerial struct {
+		Issuer []asn1.RawValue
+		Serial *big.Int
+	}
+	type essCertIDv2 struct {
+		CertHash     []byte
+		IssuerSerial issuerSerial
+	}
+	sum := sha256.Sum256(cert.Raw)
+	gn := asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 4, IsCompound: true, Bytes: cert.RawIssuer}
+	b, err := asn1.Marshal(struct{ Certs []essCertIDv2 }{Certs: []essCertIDv2{{CertHash: sum[:], IssuerSerial: issuerSerial{Issuer: []asn1.RawValue{gn}, Serial: cert.SerialNumber}}}})
+	return asn1.RawValue{FullBytes: b}, err
+}
+
+// Sign returns pdf with the agency's signature added in an incremental
+// update; the original bytes are kept as they are.
+func (s *Signer) Sign(ctx context.Context, pdf []byte, o Options) ([]byte, error) {
+	cert, signer, err := s.Certificate(ctx, o.Agency)
+	if err != nil {
+		return nil, err
+	}
+	in, err := readStructure(pdf)
+	if err != nil {
+		return nil, kho.WrapError(kho.EINVALID, "the PDF's structure cannot be signed", err)
+	}
+	now := time.Now().UTC()
+	name := o.AgencyName
+	if name == "" {
+		name = cert.Leaf.Subject.CommonName
+	}
+	reason := o.Reason
+	if reason == "" {
+		reason = "Kết quả giải quyết thủ tục hành chính / Result of an administrative procedure"
+	}
+	in.sigDict = fmt.Sprintf("/M (D:%s+00'00') /Name %s /Reason %s /Location %s", now.Format("20060102150405"), pdfString(name), pdfString(reason), pdfString("Việt Nam"))
+	in.fieldName = fmt.Sprintf("kho-signature-%d", now.UnixNano())
+	if s.cfg.Visible {
+		in.stamp = []string{"Signed by / Ky boi: " + asciiOnly(cert.Leaf.Subject.CommonName), "Time / Thoi gian: " + now.Format("2006-01-02 15:04:05 UTC")}
+		if o.ResultCode != "" {
+			in.stamp = append(in.stamp, "Result / Ket qua: "+o.ResultCode)
+		}
+		in.stamp = append(in.stamp, "kho - PAdES")
+	}
+	p, err := buildUpdate(*in)
+	if err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "signing: incremental update", err)
+	}
+	cms, err := s.cms(ctx, p.signedData(), cert, signer)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.embed(cms); err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "signing", err)
+	}
+	return p.pdf, nil
+}
+
+// cms makes the detached CMS SignedData over data: one Transit call, plus
+// the timestamp authority for B-T.
+func (s *Signer) cms(ctx context.Context, data []byte, cert *vault.Certificate, signer crypto.Signer) ([]byte, error) {
+	sd, err := pkcs7.NewSignedData(data)
+	if err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "signing: cms", err)
+	}
+	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
+	scv2, err := signingCertificateV2(cert.Leaf)
+	if err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "signing: signing-certificate-v2", err)
+	}
+	if err := sd.AddSignerChain(cert.Leaf, signer, cert.Chain[:len(cert.Chain)-1], pkcs7.SignerInfoConfig{
+		ExtraSignedAttributes: []pkcs7.Attribute{{Type: oidSigningCertificateV2, Value: scv2}},
+	}); err != nil {
+		var ke *kho.Error
+		if errors.As(err, &ke) {
+			return nil, ke
+		}
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "signing: sign", err)
+	}
+	s.mu.Lock()
+	s.vaultCalls++
+	s.signatures++
+	s.mu.Unlock()
+	sd.Detach()
+	if s.cfg.TSA != "" {
+		si := &sd.GetSignedData().SignerInfos[0]
+		token, err := s.timestamp(ctx, si.EncryptedDigest)
+		if err != nil {
+			return nil, err
+		}
+		if err := si.SetUnauthenticatedAttributes([]pkcs7.Attribute{{Type: oidTimeStampToken, Value: asn1.RawValue{FullBytes: token}}}); err != nil {
+			return nil, kho.WrapError(kho.EINTERNAL, "signing: timestamp attribute", err)
+		}
+	}
+	der, err := sd.Finish()
+	if err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "signing: cms", err)
+	}
+	return der, nil
+}
+
+// timestamp asks the TSA to timestamp the signature value (RFC 3161).
+func (s *Signer) timestamp(ctx context.Context, signature []byte) ([]byte, error) {
+	req, err := timestamp.CreateRequest(bytes.NewReader(signature), &timestamp.RequestOptions{Hash: crypto.SHA256, Certificates: true})
+	if err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "signing: timestamp request", err)
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.TSA, bytes.NewReader(req))
+	if err != nil {
+		return nil, kho.WrapError(kho.EINVALID, "signing: timestamp authority URL", err)
+	}
+	hr.Header.Set("Content-Type", "application/timestamp-query")
+	resp, err := s.cfg.HTTP.Do(hr)
+	if err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "signing: timestamp authority not reachable", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return nil, kho.Errorf(kho.EUNAVAILABLE, "signing: timestamp authority answered %s", resp.Status)
+	}
+	ts, err := timestamp.ParseResponse(body)
+	if err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "signing: timestamp response", err)
+	}
+	sum := sha256.Sum256(signature)
+	if !bytes.Equal(ts.HashedMessage, sum[:]) {
+		return nil, kho.Errorf(kho.EINTEGRITY, "signing: the timestamp is for other data")
+	}
+	return ts.RawToken, nil
+}
+
+// Stats reports signatures made and Vault calls spent on them.
+func (s *Signer) Stats() (signatures, vaultCalls int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.signatures, s.vaultCalls
+}
+
+// readStructure finds what the update needs with pdfcpu.
+func readStructure(pdf []byte) (*updateInput, error) {
+	pdfcpuOnce.Do(func() { model.ConfigPath = "disable" })
+	conf := model.NewDefaultConfiguration()
+	conf.ValidationMode = model.ValidationRelaxed
+	ctx, err := pdfapi.ReadContext(bytes.NewReader(pdf), conf)
+	if err != nil {
+		return nil, err
+	}
+	xt := ctx.XRefTable
+	if xt.Root == nil || xt.Size == nil {
+		return nil, errors.New("no catalog or size in the trailer")
+	}
+	if err := ctx.EnsurePageCount(); err != nil {
+		return nil, err
+	}
+	in := &updateInput{original: pdf, size: *xt.Size, root: *xt.Root, info: xt.Info, id: xt.ID}
+	if in.catalog, err = xt.Catalog(); err != nil {
+		return nil, err
+	}
+	pd, ref, inh, err := xt.PageDict(1, false)
+	if err != nil || ref == nil {
+		return nil, fmt.Errorf("page 1: %v", err)
+	}
+	in.pageDict, in.page = pd, *ref
+	box := inh.MediaBox
+	if mb, ok := pd.Find("MediaBox"); ok {
+		if r, err := xt.RectForArray(mustArray(xt, mb)); err == nil && r != nil {
+			box = r
+		}
+	}
+	if box != nil {
+		in.mediaBox = [4]float64{box.LL.X, box.LL.Y, box.UR.X, box.UR.Y}
+	} else {
+		in.mediaBox = [4]float64{0, 0, 595, 842}
+	}
+	if a, ok := pd.Find("Annots"); ok {
+		if arr, err := xt.DereferenceArray(a); err == nil {
+			in.annots = arr
+		}
+	}
+	if af, ok := in.catalog.Find("AcroForm"); ok {
+		if r, isRef := af.(types.IndirectRef); isRef {
+			in.acroForm = &r
+		}
+		d, err := xt.DereferenceDict(af)
+		if err != nil {
+			return nil, fmt.Errorf("acroform: %v", err)
+		}
+		in.acroDict = d
+		if f, ok := d.Find("Fields"); ok {
+			if arr, err := xt.DereferenceArray(f); err == nil {
+				in.fields = arr
+			}
+		}
+	}
+	if in.prevXref, in.xrefStream, err = lastXref(pdf); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+func mustArray(xt *model.XRefTable, o types.Object) types.Array {
+	a, _ := xt.DereferenceArray(o)
+	return a
+}
+
+var pdfcpuOnce sync.Once

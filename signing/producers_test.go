@@ -1,0 +1,229 @@
+package signing_test
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digitorus/timestamp"
+	pdfapi "github.com/pdfcpu/pdfcpu/pkg/api"
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/model"
+
+	"kho/signing"
+	"kho/vault"
+)
+
+// producers are PDFs made by different tools: kho's own minimal writer (a
+// cross-reference table), qpdf (object streams and a cross-reference
+// stream), and pdfcpu (its own writer).
+func producers(t *testing.T) map[string][]byte {
+	t.Helper()
+	base := samplePDF("Giay khai sinh / Birth certificate")
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.pdf")
+	if err := os.WriteFile(in, base, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	q := filepath.Join(dir, "qpdf.pdf")
+	if out, err := exec.Command("qpdf", "--object-streams=generate", "--newline-before-endstream", in, q).CombinedOutput(); err != nil {
+		t.Fatalf("qpdf: %v\n%s", err, out)
+	}
+	qb, _ := os.ReadFile(q)
+	if !bytes.Contains(qb, []byte("/Type /XRef")) {
+		t.Fatal("qpdf did not write a cross-reference stream")
+	}
+	var pc bytes.Buffer
+	conf := model.NewDefaultConfiguration()
+	if err := pdfapi.Optimize(bytes.NewReader(base), &pc, conf); err != nil {
+		t.Fatalf("pdfcpu: %v", err)
+	}
+	return map[string][]byte{"kho writer": base, "qpdf": qb, "pdfcpu": pc.Bytes()}
+}
+
+func TestSignaturesFromSeveralProducersValidate(t *testing.T) {
+	f := newFixture(t, func(c *signing.Config) { c.Visible = true })
+	for name, pdf := range producers(t) {
+		t.Run(name, func(t *testing.T) {
+			signed, err := f.signer.Sign(f.ctx, pdf, signing.Options{Agency: agencyJ, ResultCode: "000.06.16.G09-231215-0001-KQ1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.HasPrefix(signed, pdf) {
+				t.Fatal("the original bytes were changed")
+			}
+			r := pdfsig(t, f.nssdir, signed)
+			if len(r.Signatures) != 1 || r.Signatures[0] != "Signature is Valid." || r.Certs[0] != "Certificate is Trusted." || !strings.Contains(r.Raw, "Total document signed") {
+				t.Fatalf("pdfsig:\n%s", r.Raw)
+			}
+			if out, err := exec.Command("qpdf", "--check", writeTemp(t, signed)).CombinedOutput(); err != nil {
+				t.Fatalf("qpdf --check: %v\n%s", err, out)
+			}
+			// One byte changed inside the signed range: pdfsig reports it.
+			for _, at := range []int{len(pdf) / 2, len(signed) - 20} {
+				bad := bytes.Clone(signed)
+				bad[at] ^= 0x01
+				r := pdfsig(t, f.nssdir, bad)
+				if len(r.Signatures) == 1 && r.Signatures[0] == "Signature is Valid." {
+					t.Fatalf("byte %d changed, pdfsig still says valid:\n%s", at, r.Raw)
+				}
+			}
+			// pdfcpu agrees with pdfsig on both files.
+			if ok := pdfcpuValid(t, signed); !ok {
+				t.Fatal("pdfcpu says the signed file is not valid")
+			}
+			bad := bytes.Clone(signed)
+			bad[len(pdf)/2] ^= 0x01
+			if pdfcpuValid(t, bad) {
+				t.Fatal("pdfcpu says the tampered file is valid")
+			}
+		})
+	}
+}
+
+// An earlier signature stays valid when kho adds its own.
+func TestSigningAnAlreadySignedPDF(t *testing.T) {
+	f := newFixture(t)
+	once, err := f.signer.Sign(f.ctx, samplePDF("signed twice"), signing.Options{Agency: agencyJ})
+	if err != nil {
+		t.Fatal(err)
+	}
+	twice, err := f.signer.Sign(f.ctx, once, signing.Options{Agency: "000.00.15.H29"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := pdfsig(t, f.nssdir, twice)
+	if len(r.Signatures) != 2 || r.Signatures[0] != "Signature is Valid." || r.Signatures[1] != "Signature is Valid." {
+		t.Fatalf("pdfsig on a twice-signed file:\n%s", r.Raw)
+	}
+	if !strings.Contains(r.Raw, "Ha Noi City Police") || !strings.Contains(r.Raw, "Ba Dinh District Justice Office") {
+		t.Fatalf("signers:\n%s", r.Raw)
+	}
+	rep, err := signing.Verify(twice, f.root)
+	if err != nil || len(rep.Signatures) != 2 || !rep.Signatures[0].Valid || !rep.Signatures[1].Valid ||
+		!rep.Signatures[0].LaterRevisions || rep.Signatures[1].LaterRevisions || !rep.Signatures[1].ChainTrusted {
+		t.Fatalf("kho's report: %+v %v", rep, err)
+	}
+}
+
+func writeTemp(t *testing.T, b []byte) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "f.pdf")
+	if err := os.WriteFile(f, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// pdfcpuValid asks pdfcpu whether every signature's integrity holds. pdfcpu
+// keeps its own trust store (not configured here), so trust is left to
+// pdfsig; integrity is what the two must agree on.
+func pdfcpuValid(t *testing.T, pdf []byte) bool {
+	t.Helper()
+	res, err := pdfapi.ValidateSignaturesRaw(bytes.NewReader(pdf), true, model.NewDefaultConfiguration())
+	if err != nil || len(res) == 0 {
+		return false
+	}
+	for _, r := range res {
+		if r.Status == model.SignatureStatusInvalid || r.Reason == model.SignatureReasonDocModified || r.Reason == model.SignatureReasonSignatureForged {
+			return false
+		}
+	}
+	return true
+}
+
+// tsa runs an RFC 3161 timestamp authority for the test.
+func tsa(t *testing.T) (string, *x509.Certificate) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "kho test TSA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageTimeStamping},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		req, err := timestamp.ParseRequest(body)
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		ts := timestamp.Timestamp{HashAlgorithm: req.HashAlgorithm, HashedMessage: req.HashedMessage, Time: time.Now(),
+			Nonce: req.Nonce, Policy: asn1.ObjectIdentifier{1, 2, 3, 4, 1}, AddTSACertificate: req.Certificates, SerialNumber: big.NewInt(time.Now().UnixNano())}
+		resp, err := ts.CreateResponseWithOpts(cert, key, crypto.SHA256)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		w.Header().Set("Content-Type", "application/timestamp-reply")
+		_, _ = w.Write(resp)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, cert
+}
+
+func TestBTSignatureWithATimestampAuthority(t *testing.T) {
+	url, tsaCert := tsa(t)
+	f := newFixture(t, func(c *signing.Config) { c.TSA = url })
+	signed, err := f.signer.Sign(f.ctx, samplePDF("timestamped"), signing.Options{Agency: agencyJ})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := pdfsig(t, f.nssdir, signed)
+	if len(r.Signatures) != 1 || r.Signatures[0] != "Signature is Valid." {
+		t.Fatalf("pdfsig:\n%s", r.Raw)
+	}
+	rep, err := signing.Verify(signed, f.root)
+	if err != nil || len(rep.Signatures) != 1 {
+		t.Fatalf("report: %+v %v", rep, err)
+	}
+	s := rep.Signatures[0]
+	if !s.Valid || s.Timestamp == nil || !s.Timestamp.Valid || s.Timestamp.Authority != tsaCert.Subject.CommonName || s.Level != "B-T" {
+		t.Fatalf("timestamp in the report: %+v %+v", s, s.Timestamp)
+	}
+	// An unreachable authority fails the signature rather than silently
+	// downgrading it to B-B.
+	g := newFixture(t, func(c *signing.Config) { c.TSA = "http://127.0.0.1:1/tsa" })
+	if _, err := g.signer.Sign(g.ctx, samplePDF("x"), signing.Options{Agency: agencyJ}); err == nil {
+		t.Fatal("signed without the configured timestamp authority")
+	}
+}
+
+func TestAgencySigningKeyCannotBeExported(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.signer.Sign(f.ctx, samplePDF("x"), signing.Options{Agency: agencyJ}); err != nil {
+		t.Fatal(err)
+	}
+	khod := f.keys
+	_ = khod
+	for _, path := range []string{"export/signing-key/", "export/public-key/", "backup/"} {
+		_, err := testKhodLogical(t).Read(vault.MountSigning + "/" + path + signing.KeyName(agencyJ))
+		if err == nil {
+			t.Fatalf("%s of the agency's signing key succeeded", path)
+		}
+	}
+	// Not even the root token can export it: the key is not exportable.
+	if s, err := testRootLogical(t).Read(vault.MountSigning + "/export/signing-key/" + signing.KeyName(agencyJ)); err == nil && s != nil {
+		t.Fatal("the agency's key was exported with the root token")
+	}
+}

@@ -1,0 +1,233 @@
+package signing
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/digitorus/pkcs7"
+	"github.com/digitorus/timestamp"
+	pdfapi "github.com/pdfcpu/pdfcpu/pkg/api"
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/model"
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/types"
+
+	"kho"
+)
+
+// Report is the verification of every signature in a PDF.
+type Report struct {
+	Valid      bool              `json:"valid"` // every signature valid and trusted
+	Signatures []SignatureReport `json:"signatures"`
+}
+
+// SignatureReport describes one signature.
+type SignatureReport struct {
+	Field        string    `json:"field"`
+	Signer       string    `json:"signer"`
+	Issuer       string    `json:"issuer"`
+	Serial       string    `json:"serial"`
+	SigningTime  time.Time `json:"signing_time"`
+	Level        string    `json:"level"` // B-B, or B-T with a timestamp
+	Valid        bool      `json:"valid"` // the signed bytes are unchanged and the signature holds
+	ChainTrusted bool      `json:"chain_trusted"`
+	ChainError   string    `json:"chain_error,omitempty"`
+	// LaterRevisions is set when bytes were appended after this signature
+	// (later incremental updates, such as another signature); the signed
+	// revision itself is intact when Valid is set.
+	LaterRevisions bool             `json:"later_revisions"`
+	Timestamp      *TimestampReport `json:"timestamp,omitempty"`
+	Error          string           `json:"error,omitempty"`
+}
+
+// TimestampReport describes a signature's RFC 3161 timestamp.
+type TimestampReport struct {
+	Valid     bool      `json:"valid"`
+	Time      time.Time `json:"time"`
+	Authority string    `json:"authority"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// Verify checks every signature of pdf; root is the deployment's root CA.
+func Verify(pdf []byte, root *x509.Certificate) (*Report, error) {
+	pdfcpuOnce.Do(func() { model.ConfigPath = "disable" })
+	conf := model.NewDefaultConfiguration()
+	conf.ValidationMode = model.ValidationRelaxed
+	ctx, err := pdfapi.ReadContext(bytes.NewReader(pdf), conf)
+	if err != nil {
+		return nil, kho.WrapError(kho.EINVALID, "the file is not a PDF kho can read", err)
+	}
+	xt := ctx.XRefTable
+	cat, err := xt.Catalog()
+	if err != nil {
+		return nil, kho.WrapError(kho.EINVALID, "the PDF has no catalog", err)
+	}
+	rep := &Report{Signatures: []SignatureReport{}}
+	af, ok := cat.Find("AcroForm")
+	if !ok {
+		return rep, nil
+	}
+	acro, err := xt.DereferenceDict(af)
+	if err != nil || acro == nil {
+		return rep, nil
+	}
+	fieldsObj, _ := acro.Find("Fields")
+	fields, _ := xt.DereferenceArray(fieldsObj)
+	var walk func(types.Array, int)
+	walk = func(arr types.Array, depth int) {
+		if depth > 8 {
+			return
+		}
+		for _, o := range arr {
+			d, err := xt.DereferenceDict(o)
+			if err != nil || d == nil {
+				continue
+			}
+			if kids, ok := d.Find("Kids"); ok {
+				if k, err := xt.DereferenceArray(kids); err == nil {
+					walk(k, depth+1)
+				}
+			}
+			if ft := d.NameEntry("FT"); ft == nil || *ft != "Sig" {
+				continue
+			}
+			v, ok := d.Find("V")
+			if !ok {
+				continue
+			}
+			sig, err := xt.DereferenceDict(v)
+			if err != nil || sig == nil {
+				continue
+			}
+			name := ""
+			if t, ok := d.Find("T"); ok {
+				if s, err := types.StringOrHexLiteral(t); err == nil && s != nil {
+					name = *s
+				}
+			}
+			rep.Signatures = append(rep.Signatures, verifyOne(pdf, xt, name, sig, root))
+		}
+	}
+	walk(fields, 0)
+	rep.Valid = len(rep.Signatures) > 0
+	for _, s := range rep.Signatures {
+		rep.Valid = rep.Valid && s.Valid && s.ChainTrusted && (s.Timestamp == nil || s.Timestamp.Valid)
+	}
+	return rep, nil
+}
+
+func verifyOne(pdf []byte, xt *model.XRefTable, field string, sig types.Dict, root *x509.Certificate) SignatureReport {
+	r := SignatureReport{Field: field, Level: "B-B"}
+	fail := func(format string, args ...any) SignatureReport {
+		r.Error = fmt.Sprintf(format, args...)
+		return r
+	}
+	brObj, _ := sig.Find("ByteRange")
+	br, err := xt.DereferenceArray(brObj)
+	if err != nil || len(br) != 4 {
+		return fail("no byte range")
+	}
+	var rng [4]int64
+	for i, o := range br {
+		n, ok := o.(types.Integer)
+		if !ok || n < 0 {
+			return fail("malformed byte range")
+		}
+		rng[i] = int64(n)
+	}
+	if rng[0] != 0 || rng[1] > rng[2] || rng[2]+rng[3] > int64(len(pdf)) {
+		return fail("byte range outside the file")
+	}
+	r.LaterRevisions = rng[2]+rng[3] < int64(len(pdf))
+	contents, err := sigContents(sig)
+	if err != nil {
+		return fail("%v", err)
+	}
+	var raw asn1.RawValue
+	if _, err := asn1.Unmarshal(contents, &raw); err != nil {
+		return fail("the signature is not DER")
+	}
+	p7, err := pkcs7.Parse(raw.FullBytes)
+	if err != nil {
+		return fail("the signature is not CMS: %v", err)
+	}
+	p7.Content = append(append([]byte{}, pdf[rng[0]:rng[0]+rng[1]]...), pdf[rng[2]:rng[2]+rng[3]]...)
+	leaf := p7.GetOnlySigner()
+	if leaf == nil {
+		return fail("the signature names no single signer")
+	}
+	r.Signer, r.Issuer, r.Serial = leaf.Subject.CommonName, leaf.Issuer.CommonName, leaf.SerialNumber.Text(16)
+	_ = p7.UnmarshalSignedAttribute(pkcs7.OIDAttributeSigningTime, &r.SigningTime)
+	if err := p7.Verify(); err != nil {
+		return fail("the signed bytes were changed or the signature is broken: %v", err)
+	}
+	r.Valid = true
+	if root != nil {
+		roots := x509.NewCertPool()
+		roots.AddCert(root)
+		inter := x509.NewCertPool()
+		for _, c := range p7.Certificates {
+			if !c.Equal(leaf) {
+				inter.AddCert(c)
+			}
+		}
+		at := r.SigningTime
+		if at.IsZero() {
+			at = time.Now()
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			r.ChainError = err.Error()
+		} else {
+			r.ChainTrusted = true
+		}
+	} else {
+		r.ChainError = "no deployment root given"
+	}
+	if len(p7.Signers) == 1 {
+		for _, a := range p7.Signers[0].UnauthenticatedAttributes {
+			if a.Type.Equal(oidTimeStampToken) {
+				r.Level = "B-T"
+				r.Timestamp = checkTimestamp(a.Value.Bytes, p7.Signers[0].EncryptedDigest)
+			}
+		}
+	}
+	return r
+}
+
+func checkTimestamp(token, signature []byte) *TimestampReport {
+	t := &TimestampReport{}
+	ts, err := timestamp.Parse(token)
+	if err != nil {
+		t.Error = "the timestamp token does not verify: " + err.Error()
+		return t
+	}
+	t.Time = ts.Time
+	if len(ts.Certificates) > 0 {
+		t.Authority = ts.Certificates[0].Subject.CommonName
+	}
+	sum := sha256.Sum256(signature)
+	if !bytes.Equal(ts.HashedMessage, sum[:]) {
+		t.Error = "the timestamp is for another signature"
+		return t
+	}
+	t.Valid = true
+	return t
+}
+
+// sigContents reads /Contents, hex or literal.
+func sigContents(sig types.Dict) ([]byte, error) {
+	o, ok := sig.Find("Contents")
+	if !ok {
+		return nil, errors.New("the signature has no contents")
+	}
+	switch v := o.(type) {
+	case types.HexLiteral:
+		return v.Bytes()
+	case types.StringLiteral:
+		return types.Unescape(v.Value())
+	}
+	return nil, errors.New("the signature's contents are not a string")
+}

@@ -1,0 +1,198 @@
+package vault
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"strings"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"kho"
+)
+
+// PKIRole is the role on MountPKIInt that issues agency signing
+// certificates.
+const PKIRole = "agency-signing"
+
+// PKIOptions names the deployment's CA.
+type PKIOptions struct {
+	Organization string // e.g. "kho (dev)"
+	Country      string // "VN"
+	// RootPEM, IntermediatePEM and IntermediateKeyPEM import an existing
+	// chain instead of generating one (all three, or none).
+	RootPEM, IntermediatePEM, IntermediateKeyPEM string
+}
+
+// BootstrapPKI creates, with an operator's client, the deployment's root CA
+// on MountPKI and the "agency signing" intermediate on MountPKIInt (or
+// imports the operator's chain), and the role that issues document-signing
+// certificates. It is idempotent: an existing CA is kept.
+func BootstrapPKI(ctx context.Context, operator *vaultapi.Client, o PKIOptions) error {
+	if o.Organization == "" {
+		o.Organization = "kho"
+	}
+	if o.Country == "" {
+		o.Country = "VN"
+	}
+	l := operator.Logical()
+	if existing, err := l.ReadWithContext(ctx, MountPKIInt+"/cert/ca"); err == nil && existing != nil {
+		if c, _ := existing.Data["certificate"].(string); strings.TrimSpace(c) != "" {
+			return writePKIRole(ctx, l)
+		}
+	}
+	if o.RootPEM != "" || o.IntermediatePEM != "" || o.IntermediateKeyPEM != "" {
+		if o.RootPEM == "" || o.IntermediatePEM == "" || o.IntermediateKeyPEM == "" {
+			return kho.Errorf(kho.EINVALID, "vault pki: importing a chain needs the root, the intermediate and its key")
+		}
+		if _, err := l.WriteWithContext(ctx, MountPKI+"/config/ca", map[string]any{"pem_bundle": o.RootPEM}); err != nil {
+			return mapErr("import root", err)
+		}
+		if _, err := l.WriteWithContext(ctx, MountPKIInt+"/config/ca", map[string]any{"pem_bundle": o.IntermediateKeyPEM + "\n" + o.IntermediatePEM + "\n" + o.RootPEM}); err != nil {
+			return mapErr("import intermediate", err)
+		}
+		return writePKIRole(ctx, l)
+	}
+	if _, err := l.WriteWithContext(ctx, MountPKI+"/root/generate/internal", map[string]any{
+		"common_name": o.Organization + " Root CA", "organization": o.Organization, "country": o.Country,
+		"key_type": "ec", "key_bits": 384, "ttl": "87600h", "issuer_name": "kho-root",
+	}); err != nil {
+		return mapErr("generate root CA", err)
+	}
+	csr, err := l.WriteWithContext(ctx, MountPKIInt+"/intermediate/generate/internal", map[string]any{
+		"common_name": o.Organization + " Agency Signing CA", "organization": o.Organization, "country": o.Country,
+		"key_type": "ec", "key_bits": 384,
+	})
+	if err != nil {
+		return mapErr("generate intermediate", err)
+	}
+	signed, err := l.WriteWithContext(ctx, MountPKI+"/root/sign-intermediate", map[string]any{
+		"csr": csr.Data["csr"], "format": "pem_bundle", "ttl": "43800h", "use_csr_values": true,
+		"organization": o.Organization, "country": o.Country,
+	})
+	if err != nil {
+		return mapErr("sign intermediate", err)
+	}
+	if _, err := l.WriteWithContext(ctx, MountPKIInt+"/intermediate/set-signed", map[string]any{"certificate": signed.Data["certificate"]}); err != nil {
+		return mapErr("install intermediate", err)
+	}
+	return writePKIRole(ctx, l)
+}
+
+// writePKIRole shapes agency certificates for document signing: key usage
+// digitalSignature and contentCommitment (non-repudiation), extended key
+// usage emailProtection (what NSS, and so Poppler, checks for signers), no
+// server or client authentication.
+func writePKIRole(ctx context.Context, l *vaultapi.Logical) error {
+	_, err := l.WriteWithContext(ctx, MountPKIInt+"/roles/"+PKIRole, map[string]any{
+		"allow_any_name": true, "enforce_hostnames": false, "allow_subdomains": false, "allow_ip_sans": false,
+		"server_flag": false, "client_flag": false, "code_signing_flag": false, "email_protection_flag": true,
+		"key_usage": []string{"DigitalSignature", "ContentCommitment"}, "key_type": "any",
+		"use_csr_common_name": true, "use_csr_sans": false, "require_cn": true,
+		"max_ttl": "17520h", "ttl": "8760h", "no_store": false, "generate_lease": false,
+		"organization": "", "ou": "",
+	})
+	if err != nil {
+		return mapErr("write pki role", err)
+	}
+	return nil
+}
+
+// Certificate is an issued agency certificate with its chain up to the
+// deployment root.
+type Certificate struct {
+	Leaf  *x509.Certificate
+	Chain []*x509.Certificate // intermediate(s), then the root
+	PEM   string              // leaf, then chain
+}
+
+func parsePEMCerts(s string) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	rest := []byte(s)
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no certificate")
+	}
+	return out, nil
+}
+
+// SignCSR has the agency-signing intermediate issue a certificate for a CSR.
+func (t *Transit) SignCSR(ctx context.Context, csrPEM string, ttl time.Duration) (*Certificate, error) {
+	s, err := t.logical.WriteWithContext(ctx, MountPKIInt+"/sign/"+PKIRole, map[string]any{
+		"csr": csrPEM, "ttl": fmt.Sprintf("%ds", int(ttl.Seconds())), "format": "pem",
+	})
+	if err != nil {
+		return nil, mapErr("sign agency certificate", err)
+	}
+	leafPEM, _ := s.Data["certificate"].(string)
+	leaf, err := parsePEMCerts(leafPEM)
+	if err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "vault pki: issued certificate", err)
+	}
+	var chainPEM []string
+	if raw, ok := s.Data["ca_chain"].([]any); ok {
+		for _, c := range raw {
+			if str, ok := c.(string); ok {
+				chainPEM = append(chainPEM, str)
+			}
+		}
+	}
+	root, err := t.RootCertificate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := parsePEMCerts(strings.Join(chainPEM, "\n"))
+	if err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "vault pki: chain", err)
+	}
+	if !chain[len(chain)-1].Equal(root) {
+		chain = append(chain, root)
+	}
+	var all strings.Builder
+	all.WriteString(strings.TrimSpace(leafPEM) + "\n")
+	for _, c := range chain {
+		_ = pem.Encode(&all, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	return &Certificate{Leaf: leaf[0], Chain: chain, PEM: all.String()}, nil
+}
+
+// RootCertificate returns the deployment's root CA certificate.
+func (t *Transit) RootCertificate(ctx context.Context) (*x509.Certificate, error) {
+	s, err := t.logical.ReadWithContext(ctx, MountPKI+"/cert/ca")
+	if err != nil {
+		return nil, mapErr("read root CA", err)
+	}
+	if s == nil {
+		return nil, kho.Errorf(kho.EUNAVAILABLE, "vault pki: no root CA (run kho init or kho dev up)")
+	}
+	p, _ := s.Data["certificate"].(string)
+	certs, err := parsePEMCerts(p)
+	if err != nil {
+		return nil, kho.Errorf(kho.EUNAVAILABLE, "vault pki: no root CA (run kho init or kho dev up)")
+	}
+	return certs[0], nil
+}
+
+// Signer returns a crypto.Signer for the latest version of the named ECDSA
+// signing key, with ctx for its Vault calls, and that version.
+func (t *Transit) Signer(ctx context.Context, name string) (crypto.Signer, int, error) {
+	v, pub, err := t.signingKeyInfo(ctx, name)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &transitSigner{ctx: ctx, t: t, name: name, version: v, pub: pub}, v, nil
+}
