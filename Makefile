@@ -27,6 +27,7 @@ run: build
 # Every test is listed by name; a skipped test fails the run, since an
 # integration test that did not reach the real servers proves nothing.
 test: build lint
+	./scripts/ensure-tools
 	$(KHO) dev up
 	$(KHO) dev status
 	@mkdir -p .kho

@@ -97,3 +97,10 @@ type ReuseDecider interface {
 	// EUNAVAILABLE.
 	AuthorizeFetch(ctx context.Context, req FetchRequest) (FetchGrant, error)
 }
+
+// PDFSigner puts the issuing agency's signature inside a PDF (PAdES); the
+// signing package meets it. Deposits of agency-issued PDFs go through it, so
+// what is stored is the signed PDF.
+type PDFSigner interface {
+	SignPDF(ctx context.Context, issuer AgencyCode, pdf []byte, resultCode string) ([]byte, error)
+}

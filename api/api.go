@@ -9,7 +9,9 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -19,6 +21,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"kho"
+	"kho/signing"
 )
 
 // Check is one dependency readiness probes look at.
@@ -46,6 +49,9 @@ type Config struct {
 	// publishes the receipt signing keys.
 	Consents    Consents
 	ReceiptKeys keysFunc
+	// PDFVerifier checks the signatures inside a PDF against the deployment
+	// root; optional.
+	PDFVerifier func(ctx context.Context, pdf []byte) (*signing.Report, error)
 	// MaxUploadSize bounds a deposit's whole multipart body (default 2 GiB
 	// plus 1 MiB for the metadata and framing).
 	MaxUploadSize int64
@@ -101,6 +107,9 @@ func New(cfg Config) (*Server, error) {
 	s.documentRoutes(v1)
 	s.auditRoutes(e, v1)
 	s.consentRoutes(e, v1)
+	if cfg.PDFVerifier != nil {
+		v1.POST("/pdf-signatures/verification", s.verifyPDF)
+	}
 	return s, nil
 }
 
@@ -184,4 +193,29 @@ func (s *Server) me(c *gin.Context) {
 		out["store_of"] = sub
 	}
 	c.JSON(http.StatusOK, out)
+}
+
+// verifyPDF reports on the signatures inside a PDF sent as the body
+// (application/pdf, up to the PDF size limit): signer, integrity, chain to
+// the deployment root, signing time, later revisions, timestamp.
+func (s *Server) verifyPDF(c *gin.Context) {
+	b, err := io.ReadAll(io.LimitReader(c.Request.Body, 64<<20+1))
+	if err != nil {
+		errorf(c, kho.EINVALID, "could not read the body")
+		return
+	}
+	if len(b) > 64<<20 {
+		errorf(c, kho.ETOOLARGE, "a PDF to verify may be at most 64 MiB")
+		return
+	}
+	if !bytes.HasPrefix(b, []byte("%PDF-")) {
+		errorf(c, kho.EINVALID, "the body is not a PDF")
+		return
+	}
+	rep, err := s.cfg.PDFVerifier(c.Request.Context(), b)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, rep)
 }

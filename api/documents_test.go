@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"io"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"kho/api"
 	"kho/consent"
 	"kho/internal/testenv"
+	"kho/signing"
 )
 
 // docServer is khod's router over a real document service.
@@ -36,6 +38,13 @@ func newDocServer(t *testing.T, maxUpload int64) *docServer {
 	srv, err := api.New(api.Config{
 		Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: docs.Svc, Audit: docs.Log, MaxUploadSize: maxUpload,
 		Consents: docs.Consents, ReceiptKeys: func(ctx context.Context) (jwk.Set, error) { return docs.Keys.JWKS(ctx, consent.ReceiptKey) },
+		PDFVerifier: func(ctx context.Context, pdf []byte) (*signing.Report, error) {
+			root, err := docs.Keys.RootCertificate(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return signing.Verify(pdf, root)
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -314,4 +323,52 @@ func TestDocumentRoutesRefuseWrongPrincipalsAndBadInput(t *testing.T) {
 	if resp.StatusCode != 409 || !bytes.Contains(b, []byte("legal hold")) {
 		t.Fatalf("erasure under hold: %d %s", resp.StatusCode, b)
 	}
+}
+
+// A PDF an agency deposits comes back signed, and the verification route
+// reports the agency's valid, trusted signature; a changed byte is reported.
+func TestPDFSignatureVerificationRoute(t *testing.T) {
+	d := newDocServer(t, 0)
+	pdfMeta := strings.Replace(textMeta, "text/plain", "application/pdf", 1)
+	doc := d.deposit(t, justice, pdfMeta, testPDF())
+	resp, signed := d.call(t, citizen, "GET", "/v1/documents/"+string(doc.ID)+"/content", "", nil, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("download: %d", resp.StatusCode)
+	}
+	resp, b := d.call(t, citizen, "POST", "/v1/pdf-signatures/verification", "application/pdf", bytes.NewReader(signed), nil)
+	if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"valid":true`)) || !bytes.Contains(b, []byte(`"chain_trusted":true`)) ||
+		!bytes.Contains(b, []byte("000.06.16.G09")) {
+		t.Fatalf("verification: %d %s", resp.StatusCode, b)
+	}
+	bad := bytes.Clone(signed)
+	bad[20] ^= 1
+	resp, b = d.call(t, citizen, "POST", "/v1/pdf-signatures/verification", "application/pdf", bytes.NewReader(bad), nil)
+	if resp.StatusCode != 200 || bytes.Contains(b, []byte(`"valid":true`)) {
+		t.Fatalf("verification of a changed file: %d %s", resp.StatusCode, b)
+	}
+	resp, _ = d.call(t, citizen, "POST", "/v1/pdf-signatures/verification", "application/pdf", strings.NewReader("not a pdf"), nil)
+	if resp.StatusCode != 400 {
+		t.Fatalf("a non-PDF: %d", resp.StatusCode)
+	}
+}
+
+// testPDF is a small well-formed PDF.
+func testPDF() []byte {
+	var b bytes.Buffer
+	var offsets []int
+	obj := func(body string) {
+		offsets = append(offsets, b.Len())
+		fmt.Fprintf(&b, "%d 0 obj\n%s\nendobj\n", len(offsets), body)
+	}
+	b.WriteString("%PDF-1.4\n")
+	obj("<< /Type /Catalog /Pages 2 0 R >>")
+	obj("<< /Type /Pages /Kids [3 0 R] /Count 1 >>")
+	obj("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>")
+	xref := b.Len()
+	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(offsets)+1)
+	for _, o := range offsets {
+		fmt.Fprintf(&b, "%010d 00000 n \n", o)
+	}
+	fmt.Fprintf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n", len(offsets)+1, xref)
+	return b.Bytes()
 }

@@ -68,8 +68,6 @@ type Signer struct {
 	cfg   Config
 	mu    sync.Mutex
 	certs map[kho.AgencyCode]*agencyCert
-
-	vaultCalls, signatures int64 // for the benchmark's round-trip count
 }
 
 type agencyCert struct {
@@ -279,10 +277,6 @@ func (s *Signer) cms(ctx context.Context, data []byte, cert *vault.Certificate, 
 		}
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "signing: sign", err)
 	}
-	s.mu.Lock()
-	s.vaultCalls++
-	s.signatures++
-	s.mu.Unlock()
 	sd.Detach()
 	if s.cfg.TSA != "" {
 		si := &sd.GetSignedData().SignerInfos[0]
@@ -330,13 +324,6 @@ func (s *Signer) timestamp(ctx context.Context, signature []byte) ([]byte, error
 		return nil, kho.Errorf(kho.EINTEGRITY, "signing: the timestamp is for other data")
 	}
 	return ts.RawToken, nil
-}
-
-// Stats reports signatures made and Vault calls spent on them.
-func (s *Signer) Stats() (signatures, vaultCalls int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.signatures, s.vaultCalls
 }
 
 // readStructure finds what the update needs with pdfcpu.
@@ -407,3 +394,10 @@ func mustArray(xt *model.XRefTable, o types.Object) types.Array {
 }
 
 var pdfcpuOnce sync.Once
+
+var _ kho.PDFSigner = (*Signer)(nil)
+
+// SignPDF meets kho.PDFSigner.
+func (s *Signer) SignPDF(ctx context.Context, issuer kho.AgencyCode, pdf []byte, resultCode string) ([]byte, error) {
+	return s.Sign(ctx, pdf, Options{Agency: issuer, ResultCode: resultCode})
+}

@@ -101,4 +101,3 @@ func pdfsig(t testing.TB, nssdir string, pdf []byte) pdfsigResult {
 	}
 	return r
 }
-

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/pem"
 	"io"
 	"math/big"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,6 +50,7 @@ func producers(t *testing.T) map[string][]byte {
 		t.Fatal("qpdf did not write a cross-reference stream")
 	}
 	var pc bytes.Buffer
+	model.ConfigPath = "disable" // pdfcpu would write a configuration into $HOME
 	conf := model.NewDefaultConfiguration()
 	if err := pdfapi.Optimize(bytes.NewReader(base), &pc, conf); err != nil {
 		t.Fatalf("pdfcpu: %v", err)
@@ -83,12 +86,13 @@ func TestSignaturesFromSeveralProducersValidate(t *testing.T) {
 				}
 			}
 			// pdfcpu agrees with pdfsig on both files.
-			if ok := pdfcpuValid(t, signed); !ok {
+			rootPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.root.Raw})
+			if ok := pdfcpuValid(t, rootPEM, signed); !ok {
 				t.Fatal("pdfcpu says the signed file is not valid")
 			}
 			bad := bytes.Clone(signed)
 			bad[len(pdf)/2] ^= 0x01
-			if pdfcpuValid(t, bad) {
+			if pdfcpuValid(t, rootPEM, bad) {
 				t.Fatal("pdfcpu says the tampered file is valid")
 			}
 		})
@@ -120,6 +124,8 @@ func TestSigningAnAlreadySignedPDF(t *testing.T) {
 	}
 }
 
+var pdfcpuTrust sync.Once
+
 func writeTemp(t *testing.T, b []byte) string {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "f.pdf")
@@ -130,12 +136,24 @@ func writeTemp(t *testing.T, b []byte) string {
 }
 
 // pdfcpuValid asks pdfcpu whether every signature's integrity holds. pdfcpu
-// keeps its own trust store (not configured here), so trust is left to
-// pdfsig; integrity is what the two must agree on.
-func pdfcpuValid(t *testing.T, pdf []byte) bool {
+// reads trusted certificates from a package-level folder; the test points it
+// at one holding the deployment root (pdfcpu offers no other way).
+func pdfcpuValid(t *testing.T, root []byte, pdf []byte) bool {
 	t.Helper()
+	pdfcpuTrust.Do(func() {
+		dir, err := os.MkdirTemp("", "pdfcpu-trust-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "kho-root.pem"), root, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		model.ConfigPath = "disable"
+		model.TrustedCertDir = dir
+	})
 	res, err := pdfapi.ValidateSignaturesRaw(bytes.NewReader(pdf), true, model.NewDefaultConfiguration())
 	if err != nil || len(res) == 0 {
+		t.Logf("pdfcpu: %v (%d results)", err, len(res))
 		return false
 	}
 	for _, r := range res {

@@ -105,7 +105,8 @@ type prepared struct {
 // prepare checks the start of the content against the declared media type
 // and, for a PDF, its whole structure (a PDF is held in memory for that, up to
 // the PDF limit); other content streams through.
-func (s *Service) prepare(body io.Reader, mediaType string) (*prepared, error) {
+// sign, when set, signs a PDF before it is stored.
+func (s *Service) prepare(body io.Reader, mediaType string, sign func([]byte) ([]byte, error)) (*prepared, error) {
 	br := bufio.NewReaderSize(body, 4096)
 	head, err := br.Peek(512)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
@@ -128,6 +129,11 @@ func (s *Service) prepare(body io.Reader, mediaType string) (*prepared, error) {
 		}
 		if err := checkPDF(b); err != nil {
 			return nil, err
+		}
+		if sign != nil {
+			if b, err = sign(b); err != nil {
+				return nil, err
+			}
 		}
 		src = bytes.NewReader(b)
 	}
@@ -178,7 +184,8 @@ type depositReq struct {
 }
 
 // Deposit stores a new document for meta.SubjectID (or, when empty, for the
-// caller's own store) and returns it. The content streams: memory use does
+// caller's own store) and returns it. An agency-issued PDF is signed by the
+// agency on the way in (PAdES); the stored object is the signed PDF. The content streams: memory use does
 // not grow with its size (PDFs excepted, up to their limit).
 //
 // The order keeps the invariant that no row ever lacks its object: the
@@ -250,7 +257,15 @@ func (s *Service) deposit(ctx context.Context, p kho.Principal, req depositReq) 
 	if err := s.keys.EnsureKey(ctx, subj.handle); err != nil {
 		return nil, err
 	}
-	pre, err := s.prepare(req.body, meta.MediaType)
+	var sign func([]byte) ([]byte, error)
+	if s.pdfSign != nil && source == kho.SourceAgencyIssued {
+		result := ""
+		if meta.ResultNo > 0 {
+			result = meta.DossierCode.ResultCode(meta.ResultNo)
+		}
+		sign = func(b []byte) ([]byte, error) { return s.pdfSign.SignPDF(ctx, p.Agency, b, result) }
+	}
+	pre, err := s.prepare(req.body, meta.MediaType, sign)
 	if err != nil {
 		return nil, err
 	}

@@ -22,14 +22,16 @@ func TestDepositAndReadBack(t *testing.T) {
 	m := meta(citizenA, "GKS", "application/pdf")
 	m.DossierCode, m.ResultNo, m.ProcedureCode = "000.06.16.G09-231215-0001", 1, "CLLTP"
 	d := f.deposit(t, asAgencyJ, m, body)
-	if d.Source != kho.SourceAgencyIssued || d.Issuer != agencyJ || d.Size != int64(len(body)) || d.Status != kho.StatusValid ||
+	if d.Source != kho.SourceAgencyIssued || d.Issuer != agencyJ || d.Size <= int64(len(body)) || d.Status != kho.StatusValid ||
 		d.ResultCode != "000.06.16.G09-231215-0001-KQ1" || d.Version != 1 || d.ChainID != d.ID {
 		t.Fatalf("deposited: %+v", d)
 	}
+	// The agency's PDF is stored signed: the original bytes, then the
+	// incremental update carrying the signature.
 	for _, p := range []kho.Principal{asCitizenA, asAgencyJ, asOfficerJ} {
 		got, err := f.read(t, p, d.ID)
-		if err != nil || !bytes.Equal(got, body) {
-			t.Fatalf("read as %s: %v", p.Kind, err)
+		if err != nil || !bytes.HasPrefix(got, body) || !bytes.Contains(got[len(body):], []byte("/ETSI.CAdES.detached")) || int64(len(got)) != d.Size {
+			t.Fatalf("read as %s: %d bytes, %v", p.Kind, len(got), err)
 		}
 	}
 	// The same result cannot be deposited twice.

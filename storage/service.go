@@ -26,6 +26,9 @@ type Config struct {
 	// Reuse decides fetches by agencies other than the issuer (consent,
 	// legal bases). Without it, only owners and issuers read.
 	Reuse kho.ReuseDecider
+	// PDFSigner signs agency-issued PDFs on deposit (PAdES). Without it,
+	// PDFs are stored as deposited.
+	PDFSigner kho.PDFSigner
 
 	// MaxSize bounds a document (default 2 GiB).
 	MaxSize int64
@@ -48,6 +51,7 @@ type Service struct {
 	keys    kho.SubjectKeys
 	signer  kho.ManifestSigner
 	reuse   kho.ReuseDecider
+	pdfSign kho.PDFSigner
 	log     *slog.Logger
 	maxSize int64
 	maxPDF  int64
@@ -94,7 +98,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Service{
-		db: cfg.DB, blobs: cfg.Blobs, ranges: ranges, lister: lister, keys: cfg.Keys, signer: cfg.Signer, reuse: cfg.Reuse,
+		db: cfg.DB, blobs: cfg.Blobs, ranges: ranges, lister: lister, keys: cfg.Keys, signer: cfg.Signer, reuse: cfg.Reuse, pdfSign: cfg.PDFSigner,
 		log: cfg.Logger, maxSize: cfg.MaxSize, maxPDF: cfg.MaxPDFSize, prefix: cfg.ObjectPrefix, now: time.Now,
 	}, nil
 }

@@ -2,14 +2,21 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"time"
 
+	"kho"
 	"kho/audit"
+	"kho/signing"
+	"kho/vault"
 )
 
 // runAudit verifies an export offline: `kho audit verify FILE --key KEY`.
@@ -71,4 +78,99 @@ func runAudit(_ context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout, "valid: the export is complete and unaltered as far as the signed checkpoints reach")
 	return nil
+}
+
+// runVerify reports on the signatures inside a PDF: kho verify FILE.pdf
+// [--root ROOT.pem]. The deployment root comes from --root, else from the
+// dev stack's Vault.
+func runVerify(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	rootFile := fs.String("root", "", "PEM file of the deployment's root CA (default: the dev stack's)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	var file string
+	rest := args
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		file, rest = rest[0], rest[1:]
+	}
+	if err := parseFlags(fs, rest, stdout); err != nil {
+		return err
+	}
+	if file == "" {
+		return errors.New("verify: name the PDF to verify")
+	}
+	pdf, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("verify: %v", err)
+	}
+	var root *x509.Certificate
+	if *rootFile != "" {
+		b, err := os.ReadFile(*rootFile)
+		if err != nil {
+			return fmt.Errorf("verify: --root: %v", err)
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			return errors.New("verify: --root is not a PEM certificate")
+		}
+		if root, err = x509.ParseCertificate(blk.Bytes); err != nil {
+			return fmt.Errorf("verify: --root: %v", err)
+		}
+	} else {
+		s, err := openStack(io.Discard)
+		if err != nil {
+			return errors.New("verify: give --root (the deployment's root CA), or run inside a checkout with the dev stack up")
+		}
+		st, err := s.LoadState()
+		if err != nil {
+			return err
+		}
+		api, err := vault.NewAPIClient(st.VaultAddr, st.VaultRootToken, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		tr, err := vault.NewTransitWith(api)
+		if err != nil {
+			return err
+		}
+		if root, err = tr.RootCertificate(ctx); err != nil {
+			return err
+		}
+	}
+	rep, err := signing.Verify(pdf, root)
+	if err != nil {
+		return fmt.Errorf("verify: %s", kho.ErrorMessage(err))
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "%s: %d signature(s)\n", file, len(rep.Signatures))
+		for i, s := range rep.Signatures {
+			fmt.Fprintf(stdout, "#%d %s\n  signer: %s (issued by %s)\n  signed at: %s   level: %s\n", i+1, s.Field, s.Signer, s.Issuer, s.SigningTime.Format(time.RFC3339), s.Level)
+			fmt.Fprintf(stdout, "  signature: %s\n  chain to the deployment root: %s\n", okText(s.Valid, s.Error), okText(s.ChainTrusted, s.ChainError))
+			if s.LaterRevisions {
+				fmt.Fprintln(stdout, "  later revisions were appended after this signature (the signed revision is checked above)")
+			}
+			if s.Timestamp != nil {
+				fmt.Fprintf(stdout, "  timestamp: %s by %s at %s\n", okText(s.Timestamp.Valid, s.Timestamp.Error), s.Timestamp.Authority, s.Timestamp.Time.Format(time.RFC3339))
+			}
+		}
+	}
+	if !rep.Valid {
+		return errors.New("verify: NOT VALID")
+	}
+	return nil
+}
+
+func okText(ok bool, why string) string {
+	if ok {
+		return "valid"
+	}
+	if why == "" {
+		return "NOT VALID"
+	}
+	return "NOT VALID: " + why
 }

@@ -48,6 +48,8 @@ Usage:
                       check an audit export offline with only the log's public key
   kho catalogue load [FILE]
                       load the catalogue of procedures and document types (default: the sample shipped)
+  kho verify FILE.pdf [--root ROOT.pem]
+                      report on the signatures inside a PDF: signer, integrity, chain, time, timestamp
   kho policy explain --agency CODE --kind KIND --procedure P --type T [--consent] [--action fetch|list]
                       say whether the reuse policy admits a request, and why
 
@@ -112,6 +114,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCatalogue(ctx, args[1:], stdout)
 	case "policy":
 		return runPolicy(ctx, args[1:], stdout)
+	case "verify":
+		return runVerify(ctx, args[1:], stdout)
 	default:
 		return fmt.Errorf("unknown command %q (kho -h lists the commands)", args[0])
 	}

@@ -55,6 +55,9 @@ type Config struct {
 	ReconcileInterval time.Duration
 	ReconcileGrace    time.Duration
 
+	TSA          string
+	VisibleStamp bool
+
 	AuditOrigin        string
 	AuditKey           string
 	CheckpointInterval time.Duration
@@ -119,6 +122,8 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.Int64Var(&cfg.MaxPDFSize, "max-pdf-size", 64<<20, "largest PDF accepted, in `bytes` (a PDF is held in memory to be checked)")
 	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 10*time.Minute, "how often to remove objects no document refers to (0 disables)")
 	fs.DurationVar(&cfg.ReconcileGrace, "reconcile-grace", time.Hour, "age below which an unreferenced object is left alone (must outlast the longest upload)")
+	fs.StringVar(&cfg.TSA, "tsa-url", "", "RFC 3161 timestamp authority `URL`: PDF signatures become PAdES B-T (default: B-B)")
+	fs.BoolVar(&cfg.VisibleStamp, "visible-stamp", true, "add a visible signature stamp top-right of page 1 of signed PDFs")
 	fs.StringVar(&cfg.AuditOrigin, "audit-origin", "kho.local/audit", "name of the audit log in its signed checkpoints (C2SP tlog-checkpoint origin)")
 	fs.StringVar(&cfg.AuditKey, "audit-key", "audit-checkpoint", "Ed25519 Transit key (on kho-signing) that signs audit checkpoints")
 	fs.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", 10*time.Second, "sign a checkpoint at least this often when new audit events arrived")
@@ -299,6 +304,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ReconcileInterval < 0 || c.ReconcileGrace < time.Minute {
 		return errors.New("--reconcile-interval must not be negative and --reconcile-grace must be at least 1m")
+	}
+	if c.TSA != "" {
+		if u, err := url.Parse(c.TSA); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return errors.New("--tsa-url must be an http(s) URL")
+		}
 	}
 	if c.AuditOrigin == "" || strings.ContainsAny(c.AuditOrigin, " \n\r") {
 		return errors.New("--audit-origin must be one word such as kho.gov.vn/audit")

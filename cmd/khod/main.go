@@ -28,6 +28,7 @@ import (
 	"kho/internal/devidp"
 	"kho/policies"
 	"kho/postgres"
+	"kho/signing"
 	"kho/storage"
 	"kho/vault"
 )
@@ -122,9 +123,13 @@ func run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	pdfSigner, err := signing.New(signing.Config{DB: db, Keys: transit, TSA: cfg.TSA, Visible: cfg.VisibleStamp})
+	if err != nil {
+		return err
+	}
 	docs, err := storage.New(storage.Config{
 		DB: db, Blobs: blobs, Keys: transit, Signer: transit, Logger: log.With("component", "storage"),
-		MaxSize: cfg.MaxDocumentSize, MaxPDFSize: cfg.MaxPDFSize, Reuse: consents,
+		MaxSize: cfg.MaxDocumentSize, MaxPDFSize: cfg.MaxPDFSize, Reuse: consents, PDFSigner: pdfSigner,
 	})
 	if err != nil {
 		return err
@@ -158,6 +163,13 @@ func run(ctx context.Context, cfg *Config) error {
 		Documents:     docs,
 		Audit:         trail,
 		Consents:      consents,
+		PDFVerifier: func(ctx context.Context, pdf []byte) (*signing.Report, error) {
+			root, err := transit.RootCertificate(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return signing.Verify(pdf, root)
+		},
 		ReceiptKeys:   func(ctx context.Context) (jwk.Set, error) { return transit.JWKS(ctx, consent.ReceiptKey) },
 		MaxUploadSize: cfg.MaxDocumentSize + 1<<20,
 		Checks: []api.Check{

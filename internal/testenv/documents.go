@@ -11,6 +11,7 @@ import (
 	"kho/internal/demo"
 	"kho/policies"
 	"kho/postgres"
+	"kho/signing"
 	"kho/storage"
 	"kho/vault"
 )
@@ -51,7 +52,11 @@ func NewDocuments(t testing.TB, mod ...func(*storage.Config)) *Documents {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := storage.Config{DB: db, Blobs: blobs, Keys: keys, Signer: keys, ObjectPrefix: prefix, Reuse: consents}
+	pdfSigner, err := signing.New(signing.Config{DB: db, Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := storage.Config{DB: db, Blobs: blobs, Keys: keys, Signer: keys, ObjectPrefix: prefix, Reuse: consents, PDFSigner: pdfSigner}
 	for _, m := range mod {
 		m(&cfg)
 	}
