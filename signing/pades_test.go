@@ -13,6 +13,7 @@ import (
 	"kho"
 	"kho/internal/demo"
 	"kho/internal/testenv"
+	"kho/postgres"
 	"kho/signing"
 	"kho/vault"
 )
@@ -20,6 +21,7 @@ import (
 const agencyJ = kho.AgencyCode("000.06.16.G09")
 
 type fixture struct {
+	db     *postgres.DB
 	signer *signing.Signer
 	keys   *vault.Transit
 	root   *x509.Certificate
@@ -50,7 +52,7 @@ func newFixture(t testing.TB, mod ...func(*signing.Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{signer: s, keys: keys, root: root, nssdir: nssDB(t, root), ctx: ctx}
+	return &fixture{db: db, signer: s, keys: keys, root: root, nssdir: nssDB(t, root), ctx: ctx}
 }
 
 // nssDB makes an NSS database trusting the deployment root, for pdfsig. The

@@ -245,3 +245,42 @@ func TestAgencySigningKeyCannotBeExported(t *testing.T) {
 		t.Fatal("the agency's key was exported with the root token")
 	}
 }
+
+// A certificate is renewed before it expires: a new one, for the same key,
+// is issued once less than the renewal margin is left.
+func TestCertificateRenewal(t *testing.T) {
+	f := newFixture(t, func(c *signing.Config) { c.CertTTL, c.RenewBefore = 48*time.Hour, time.Hour })
+	first, _, err := f.signer.Certificate(f.ctx, agencyJ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _, err := f.signer.Certificate(f.ctx, agencyJ)
+	if err != nil || !again.Leaf.Equal(first.Leaf) {
+		t.Fatalf("a fresh certificate was replaced: %v", err)
+	}
+	if left := time.Until(first.Leaf.NotAfter); left > 49*time.Hour || left < 47*time.Hour {
+		t.Fatalf("certificate lives %s, want about 48h", left)
+	}
+	// The same database, with a margin larger than what is left: renewal.
+	renewing, err := signing.New(signing.Config{DB: f.db, Keys: f.keys, CertTTL: 96 * time.Hour, RenewBefore: 72 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, _, err := renewing.Certificate(f.ctx, agencyJ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewed.Leaf.Equal(first.Leaf) || !renewed.Leaf.NotAfter.After(first.Leaf.NotAfter) {
+		t.Fatal("the certificate was not renewed")
+	}
+	if !bytes.Equal(renewed.Leaf.RawSubjectPublicKeyInfo, first.Leaf.RawSubjectPublicKeyInfo) {
+		t.Fatal("the renewed certificate is for another key")
+	}
+	signed, err := renewing.Sign(f.ctx, samplePDF("after renewal"), signing.Options{Agency: agencyJ})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := pdfsig(t, f.nssdir, signed); len(r.Signatures) != 1 || r.Signatures[0] != "Signature is Valid." || r.Certs[0] != "Certificate is Trusted." {
+		t.Fatalf("pdfsig after renewal:\n%s", r.Raw)
+	}
+}
