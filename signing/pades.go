@@ -26,6 +26,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -236,11 +237,19 @@ func (s *Signer) Sign(ctx context.Context, pdf []byte, o Options) ([]byte, error
 	in.sigDict = fmt.Sprintf("/M (D:%s+00'00') /Name %s /Reason %s /Location %s", now.Format("20060102150405"), pdfString(name), pdfString(reason), pdfString("Việt Nam"))
 	in.fieldName = fmt.Sprintf("kho-signature-%d", now.UnixNano())
 	if s.cfg.Visible {
-		in.stamp = []string{"Signed by / Ky boi: " + asciiOnly(cert.Leaf.Subject.CommonName), "Time / Thoi gian: " + now.Format("2006-01-02 15:04:05 UTC")}
-		if o.ResultCode != "" {
-			in.stamp = append(in.stamp, "Result / Ket qua: "+o.ResultCode)
+		// Five short lines fit the stamp; the writer escapes them for PDF.
+		signerName := strings.TrimSuffix(cert.Leaf.Subject.CommonName, " ("+string(o.Agency)+")")
+		in.stamp = []string{
+			"Ky boi / Signed by:",
+			clip(signerName),
+			clip("Co quan / Agency: " + string(o.Agency)),
+			clip("Thoi gian / Time: " + now.Format("2006-01-02 15:04:05 UTC")),
 		}
-		in.stamp = append(in.stamp, "kho - PAdES")
+		if o.ResultCode != "" {
+			in.stamp = append(in.stamp, clip("Ket qua / Result: "+o.ResultCode))
+		} else {
+			in.stamp = append(in.stamp, "kho - PAdES")
+		}
 	}
 	p, err := buildUpdate(*in)
 	if err != nil {
@@ -254,6 +263,15 @@ func (s *Signer) Sign(ctx context.Context, pdf []byte, o Options) ([]byte, error
 		return nil, kho.WrapError(kho.EINTERNAL, "signing", err)
 	}
 	return p.pdf, nil
+}
+
+// clip bounds a stamp line to what its box shows.
+func clip(s string) string {
+	const max = 60
+	if r := []rune(s); len(r) > max {
+		return string(r[:max-1]) + "."
+	}
+	return s
 }
 
 // cms makes the detached CMS SignedData over data: one Transit call, plus

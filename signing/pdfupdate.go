@@ -146,9 +146,9 @@ func buildUpdate(in updateInput) (*preparedPDF, error) {
 		widgetNum, pdfString(in.fieldName), sigNum, in.page.ObjectNumber.Value(), rect, ap)
 	if apNum != 0 {
 		var content bytes.Buffer
-		content.WriteString("q 0.1 0.2 0.6 RG 1 w 0.5 0.5 219 59 re S Q BT /F1 8 Tf 0.1 0.2 0.6 rg ")
-		for i, line := range in.stamp {
-			fmt.Fprintf(&content, "1 0 0 1 6 %d Tm (%s) Tj ", 48-i*12, asciiOnly(line))
+		content.WriteString("q 0.1 0.2 0.6 RG 1 w 0.5 0.5 219 59 re S Q BT /F1 7 Tf 0.1 0.2 0.6 rg ")
+		for i, line := range in.stamp[:min(len(in.stamp), 5)] {
+			fmt.Fprintf(&content, "1 0 0 1 6 %d Tm (%s) Tj ", 50-i*11, asciiOnly(line))
 		}
 		content.WriteString("ET")
 		offsets[apNum] = int64(b.Len())
