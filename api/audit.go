@@ -101,12 +101,10 @@ func (s *Server) accessLog(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	limit := 0
-	if l := c.Query("limit"); l != "" {
-		if limit, err = strconv.Atoi(l); err != nil {
-			errorf(c, kho.EINVALID, "limit must be a number")
-			return
-		}
+	limit, err := queryLimit(c)
+	if err != nil {
+		writeError(c, err)
+		return
 	}
 	page, err := s.cfg.Audit.Search(ctx, audit.Filter{Subject: h, Cursor: c.Query("cursor"), Limit: limit})
 	if err != nil {
@@ -137,14 +135,9 @@ func auditFilter(c *gin.Context) (audit.Filter, error) {
 			*t.into = parsed
 		}
 	}
-	if l := c.Query("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil {
-			return f, kho.Errorf(kho.EINVALID, "limit must be a number")
-		}
-		f.Limit = n
-	}
-	return f, nil
+	n, err := queryLimit(c)
+	f.Limit = n
+	return f, err
 }
 
 func (s *Server) auditEvents(c *gin.Context) {

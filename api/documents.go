@@ -290,14 +290,22 @@ func listFilter(c *gin.Context) (storage.ListFilter, error) {
 		Issuer: kho.AgencyCode(c.Query("issuer")),
 		Cursor: kho.DocumentID(c.Query("cursor")),
 	}
-	if l := c.Query("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil {
-			return f, kho.Errorf(kho.EINVALID, "limit must be a number")
-		}
-		f.Limit = n
+	n, err := queryLimit(c)
+	f.Limit = n
+	return f, err
+}
+
+// queryLimit reads the optional limit query parameter (0 when absent).
+func queryLimit(c *gin.Context) (int, error) {
+	l := c.Query("limit")
+	if l == "" {
+		return 0, nil
 	}
-	return f, nil
+	n, err := strconv.Atoi(l)
+	if err != nil {
+		return 0, kho.Errorf(kho.EINVALID, "limit must be a number")
+	}
+	return n, nil
 }
 
 func (s *Server) list(c *gin.Context) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"io"
 	"log/slog"
@@ -330,7 +329,7 @@ func TestDocumentRoutesRefuseWrongPrincipalsAndBadInput(t *testing.T) {
 func TestPDFSignatureVerificationRoute(t *testing.T) {
 	d := newDocServer(t, 0)
 	pdfMeta := strings.Replace(textMeta, "text/plain", "application/pdf", 1)
-	doc := d.deposit(t, justice, pdfMeta, testPDF())
+	doc := d.deposit(t, justice, pdfMeta, testenv.PDF("kết quả / result"))
 	resp, signed := d.call(t, citizen, "GET", "/v1/documents/"+string(doc.ID)+"/content", "", nil, nil)
 	if resp.StatusCode != 200 {
 		t.Fatalf("download: %d", resp.StatusCode)
@@ -350,25 +349,4 @@ func TestPDFSignatureVerificationRoute(t *testing.T) {
 	if resp.StatusCode != 400 {
 		t.Fatalf("a non-PDF: %d", resp.StatusCode)
 	}
-}
-
-// testPDF is a small well-formed PDF.
-func testPDF() []byte {
-	var b bytes.Buffer
-	var offsets []int
-	obj := func(body string) {
-		offsets = append(offsets, b.Len())
-		fmt.Fprintf(&b, "%d 0 obj\n%s\nendobj\n", len(offsets), body)
-	}
-	b.WriteString("%PDF-1.4\n")
-	obj("<< /Type /Catalog /Pages 2 0 R >>")
-	obj("<< /Type /Pages /Kids [3 0 R] /Count 1 >>")
-	obj("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>")
-	xref := b.Len()
-	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(offsets)+1)
-	for _, o := range offsets {
-		fmt.Fprintf(&b, "%010d 00000 n \n", o)
-	}
-	fmt.Fprintf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n", len(offsets)+1, xref)
-	return b.Bytes()
 }

@@ -138,24 +138,11 @@ func (s *Signer) Certificate(ctx context.Context, agency kho.AgencyCode) (*vault
 }
 
 func parseChain(p string) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	rest := []byte(p)
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
+	certs, err := vault.ParsePEMCertificates(p)
+	if err == nil && len(certs) < 2 {
+		err = errors.New("certificate chain too short")
 	}
-	if len(out) < 2 {
-		return nil, errors.New("certificate chain too short")
-	}
-	return out, nil
+	return certs, err
 }
 
 // issue makes a CSR signed by the Transit key and has Vault's PKI certify it.

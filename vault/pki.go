@@ -109,7 +109,8 @@ type Certificate struct {
 	PEM   string              // leaf, then chain
 }
 
-func parsePEMCerts(s string) ([]*x509.Certificate, error) {
+// ParsePEMCertificates reads every certificate in a PEM text, in order.
+func ParsePEMCertificates(s string) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
 	rest := []byte(s)
 	for {
@@ -139,7 +140,7 @@ func (t *Transit) SignCSR(ctx context.Context, csrPEM string, ttl time.Duration)
 		return nil, mapErr("sign agency certificate", err)
 	}
 	leafPEM, _ := s.Data["certificate"].(string)
-	leaf, err := parsePEMCerts(leafPEM)
+	leaf, err := ParsePEMCertificates(leafPEM)
 	if err != nil {
 		return nil, kho.WrapError(kho.EINTERNAL, "vault pki: issued certificate", err)
 	}
@@ -155,7 +156,7 @@ func (t *Transit) SignCSR(ctx context.Context, csrPEM string, ttl time.Duration)
 	if err != nil {
 		return nil, err
 	}
-	chain, err := parsePEMCerts(strings.Join(chainPEM, "\n"))
+	chain, err := ParsePEMCertificates(strings.Join(chainPEM, "\n"))
 	if err != nil {
 		return nil, kho.WrapError(kho.EINTERNAL, "vault pki: chain", err)
 	}
@@ -180,7 +181,7 @@ func (t *Transit) RootCertificate(ctx context.Context) (*x509.Certificate, error
 		return nil, kho.Errorf(kho.EUNAVAILABLE, "vault pki: no root CA (run kho init or kho dev up)")
 	}
 	p, _ := s.Data["certificate"].(string)
-	certs, err := parsePEMCerts(p)
+	certs, err := ParsePEMCertificates(p)
 	if err != nil {
 		return nil, kho.Errorf(kho.EUNAVAILABLE, "vault pki: no root CA (run kho init or kho dev up)")
 	}

@@ -380,10 +380,9 @@ func (s *transitSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts)
 	return base64.StdEncoding.DecodeString(sig[strings.LastIndexByte(sig, ':')+1:])
 }
 
-// SignDetached signs payload with the named key's latest version: one Vault
-// round trip (plus a key read at most once a minute). The JWS kid is
-// "<name>:<version>".
-func (t *Transit) SignDetached(ctx context.Context, name string, payload []byte) (string, error) {
+// signJWS signs payload with the named key's latest version (kid
+// "<name>:<version>"): detached or attached, with an optional typ header.
+func (t *Transit) signJWS(ctx context.Context, name string, payload []byte, detached bool, typ string) (string, error) {
 	v, pub, err := t.signingKeyInfo(ctx, name)
 	if err != nil {
 		return "", err
@@ -392,16 +391,33 @@ func (t *Transit) SignDetached(ctx context.Context, name string, payload []byte)
 	if err := hdr.Set(jws.KeyIDKey, name+":"+strconv.Itoa(v)); err != nil {
 		return "", kho.WrapError(kho.EINTERNAL, "vault: jws header", err)
 	}
+	if typ != "" {
+		if err := hdr.Set(jws.TypeKey, typ); err != nil {
+			return "", kho.WrapError(kho.EINTERNAL, "vault: jws header", err)
+		}
+	}
 	signer := &transitSigner{ctx: ctx, t: t, name: name, version: v, pub: pub}
-	out, err := jws.Sign(nil, jws.WithKey(jwa.ES256(), signer, jws.WithProtectedHeaders(hdr)), jws.WithDetachedPayload(payload))
+	opts := []jws.SignOption{jws.WithKey(jwa.ES256(), signer, jws.WithProtectedHeaders(hdr))}
+	body := payload
+	if detached {
+		opts, body = append(opts, jws.WithDetachedPayload(payload)), nil
+	}
+	out, err := jws.Sign(body, opts...)
 	if err != nil {
 		var ke *kho.Error
 		if errors.As(err, &ke) {
 			return "", ke
 		}
-		return "", kho.WrapError(kho.EUNAVAILABLE, "vault: sign manifest", err)
+		return "", kho.WrapError(kho.EUNAVAILABLE, "vault: sign", err)
 	}
 	return string(out), nil
+}
+
+// SignDetached signs payload with the named key's latest version: one Vault
+// round trip (plus a key read at most once a minute). The JWS kid is
+// "<name>:<version>".
+func (t *Transit) SignDetached(ctx context.Context, name string, payload []byte) (string, error) {
+	return t.signJWS(ctx, name, payload, true, "")
 }
 
 // VerifyDetached checks a detached JWS against payload with the public key of
@@ -507,29 +523,7 @@ func (t *Transit) NoteSigner(ctx context.Context, key, noteName string) (note.Si
 // SignCompact returns a compact JWS with payload attached, signed with the
 // named ECDSA key's latest version (kid "<name>:<version>"), with header typ.
 func (t *Transit) SignCompact(ctx context.Context, name string, payload []byte, typ string) (string, error) {
-	v, pub, err := t.signingKeyInfo(ctx, name)
-	if err != nil {
-		return "", err
-	}
-	hdr := jws.NewHeaders()
-	if err := hdr.Set(jws.KeyIDKey, name+":"+strconv.Itoa(v)); err != nil {
-		return "", kho.WrapError(kho.EINTERNAL, "vault: jws header", err)
-	}
-	if typ != "" {
-		if err := hdr.Set(jws.TypeKey, typ); err != nil {
-			return "", kho.WrapError(kho.EINTERNAL, "vault: jws header", err)
-		}
-	}
-	signer := &transitSigner{ctx: ctx, t: t, name: name, version: v, pub: pub}
-	out, err := jws.Sign(payload, jws.WithKey(jwa.ES256(), signer, jws.WithProtectedHeaders(hdr)))
-	if err != nil {
-		var ke *kho.Error
-		if errors.As(err, &ke) {
-			return "", ke
-		}
-		return "", kho.WrapError(kho.EUNAVAILABLE, "vault: sign", err)
-	}
-	return string(out), nil
+	return t.signJWS(ctx, name, payload, false, typ)
 }
 
 // JWKS returns the public keys of every version of the named ECDSA signing
