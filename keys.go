@@ -98,9 +98,10 @@ type ReuseDecider interface {
 	AuthorizeFetch(ctx context.Context, req FetchRequest) (FetchGrant, error)
 }
 
-// PDFSigner puts the issuing agency's signature inside a PDF (PAdES); the
-// signing package meets it. Deposits of agency-issued PDFs go through it, so
-// what is stored is the signed PDF.
+// PDFSigner puts the issuing agency's signature inside a PDF (PAdES), and,
+// when officer is set, the depositing officer's personal signature after it;
+// the signing package meets it. Deposits of agency-issued PDFs go through
+// it, so what is stored is the signed PDF.
 type PDFSigner interface {
-	SignPDF(ctx context.Context, issuer AgencyCode, pdf []byte, resultCode string) ([]byte, error)
+	SignPDF(ctx context.Context, issuer AgencyCode, officer StaffID, pdf []byte, resultCode string) ([]byte, error)
 }

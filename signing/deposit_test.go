@@ -47,3 +47,31 @@ func TestDepositedAgencyPDFIsSigned(t *testing.T) {
 		t.Fatal("a self-declared PDF was changed")
 	}
 }
+
+// When an agency officer deposits a scan, the agency signs and the officer
+// adds a personal signature; pdfsig accepts both.
+func TestOfficerDepositCarriesTheOfficersSignature(t *testing.T) {
+	d := testenv.NewDocuments(t)
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+	meta := &kho.DepositMetadata{Name: "Bản quét hồ sơ / scanned dossier", MediaType: "application/pdf"}
+	meta.IssuedOn, _ = kho.ParseDate("2024-01-15")
+	officer := kho.Principal{Kind: kho.PrincipalAgencyOfficer, Agency: agencyJ, Staff: "cb01", TokenID: "t"}
+	doc := d.Deposit(t, officer, "001090000001", "GKS", string(samplePDF("scan")), meta)
+	c, err := d.Svc.Open(ctx, kho.Principal{Kind: kho.PrincipalCitizen, Person: "001090000001", TokenID: "t"}, doc.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, _ := io.ReadAll(c.Body)
+	c.Body.Close()
+	r := pdfsig(t, f.nssdir, stored)
+	if len(r.Signatures) != 2 || r.Signatures[0] != "Signature is Valid." || r.Signatures[1] != "Signature is Valid." ||
+		r.Certs[0] != "Certificate is Trusted." || r.Certs[1] != "Certificate is Trusted." {
+		t.Fatalf("pdfsig:\n%s", r.Raw)
+	}
+	rep, err := signing.Verify(stored, f.root)
+	if err != nil || !rep.Valid || len(rep.Signatures) != 2 ||
+		rep.Signatures[1].Signer != "Officer cb01, Ba Dinh District Justice Office (sample) (000.06.16.G09)" {
+		t.Fatalf("report: %+v %v", rep, err)
+	}
+}

@@ -68,7 +68,7 @@ type Config struct {
 type Signer struct {
 	cfg   Config
 	mu    sync.Mutex
-	certs map[kho.AgencyCode]*agencyCert
+	certs map[string]*agencyCert // by key name
 }
 
 type agencyCert struct {
@@ -93,29 +93,58 @@ func New(cfg Config) (*Signer, error) {
 	if cfg.HTTP == nil {
 		cfg.HTTP = &http.Client{Timeout: 10 * time.Second}
 	}
-	return &Signer{cfg: cfg, certs: map[kho.AgencyCode]*agencyCert{}}, nil
+	return &Signer{cfg: cfg, certs: map[string]*agencyCert{}}, nil
 }
 
 // KeyName is the Transit key of an agency: the same key signs its manifests
 // and its PDFs.
 func KeyName(a kho.AgencyCode) string { return "agency-" + string(a) }
 
+// OfficerKeyName is the Transit key of a digitizing officer of an agency, for
+// the officer's personal signature on scans of paper.
+func OfficerKeyName(a kho.AgencyCode, staff kho.StaffID) string {
+	return "officer-" + string(a) + "-" + string(staff)
+}
+
+// identity is who signs: an agency, or one of its officers.
+type identity struct {
+	agency kho.AgencyCode
+	staff  kho.StaffID // empty for the agency itself
+}
+
+func (id identity) key() string {
+	if id.staff != "" {
+		return OfficerKeyName(id.agency, id.staff)
+	}
+	return KeyName(id.agency)
+}
+
 // Certificate returns the agency's current certificate for its key's latest
 // version, issuing or renewing it when needed.
 func (s *Signer) Certificate(ctx context.Context, agency kho.AgencyCode) (*vault.Certificate, crypto.Signer, error) {
-	signer, version, err := s.cfg.Keys.Signer(ctx, KeyName(agency))
+	return s.certificate(ctx, identity{agency: agency})
+}
+
+// OfficerCertificate is Certificate for a digitizing officer of an agency.
+func (s *Signer) OfficerCertificate(ctx context.Context, agency kho.AgencyCode, staff kho.StaffID) (*vault.Certificate, crypto.Signer, error) {
+	return s.certificate(ctx, identity{agency: agency, staff: staff})
+}
+
+func (s *Signer) certificate(ctx context.Context, id identity) (*vault.Certificate, crypto.Signer, error) {
+	agency := id.agency
+	signer, version, err := s.cfg.Keys.Signer(ctx, id.key())
 	if err != nil {
 		return nil, nil, err
 	}
 	s.mu.Lock()
-	c := s.certs[agency]
+	c := s.certs[id.key()]
 	s.mu.Unlock()
 	if c != nil && c.version == version && time.Until(c.cert.Leaf.NotAfter) > s.cfg.RenewBefore {
 		return c.cert, signer, nil
 	}
 	var chain string
-	err = s.cfg.DB.Pool.QueryRow(ctx, `SELECT chain_pem FROM agency_certificates WHERE agency = $1 AND key_version = $2 AND not_after > $3
-		ORDER BY not_after DESC LIMIT 1`, string(agency), version, time.Now().Add(s.cfg.RenewBefore)).Scan(&chain)
+	err = s.cfg.DB.Pool.QueryRow(ctx, `SELECT chain_pem FROM agency_certificates WHERE agency = $1 AND key_name = $2 AND key_version = $3 AND not_after > $4
+		ORDER BY not_after DESC LIMIT 1`, string(agency), id.key(), version, time.Now().Add(s.cfg.RenewBefore)).Scan(&chain)
 	var cert *vault.Certificate
 	switch {
 	case err == nil:
@@ -125,14 +154,14 @@ func (s *Signer) Certificate(ctx context.Context, agency kho.AgencyCode) (*vault
 		}
 		cert = &vault.Certificate{Leaf: certs[0], Chain: certs[1:], PEM: chain}
 	case errors.Is(err, pgx.ErrNoRows):
-		if cert, err = s.issue(ctx, agency, signer, version); err != nil {
+		if cert, err = s.issue(ctx, id, signer, version); err != nil {
 			return nil, nil, err
 		}
 	default:
 		return nil, nil, kho.WrapError(kho.EUNAVAILABLE, "signing: read certificate", err)
 	}
 	s.mu.Lock()
-	s.certs[agency] = &agencyCert{cert: cert, version: version}
+	s.certs[id.key()] = &agencyCert{cert: cert, version: version}
 	s.mu.Unlock()
 	return cert, signer, nil
 }
@@ -146,13 +175,19 @@ func parseChain(p string) ([]*x509.Certificate, error) {
 }
 
 // issue makes a CSR signed by the Transit key and has Vault's PKI certify it.
-func (s *Signer) issue(ctx context.Context, agency kho.AgencyCode, signer crypto.Signer, version int) (*vault.Certificate, error) {
+func (s *Signer) issue(ctx context.Context, id identity, signer crypto.Signer, version int) (*vault.Certificate, error) {
+	agency := id.agency
 	var name string
 	if err := s.cfg.DB.Pool.QueryRow(ctx, `SELECT name_en FROM agencies WHERE code = $1`, string(agency)).Scan(&name); err != nil {
 		return nil, kho.Errorf(kho.EFORBIDDEN, "agency %s is not registered in kho", agency)
 	}
+	cn := name + " (" + string(agency) + ")"
+	if id.staff != "" {
+		// An officer signs in person, as a member of the agency.
+		cn = "Officer " + string(id.staff) + ", " + name + " (" + string(agency) + ")"
+	}
 	tmpl := &x509.CertificateRequest{
-		Subject:            pkix.Name{CommonName: name + " (" + string(agency) + ")", OrganizationalUnit: []string{string(agency)}, Country: []string{"VN"}},
+		Subject:            pkix.Name{CommonName: cn, OrganizationalUnit: []string{string(agency)}, Country: []string{"VN"}},
 		SignatureAlgorithm: x509.ECDSAWithSHA256,
 	}
 	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, signer)
@@ -164,7 +199,7 @@ func (s *Signer) issue(ctx context.Context, agency kho.AgencyCode, signer crypto
 		return nil, err
 	}
 	if _, err := s.cfg.DB.Pool.Exec(ctx, `INSERT INTO agency_certificates (agency, key_name, key_version, serial, not_after, chain_pem) VALUES ($1, $2, $3, $4, $5, $6)`,
-		string(agency), KeyName(agency), version, cert.Leaf.SerialNumber.Text(16), cert.Leaf.NotAfter, cert.PEM); err != nil {
+		string(agency), id.key(), version, cert.Leaf.SerialNumber.Text(16), cert.Leaf.NotAfter, cert.PEM); err != nil {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "signing: store certificate", err)
 	}
 	return cert, nil
@@ -173,7 +208,8 @@ func (s *Signer) issue(ctx context.Context, agency kho.AgencyCode, signer crypto
 // Options describe one signature.
 type Options struct {
 	Agency     kho.AgencyCode
-	AgencyName string // for the stamp; the certificate's name when empty
+	Officer    kho.StaffID // set: the officer of Agency signs in person
+	AgencyName string      // for the stamp; the certificate's name when empty
 	Reason     string
 	ResultCode string
 }
@@ -204,7 +240,7 @@ func signingCertificateV2(cert *x509.Certificate) (asn1.RawValue, error) {
 // Sign returns pdf with the agency's signature added in an incremental
 // update; the original bytes are kept as they are.
 func (s *Signer) Sign(ctx context.Context, pdf []byte, o Options) ([]byte, error) {
-	cert, signer, err := s.Certificate(ctx, o.Agency)
+	cert, signer, err := s.certificate(ctx, identity{agency: o.Agency, staff: o.Officer})
 	if err != nil {
 		return nil, err
 	}
@@ -402,7 +438,13 @@ var pdfcpuOnce sync.Once
 
 var _ kho.PDFSigner = (*Signer)(nil)
 
-// SignPDF meets kho.PDFSigner.
-func (s *Signer) SignPDF(ctx context.Context, issuer kho.AgencyCode, pdf []byte, resultCode string) ([]byte, error) {
-	return s.Sign(ctx, pdf, Options{Agency: issuer, ResultCode: resultCode})
+// SignPDF meets kho.PDFSigner: the agency signs; when an officer of it
+// deposits (a digitized scan, say), the officer then adds a personal
+// signature in a second incremental update, leaving the agency's intact.
+func (s *Signer) SignPDF(ctx context.Context, issuer kho.AgencyCode, officer kho.StaffID, pdf []byte, resultCode string) ([]byte, error) {
+	signed, err := s.Sign(ctx, pdf, Options{Agency: issuer, ResultCode: resultCode})
+	if err != nil || officer == "" {
+		return signed, err
+	}
+	return s.Sign(ctx, signed, Options{Agency: issuer, Officer: officer, Reason: "Cán bộ số hóa / Digitizing officer"})
 }

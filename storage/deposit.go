@@ -263,7 +263,11 @@ func (s *Service) deposit(ctx context.Context, p kho.Principal, req depositReq) 
 		if meta.ResultNo > 0 {
 			result = meta.DossierCode.ResultCode(meta.ResultNo)
 		}
-		sign = func(b []byte) ([]byte, error) { return s.pdfSign.SignPDF(ctx, p.Agency, b, result) }
+		var officer kho.StaffID
+		if p.Kind == kho.PrincipalAgencyOfficer {
+			officer = p.Staff
+		}
+		sign = func(b []byte) ([]byte, error) { return s.pdfSign.SignPDF(ctx, p.Agency, officer, b, result) }
 	}
 	pre, err := s.prepare(req.body, meta.MediaType, sign)
 	if err != nil {
