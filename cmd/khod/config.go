@@ -50,6 +50,7 @@ type Config struct {
 	TrustedIssuers issuerList
 	DevIdPKey      string
 
+	UploadPartSize    uint64
 	MaxDocumentSize   int64
 	MaxPDFSize        int64
 	ReconcileInterval time.Duration
@@ -118,6 +119,7 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.Var(&cfg.TrustedIssuers, "trusted-issuer", "trust tokens from `ISSUER=JWKS_URL` (repeatable, or comma-separated)")
 	fs.StringVar(&cfg.DevIdPKey, "dev-idp-key", "", "dev identity provider key `file`; only with --mode=dev")
 
+	fs.Uint64Var(&cfg.UploadPartSize, "upload-part-size", 8<<20, "`bytes` of each part buffered per upload to MinIO (at least 5 MiB); memory per concurrent upload")
 	fs.Int64Var(&cfg.MaxDocumentSize, "max-document-size", 2<<30, "largest document accepted, in `bytes` (streams: memory does not grow with it)")
 	fs.Int64Var(&cfg.MaxPDFSize, "max-pdf-size", 64<<20, "largest PDF accepted, in `bytes` (a PDF is held in memory to be checked)")
 	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 10*time.Minute, "how often to remove objects no document refers to (0 disables)")
@@ -298,6 +300,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(jwks); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return fmt.Errorf("--trusted-issuer %q: the JWKS URL must be an http(s) URL", is)
 		}
+	}
+	if c.UploadPartSize < 5<<20 || c.UploadPartSize > 512<<20 {
+		return errors.New("--upload-part-size must be between 5 MiB and 512 MiB")
 	}
 	if c.MaxDocumentSize < 1 || c.MaxPDFSize < 1 || c.MaxPDFSize > c.MaxDocumentSize {
 		return errors.New("--max-document-size and --max-pdf-size must be positive, and the PDF limit at most the document limit")

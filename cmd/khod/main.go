@@ -90,6 +90,7 @@ func run(ctx context.Context, cfg *Config) error {
 
 	blobs, err := storage.NewMinIO(storage.MinIOConfig{
 		Endpoint: cfg.MinIOEndpoint, AccessKey: cfg.MinIOAccessKey, SecretKey: cfg.MinIOSecretKey, Bucket: cfg.MinIOBucket,
+		PartSize: cfg.UploadPartSize,
 	})
 	if err != nil {
 		return err
