@@ -38,10 +38,10 @@ func CanDeposit(p kho.Principal, o Owner) (kho.DocumentSource, error) {
 	return "", kho.Errorf(kho.EFORBIDDEN, "only an agency or the store's owner may deposit a document")
 }
 
-// CanRead decides who may read a document's metadata and content. Until
-// consent and the reuse policy land, only the store's owner and the agency
-// that issued the document may. A refusal is ENOTFOUND, so a caller cannot
-// learn that a document exists.
+// CanRead decides who may read a document's metadata and content directly:
+// the store's owner and the agency that issued it. Any other agency fetches
+// for a procedure, under the reuse policy and consent (package consent). A
+// refusal is ENOTFOUND, so a caller cannot learn that a document exists.
 func CanRead(p kho.Principal, o Owner, d *kho.Document) error {
 	if ownsStore(p, o) {
 		return nil

@@ -1,11 +1,12 @@
 // Package vault is kho's HashiCorp Vault adapter. khod reaches Vault only
 // through it, with a token from an AppRole login that it renews for as long
 // as it runs (and replaces by logging in again when renewal must stop). It
-// never holds a root token; the operator's bootstrap (Bootstrap) is the only
-// code that does, and only in the kho CLI.
+// never holds a root token; the operator's bootstrap (Bootstrap,
+// BootstrapPKI) is the only code that does, and only in the kho CLI.
 //
-// Later issues add here: Transit subject keys (wrapping file keys), a
-// Transit-backed crypto.Signer, and PKI certificate issuance.
+// Transit (transit.go) keeps subject keys that wrap file keys, signs
+// manifests, receipts and audit checkpoints through Transit-backed signers;
+// pki.go issues agency certificates from the deployment's PKI.
 //
 // vault imports the root package only. The Vault client is imported as
 // vaultapi.
