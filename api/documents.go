@@ -148,6 +148,10 @@ func (s *Server) verify(c *gin.Context) {
 	c.JSON(http.StatusOK, r)
 }
 
+// errUnsatisfiable is a range that starts past the end of the document:
+// answered 416 with the document's size.
+var errUnsatisfiable = kho.Errorf(kho.EINVALID, "the range starts past the end of the document")
+
 // parseRange reads a single "bytes=first-last", "bytes=first-" or
 // "bytes=-suffix" range. Several ranges, or other units, are answered with
 // the whole document, which HTTP allows.
@@ -177,7 +181,10 @@ func parseRange(h string, size int64) (*storage.ByteRange, bool, error) {
 			return nil, true, kho.Errorf(kho.EINVALID, "malformed Range header")
 		}
 	}
-	return &storage.ByteRange{First: first, Last: last}, true, nil
+	if first >= size {
+		return nil, true, errUnsatisfiable
+	}
+	return &storage.ByteRange{First: first, Last: min(last, size-1)}, true, nil
 }
 
 // download streams a document's plaintext. The read is recorded before the
@@ -201,16 +208,16 @@ func (s *Server) download(c *gin.Context) {
 			return
 		}
 		r, ranged, err := parseRange(h, d.Size)
+		if errors.Is(err, errUnsatisfiable) {
+			c.Header("Content-Range", fmt.Sprintf("bytes */%d", d.Size))
+			writeProblem(c, http.StatusRequestedRangeNotSatisfiable, kho.EINVALID, err)
+			return
+		}
 		if err != nil {
 			writeError(c, err)
 			return
 		}
 		if ranged {
-			if r.First >= d.Size {
-				c.Header("Content-Range", fmt.Sprintf("bytes */%d", d.Size))
-				writeProblem(c, http.StatusRequestedRangeNotSatisfiable, kho.EINVALID, kho.Errorf(kho.EINVALID, "the range starts past the end of the document"))
-				return
-			}
 			rng = r
 		}
 	}

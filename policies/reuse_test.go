@@ -87,3 +87,27 @@ func TestPolicyAndCatalogueValidation(t *testing.T) {
 		t.Fatalf("default catalogue: %v", err)
 	}
 }
+
+// FuzzParseCatalogue: a catalogue file from an operator is accepted only when
+// every procedure's document types are defined, and never panics.
+func FuzzParseCatalogue(f *testing.F) {
+	f.Add([]byte(`{"version":"1","agency_kinds":["a"],"document_types":[{"code":"T","name_vi":"t","name_en":"t","issuer_kinds":["a"]}],"procedures":[{"code":"P","name_vi":"p","name_en":"p","handler_kinds":["a"],"requires":["T"]}]}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := policies.ParseCatalogue(b)
+		if err != nil {
+			return
+		}
+		types := map[string]bool{}
+		for _, dt := range c.DocumentTypes {
+			types[dt.Code] = true
+		}
+		for _, p := range c.Procedures {
+			for _, ty := range p.Types() {
+				if !types[ty] {
+					t.Fatalf("accepted procedure %s with undefined type %s", p.Code, ty)
+				}
+			}
+		}
+	})
+}

@@ -52,7 +52,14 @@ type TimestampReport struct {
 }
 
 // Verify checks every signature of pdf; root is the deployment's root CA.
-func Verify(pdf []byte, root *x509.Certificate) (*Report, error) {
+// It takes files from anyone: a panic while parsing one is a refusal of that
+// file, not a crash.
+func Verify(pdf []byte, root *x509.Certificate) (rep *Report, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			rep, err = nil, kho.Errorf(kho.EINVALID, "the file is not a PDF kho can read")
+		}
+	}()
 	pdfcpuOnce.Do(func() { model.ConfigPath = "disable" })
 	conf := model.NewDefaultConfiguration()
 	conf.ValidationMode = model.ValidationRelaxed
@@ -65,7 +72,7 @@ func Verify(pdf []byte, root *x509.Certificate) (*Report, error) {
 	if err != nil {
 		return nil, kho.WrapError(kho.EINVALID, "the PDF has no catalog", err)
 	}
-	rep := &Report{Signatures: []SignatureReport{}}
+	rep = &Report{Signatures: []SignatureReport{}}
 	af, ok := cat.Find("AcroForm")
 	if !ok {
 		return rep, nil
