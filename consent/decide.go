@@ -105,6 +105,12 @@ type Decision struct {
 // Decide evaluates a fetch without recording or counting anything: what
 // AuthorizeFetch would decide now.
 func (s *Service) Decide(ctx context.Context, req kho.FetchRequest) (*Decision, error) {
+	return s.decide(ctx, req, true)
+}
+
+// decide evaluates a fetch; with checkValidity unset it leaves the
+// document's validity to the caller, which checks it under lock.
+func (s *Service) decide(ctx context.Context, req kho.FetchRequest, checkValidity bool) (*Decision, error) {
 	p, d := req.Principal, req.Document
 	if p.Kind != kho.PrincipalAgency && p.Kind != kho.PrincipalAgencyOfficer {
 		return &Decision{Reason: ReasonNotAgency}, nil
@@ -125,9 +131,11 @@ func (s *Service) Decide(ctx context.Context, req kho.FetchRequest) (*Decision, 
 		DocumentID: string(d.ID), DocumentType: d.Type, Consent: consentID != ""}
 	ans := s.engine.Decide(q)
 	dec := &Decision{Policy: ans, Query: q}
-	valid, err := s.documentValid(ctx, s.db.Pool, d.ID, false)
-	if err != nil {
-		return nil, err
+	valid := true
+	if checkValidity {
+		if valid, err = s.documentValid(ctx, s.db.Pool, d.ID, false); err != nil {
+			return nil, err
+		}
 	}
 	switch {
 	case !ans.Allowed && ans.NeedsConsent:
@@ -149,7 +157,8 @@ func (s *Service) Decide(ctx context.Context, req kho.FetchRequest) (*Decision, 
 // counts the consent's use, in one transaction. The count is conditional on
 // uses left, so concurrent fetches on a one-time consent admit exactly one.
 func (s *Service) AuthorizeFetch(ctx context.Context, req kho.FetchRequest) (kho.FetchGrant, error) {
-	dec, err := s.Decide(ctx, req)
+	// Validity is read once, under lock, in the transaction below.
+	dec, err := s.decide(ctx, req, false)
 	if err != nil {
 		return kho.FetchGrant{}, err
 	}

@@ -126,10 +126,17 @@ func (s *Service) ensureSubject(ctx context.Context, id kho.SubjectID) (subjectR
 	if err := id.Validate(); err != nil {
 		return subjectRow{}, err
 	}
-	if _, err := s.db.Pool.Exec(ctx, `INSERT INTO subjects (id, kind, handle) VALUES ($1, $2, gen_random_uuid()) ON CONFLICT (id) DO NOTHING`, id, id.Kind()); err != nil {
+	// One round trip: the no-op update makes RETURNING give the existing row.
+	var r subjectRow
+	var erased *time.Time
+	err := s.db.Pool.QueryRow(ctx, `INSERT INTO subjects (id, kind, handle) VALUES ($1, $2, gen_random_uuid())
+		ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id RETURNING id, handle, erased_at, key_min_version`, id, id.Kind()).
+		Scan(&r.id, &r.handle, &erased, &r.minVersion)
+	if err != nil {
 		return subjectRow{}, kho.WrapError(kho.EUNAVAILABLE, "storage: create subject", err)
 	}
-	return s.subjectBy(ctx, `id = $1`, id)
+	r.erased = erased != nil
+	return r, nil
 }
 
 func (s *Service) subjectBy(ctx context.Context, where string, arg any) (subjectRow, error) {

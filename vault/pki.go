@@ -48,11 +48,11 @@ func BootstrapPKI(ctx context.Context, operator *vaultapi.Client, o PKIOptions) 
 		if o.RootPEM == "" || o.IntermediatePEM == "" || o.IntermediateKeyPEM == "" {
 			return kho.Errorf(kho.EINVALID, "vault pki: importing a chain needs the root, the intermediate and its key")
 		}
-		if _, err := l.WriteWithContext(ctx, MountPKI+"/config/ca", map[string]any{"pem_bundle": o.RootPEM}); err != nil {
-			return mapErr("import root", err)
+		if err := importIssuer(ctx, l, MountPKI, o.RootPEM, o.RootPEM); err != nil {
+			return err
 		}
-		if _, err := l.WriteWithContext(ctx, MountPKIInt+"/config/ca", map[string]any{"pem_bundle": o.IntermediateKeyPEM + "\n" + o.IntermediatePEM + "\n" + o.RootPEM}); err != nil {
-			return mapErr("import intermediate", err)
+		if err := importIssuer(ctx, l, MountPKIInt, o.IntermediateKeyPEM+"\n"+o.IntermediatePEM+"\n"+o.RootPEM, o.IntermediatePEM); err != nil {
+			return err
 		}
 		return writePKIRole(ctx, l)
 	}
@@ -80,6 +80,45 @@ func BootstrapPKI(ctx context.Context, operator *vaultapi.Client, o PKIOptions) 
 		return mapErr("install intermediate", err)
 	}
 	return writePKIRole(ctx, l)
+}
+
+// importIssuer imports a PEM bundle into a PKI mount and makes the issuer
+// whose certificate is defaultPEM the mount's default. Vault names a default
+// by itself only when an imported issuer has its key, never for a root
+// imported without one.
+func importIssuer(ctx context.Context, l *vaultapi.Logical, mount, bundle, defaultPEM string) error {
+	want, err := ParsePEMCertificates(defaultPEM)
+	if err != nil {
+		return kho.WrapError(kho.EINVALID, "vault pki: the certificate to import is not PEM", err)
+	}
+	resp, err := l.WriteWithContext(ctx, mount+"/config/ca", map[string]any{"pem_bundle": bundle})
+	if err != nil {
+		return mapErr("import "+mount, err)
+	}
+	ids, _ := resp.Data["imported_issuers"].([]any)
+	if len(ids) == 0 {
+		// Already there from an earlier run: look it up among all issuers.
+		list, err := l.ListWithContext(ctx, mount+"/issuers")
+		if err != nil || list == nil {
+			return mapErr("list issuers of "+mount, err)
+		}
+		ids, _ = list.Data["keys"].([]any)
+	}
+	for _, id := range ids {
+		is, _ := id.(string)
+		issuer, err := l.ReadWithContext(ctx, mount+"/issuer/"+is)
+		if err != nil || issuer == nil {
+			continue
+		}
+		pemCert, _ := issuer.Data["certificate"].(string)
+		if got, err := ParsePEMCertificates(pemCert); err == nil && got[0].Equal(want[0]) {
+			if _, err := l.WriteWithContext(ctx, mount+"/config/issuers", map[string]any{"default": is}); err != nil {
+				return mapErr("set the default issuer of "+mount, err)
+			}
+			return nil
+		}
+	}
+	return kho.Errorf(kho.EINVALID, "vault pki: the imported certificate is not among %s's issuers", mount)
 }
 
 // writePKIRole shapes agency certificates for document signing: key usage
@@ -173,7 +212,10 @@ func (t *Transit) SignCSR(ctx context.Context, csrPEM string, ttl time.Duration)
 
 // RootCertificate returns the deployment's root CA certificate.
 func (t *Transit) RootCertificate(ctx context.Context) (*x509.Certificate, error) {
-	s, err := t.logical.ReadWithContext(ctx, MountPKI+"/cert/ca")
+	// issuer/default/json serves the root whether or not Vault holds its key
+	// (an operator may import a root whose key stays offline); the legacy
+	// cert/ca does not.
+	s, err := t.logical.ReadWithContext(ctx, MountPKI+"/issuer/default/json")
 	if err != nil {
 		return nil, mapErr("read root CA", err)
 	}

@@ -87,6 +87,9 @@ path "kho-pki/ca/pem" {
 path "kho-pki/cert/ca" {
   capabilities = ["read"]
 }
+path "kho-pki/issuer/default/json" {
+  capabilities = ["read"]
+}
 path "kho-pki-int/ca_chain" {
   capabilities = ["read"]
 }

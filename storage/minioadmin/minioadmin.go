@@ -101,3 +101,11 @@ func (r *Root) EnsureUser(ctx context.Context, user, secret, bucket string) erro
 	}
 	return nil
 }
+
+// RemoveUser deletes a MinIO user (not its policy).
+func (r *Root) RemoveUser(ctx context.Context, user string) error {
+	if err := r.admin.RemoveUser(ctx, user); err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "minioadmin: remove user", err)
+	}
+	return nil
+}
