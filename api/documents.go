@@ -33,6 +33,7 @@ type Documents interface {
 	Verify(ctx context.Context, p kho.Principal, id kho.DocumentID) (*storage.Report, error)
 	Revoke(ctx context.Context, p kho.Principal, id kho.DocumentID, reason string) (*kho.Document, error)
 	PlaceHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, reason string, until *time.Time) (*storage.Hold, error)
+	ReleaseHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, holdID string) error
 	Erase(ctx context.Context, p kho.Principal, h kho.SubjectHandle) (int, error)
 }
 
@@ -49,6 +50,7 @@ func (s *Server) documentRoutes(v1 *gin.RouterGroup) {
 	v1.GET("/subjects/:handle/documents", s.list)
 	v1.GET("/me/documents", s.listMine)
 	v1.POST("/subjects/:handle/legal-holds", s.placeHold)
+	v1.POST("/subjects/:handle/legal-holds/:hold/release", s.releaseHold)
 	v1.POST("/subjects/:handle/erasure", s.erase)
 }
 
@@ -369,6 +371,14 @@ func (s *Server) placeHold(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusCreated, hold)
+}
+
+func (s *Server) releaseHold(c *gin.Context) {
+	if err := s.cfg.Documents.ReleaseHold(c.Request.Context(), principal(c), kho.SubjectHandle(c.Param("handle")), c.Param("hold")); err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"hold": c.Param("hold"), "released": true})
 }
 
 func (s *Server) erase(c *gin.Context) {

@@ -318,9 +318,25 @@ func TestDocumentRoutesRefuseWrongPrincipalsAndBadInput(t *testing.T) {
 	if resp.StatusCode != 201 {
 		t.Fatalf("legal hold: %d %s", resp.StatusCode, b)
 	}
+	var hold struct{ ID string }
+	_ = json.Unmarshal(b, &hold)
 	resp, b = d.call(t, citizen, "POST", "/v1/subjects/"+string(doc.Subject)+"/erasure", "", nil, nil)
 	if resp.StatusCode != 409 || !bytes.Contains(b, []byte("legal hold")) {
 		t.Fatalf("erasure under hold: %d %s", resp.StatusCode, b)
+	}
+	// Only the agency that placed the hold releases it; then erasure goes ahead.
+	release := "/v1/subjects/" + string(doc.Subject) + "/legal-holds/" + hold.ID + "/release"
+	if resp, b = d.call(t, justice, "POST", release, "", nil, nil); resp.StatusCode != 403 {
+		t.Fatalf("release by another agency: %d %s", resp.StatusCode, b)
+	}
+	if resp, b = d.call(t, police, "POST", release, "", nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("release: %d %s", resp.StatusCode, b)
+	}
+	if resp, b = d.call(t, police, "POST", release, "", nil, nil); resp.StatusCode != 409 {
+		t.Fatalf("release twice: %d %s", resp.StatusCode, b)
+	}
+	if resp, b = d.call(t, citizen, "POST", "/v1/subjects/"+string(doc.Subject)+"/erasure", "", nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("erasure after release: %d %s", resp.StatusCode, b)
 	}
 }
 

@@ -43,6 +43,7 @@ const (
 	DocumentsListed    = "documents.listed"
 	SubjectErased      = "subject.erased"
 	SubjectLegalHold   = "subject.legal_hold"
+	SubjectHoldRelease = "subject.legal_hold_released"
 	SubjectKeyRotated  = "subject.key_rotated"
 	SubjectKeyRewrap   = "subject.keys_rewrapped"
 	ObjectReclaimed    = "object.reclaimed"

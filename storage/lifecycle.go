@@ -96,6 +96,39 @@ func (s *Service) PlaceHold(ctx context.Context, p kho.Principal, h kho.SubjectH
 	return hold, nil
 }
 
+// ReleaseHold ends a legal hold; only the agency that placed it may.
+func (s *Service) ReleaseHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, holdID string) error {
+	agency, err := policies.CanHold(p)
+	if err != nil {
+		return err
+	}
+	if _, err := uuid.Parse(holdID); err != nil || h.Validate() != nil {
+		return kho.Errorf(kho.ENOTFOUND, "no such legal hold")
+	}
+	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+		var holder string
+		var released *time.Time
+		err := tx.QueryRow(ctx, `SELECT agency, released_at FROM legal_holds WHERE id = $1 AND subject_handle = $2 FOR UPDATE`, holdID, h).Scan(&holder, &released)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return kho.Errorf(kho.ENOTFOUND, "no such legal hold")
+		}
+		if err != nil {
+			return kho.WrapError(kho.EUNAVAILABLE, "storage: read legal hold", err)
+		}
+		if holder != string(agency) {
+			return kho.Errorf(kho.EFORBIDDEN, "only the agency that placed a legal hold may release it")
+		}
+		if released != nil {
+			return kho.Errorf(kho.ECONFLICT, "the legal hold was already released")
+		}
+		if _, err := tx.Exec(ctx, `UPDATE legal_holds SET released_at = now() WHERE id = $1`, holdID); err != nil {
+			return kho.WrapError(kho.EUNAVAILABLE, "storage: release legal hold", err)
+		}
+		return audit.Record(ctx, tx, audit.Event{Action: audit.SubjectHoldRelease, Outcome: audit.Success, Actor: p, Subject: h,
+			Details: map[string]any{"hold_id": holdID}})
+	})
+}
+
 // Erase crypto-shreds a store: its Transit key is deleted, so every copy of
 // its ciphertext, backups included, becomes unreadable; its objects are
 // removed; its document rows stay as tombstones without content, and the audit
