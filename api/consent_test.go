@@ -146,6 +146,23 @@ func TestConsentEndToEnd(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("audit trail:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+
+	// Both sides were notified through the outbox: the citizen of the
+	// request, the agency of the grant and of the revocation.
+	rows, err = d.docs.DB.Pool.Query(ctx, `SELECT topic, coalesce(payload->>'agency', '') FROM outbox WHERE subject_handle = $1 AND topic LIKE 'consent.%' ORDER BY id`, doc.Subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	for rows.Next() {
+		var topic, agency string
+		_ = rows.Scan(&topic, &agency)
+		notes = append(notes, topic+"/"+agency)
+	}
+	rows.Close()
+	if strings.Join(notes, " ") != "consent.requested/000.00.15.H29 consent.granted/000.00.15.H29 consent.revoked/000.00.15.H29" {
+		t.Fatalf("notifications: %v", notes)
+	}
 }
 
 // The receipt is verified by an independent JOSE implementation (go-jose),

@@ -150,43 +150,38 @@ func (s *Server) verify(c *gin.Context) {
 	c.JSON(http.StatusOK, r)
 }
 
-// errUnsatisfiable is a range that starts past the end of the document:
-// answered 416 with the document's size.
-var errUnsatisfiable = kho.Errorf(kho.EINVALID, "the range starts past the end of the document")
-
 // parseRange reads a single "bytes=first-last", "bytes=first-" or
-// "bytes=-suffix" range. Several ranges, or other units, are answered with
-// the whole document, which HTTP allows.
-func parseRange(h string, size int64) (*storage.ByteRange, bool, error) {
+// "bytes=-suffix" range; storage resolves it against the document's size.
+// Several ranges, or other units, are answered with the whole document,
+// which HTTP allows.
+func parseRange(h string) (*storage.ByteRange, bool, error) {
 	spec, ok := strings.CutPrefix(h, "bytes=")
 	if h == "" || !ok || strings.Contains(spec, ",") {
 		return nil, false, nil
 	}
+	malformed := kho.Errorf(kho.EINVALID, "malformed Range header")
 	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
 	if !ok {
-		return nil, true, kho.Errorf(kho.EINVALID, "malformed Range header")
+		return nil, true, malformed
 	}
 	if a == "" {
 		n, err := strconv.ParseInt(b, 10, 64)
 		if err != nil || n <= 0 {
-			return nil, true, kho.Errorf(kho.EINVALID, "malformed Range header")
+			return nil, true, malformed
 		}
-		return &storage.ByteRange{First: max(size-n, 0), Last: size - 1}, true, nil
+		return &storage.ByteRange{Suffix: n}, true, nil
 	}
 	first, err := strconv.ParseInt(a, 10, 64)
 	if err != nil || first < 0 {
-		return nil, true, kho.Errorf(kho.EINVALID, "malformed Range header")
+		return nil, true, malformed
 	}
-	last := size - 1
+	last := int64(-1)
 	if b != "" {
 		if last, err = strconv.ParseInt(b, 10, 64); err != nil || last < first {
-			return nil, true, kho.Errorf(kho.EINVALID, "malformed Range header")
+			return nil, true, malformed
 		}
 	}
-	if first >= size {
-		return nil, true, errUnsatisfiable
-	}
-	return &storage.ByteRange{First: first, Last: min(last, size-1)}, true, nil
+	return &storage.ByteRange{First: first, Last: last}, true, nil
 }
 
 // download streams a document's plaintext. The read is recorded before the
@@ -202,19 +197,7 @@ func (s *Server) download(c *gin.Context) {
 	// A fetch for a procedure (reuse by another agency) serves the whole
 	// document: a partial read would spend a consent's use all the same.
 	if h := c.GetHeader("Range"); h != "" && procedure == "" {
-		// The size is needed to read a suffix range; metadata access is
-		// checked (and recorded) like any other.
-		d, err := s.cfg.Documents.Get(ctx, p, id)
-		if err != nil {
-			writeError(c, err)
-			return
-		}
-		r, ranged, err := parseRange(h, d.Size)
-		if errors.Is(err, errUnsatisfiable) {
-			c.Header("Content-Range", fmt.Sprintf("bytes */%d", d.Size))
-			writeProblem(c, http.StatusRequestedRangeNotSatisfiable, kho.EINVALID, err)
-			return
-		}
+		r, ranged, err := parseRange(h)
 		if err != nil {
 			writeError(c, err)
 			return
@@ -229,6 +212,12 @@ func (s *Server) download(c *gin.Context) {
 		content, err = s.cfg.Documents.Fetch(ctx, p, id, procedure, nil)
 	} else {
 		content, err = s.cfg.Documents.Open(ctx, p, id, rng)
+	}
+	var outside *storage.RangeError
+	if errors.As(err, &outside) {
+		c.Header("Content-Range", fmt.Sprintf("bytes */%d", outside.Size))
+		writeProblem(c, http.StatusRequestedRangeNotSatisfiable, kho.EINVALID, err)
+		return
 	}
 	if err != nil {
 		writeError(c, err)

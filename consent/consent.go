@@ -167,9 +167,7 @@ func (t *Terms) validate(now time.Time, proc *policies.Procedure) error {
 }
 
 // procedure reads a procedure from the catalogue in PostgreSQL.
-func procedure(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, code string) (*policies.Procedure, error) {
+func procedure(ctx context.Context, q postgres.RowQuerier, code string) (*policies.Procedure, error) {
 	p := &policies.Procedure{Code: code}
 	err := q.QueryRow(ctx, `SELECT p.name_vi, p.name_en, p.handler_kinds,
 			coalesce(array_agg(t.document_type_code ORDER BY t.document_type_code) FILTER (WHERE t.required), '{}'),

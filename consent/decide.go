@@ -12,6 +12,7 @@ import (
 	"kho"
 	"kho/audit"
 	"kho/policies"
+	"kho/postgres"
 )
 
 // Stable reasons of refused fetches, in problem+json's "reason".
@@ -212,9 +213,7 @@ func (s *Service) AuthorizeFetch(ctx context.Context, req kho.FetchRequest) (kho
 // documentValid reads whether a document is valid now (not revoked,
 // superseded, erased or past its validity), locking it against change when
 // lock is set.
-func (s *Service) documentValid(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, id kho.DocumentID, lock bool) (bool, error) {
+func (s *Service) documentValid(ctx context.Context, q postgres.RowQuerier, id kho.DocumentID, lock bool) (bool, error) {
 	sql := `SELECT status = 'valid' AND (valid_until IS NULL OR valid_until >= current_date) FROM documents WHERE id = $1`
 	if lock {
 		sql += ` FOR SHARE`

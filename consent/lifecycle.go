@@ -10,6 +10,7 @@ import (
 
 	"kho"
 	"kho/audit"
+	"kho/postgres"
 )
 
 const consentColumns = `c.id, c.subject_handle, c.grantee, c.procedure_code, c.purpose, c.document_types, c.document_ids::text[], c.valid_from, c.valid_until,
@@ -39,9 +40,7 @@ func (s *Service) history(ctx context.Context, c *Consent) error {
 
 // load reads a consent the caller may see: the subject's side (self,
 // guardian, representative) or the grantee agency.
-func (s *Service) load(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, p kho.Principal, id string, forUpdate bool) (*Consent, bool, error) {
+func (s *Service) load(ctx context.Context, q postgres.RowQuerier, p kho.Principal, id string, forUpdate bool) (*Consent, bool, error) {
 	notFound := kho.Errorf(kho.ENOTFOUND, "no such consent")
 	if _, err := uuid.Parse(id); err != nil {
 		return nil, false, notFound

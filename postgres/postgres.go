@@ -111,6 +111,12 @@ func createSchema(ctx context.Context, url, schema string) error {
 	return nil
 }
 
+// RowQuerier is met by the pool and by a transaction, so a read can run in
+// either.
+type RowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // Schema returns the schema the pool's connections use.
 func (db *DB) Schema() string { return db.schema }
 

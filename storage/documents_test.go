@@ -317,6 +317,7 @@ func TestRangeReads(t *testing.T) {
 		{"ok/across a chunk boundary", 65_500, 65_600, body[65_500:65_601]},
 		{"ok/end clipped to size", 299_990, 400_000, body[299_990:]},
 		{"ok/one byte", 150_000, 150_000, body[150_000:150_001]},
+		{"ok/open-ended", 299_000, -1, body[299_000:]},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -335,9 +336,26 @@ func TestRangeReads(t *testing.T) {
 			}
 		})
 	}
-	for _, r := range []storage.ByteRange{{First: 300_000, Last: 300_001}, {First: 10, Last: 5}, {First: -1, Last: 5}} {
-		if _, err := f.svc.Open(f.ctx, asCitizenA, d.ID, &r); kho.ErrorCode(err) != kho.EINVALID {
+	for _, r := range []storage.ByteRange{{First: 300_000, Last: 300_001}, {First: 300_000, Last: -1}, {First: 10, Last: 5}, {First: -1, Last: 5}} {
+		_, err := f.svc.Open(f.ctx, asCitizenA, d.ID, &r)
+		var outside *storage.RangeError
+		if kho.ErrorCode(err) != kho.EINVALID || !errors.As(err, &outside) || outside.Size != 300_000 {
 			t.Errorf("range %+v: %v", r, err)
+		}
+	}
+	// Suffix ranges are resolved against the size the caller need not know.
+	for _, tc := range []struct {
+		suffix int64
+		want   []byte
+	}{{50, body[300_000-50:]}, {1 << 40, body}} {
+		c, err := f.svc.Open(f.ctx, asCitizenA, d.ID, &storage.ByteRange{Suffix: tc.suffix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c.Body)
+		c.Body.Close()
+		if err != nil || !bytes.Equal(got, tc.want) || c.Range.Last != 299_999 {
+			t.Fatalf("suffix %d: %d bytes, range %+v, %v", tc.suffix, len(got), c.Range, err)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"fmt"
 	"hash"
 	"io"
 	"strconv"
@@ -117,9 +118,36 @@ func (s *Service) List(ctx context.Context, p kho.Principal, h kho.SubjectHandle
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-// ByteRange is an inclusive range of plaintext bytes, as in HTTP.
+// ByteRange is an inclusive range of plaintext bytes, as in HTTP. Last < 0
+// means "to the end"; Suffix > 0 asks for the last Suffix bytes instead of
+// First and Last. Open resolves it against the document's size, which the
+// caller need not know.
 type ByteRange struct {
 	First, Last int64
+	Suffix      int64
+}
+
+// RangeError is a range that does not overlap the document; Size lets HTTP
+// answer 416 with the document's length.
+type RangeError struct{ Size int64 }
+
+func (e *RangeError) Error() string {
+	return fmt.Sprintf("range outside a document of %d bytes", e.Size)
+}
+
+// resolve turns r into an explicit range within a document of size bytes.
+func (r ByteRange) resolve(size int64) (*ByteRange, error) {
+	if r.Suffix > 0 {
+		r.First, r.Last = max(size-r.Suffix, 0), size-1
+	}
+	if r.Last < 0 || r.Last >= size {
+		r.Last = size - 1
+	}
+	if r.First < 0 || r.First >= size || r.Last < r.First {
+		return nil, &kho.Error{Code: kho.EINVALID, Reason: "range_not_satisfiable",
+			Message: fmt.Sprintf("the range is outside the document (size %d)", size), Err: &RangeError{Size: size}}
+	}
+	return &r, nil
 }
 
 // Content is an opened document: its metadata and its plaintext stream.
@@ -140,11 +168,20 @@ type Content struct {
 // Errors: ENOTFOUND (no such document, or not visible to p), EINVALID (bad
 // range), EINTEGRITY (tampered, swapped or unreadable), EUNAVAILABLE.
 func (s *Service) Open(ctx context.Context, p kho.Principal, id kho.DocumentID, rng *ByteRange) (*Content, error) {
-	d, err := s.readable(ctx, p, id, audit.DocumentRead)
+	d, err := s.load(ctx, s.db.Pool, id, false)
 	if err != nil {
 		return nil, err
 	}
-	return s.open(ctx, p, d, rng, func() error {
+	return s.openReadable(ctx, p, d, rng)
+}
+
+// openReadable reads a loaded document for its owner or issuer, recording
+// the read (or the refusal).
+func (s *Service) openReadable(ctx context.Context, p kho.Principal, d *docRow, rng *ByteRange) (*Content, error) {
+	if err := s.checkReadable(ctx, p, d, audit.DocumentRead); err != nil {
+		return nil, err
+	}
+	return s.open(ctx, p, d, rng, func(rng *ByteRange) error {
 		details := map[string]any{}
 		if rng != nil {
 			details["range"] = [2]int64{rng.First, rng.Last}
@@ -164,11 +201,8 @@ func (s *Service) Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID,
 	if err != nil {
 		return nil, err
 	}
-	if policies.CanRead(p, d.owner, &d.Document) == nil {
-		return s.Open(ctx, p, id, rng)
-	}
-	if s.reuse == nil {
-		return s.Open(ctx, p, id, rng) // refused and recorded there
+	if s.reuse == nil || policies.CanRead(p, d.owner, &d.Document) == nil {
+		return s.openReadable(ctx, p, d, rng) // without a decider, refused and recorded there
 	}
 	if d.object == nil || d.wrapped == nil {
 		return nil, kho.Errorf(kho.ENOTFOUND, "document not found")
@@ -176,20 +210,21 @@ func (s *Service) Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID,
 	if _, _, err := s.signer.VerifyDetached(ctx, d.signature, manifestOf(&d.Document).Bytes()); err != nil {
 		return nil, s.integrityFailure(ctx, p, d, err)
 	}
-	return s.open(ctx, p, d, rng, func() error {
+	return s.open(ctx, p, d, rng, func(*ByteRange) error {
 		_, err := s.reuse.AuthorizeFetch(ctx, kho.FetchRequest{Principal: p, Document: &d.Document, Procedure: procedure})
 		return err
 	})
 }
 
-// open decrypts a readable document's object and calls admit, which must
-// record the read (and may refuse it), before handing out the plaintext.
-func (s *Service) open(ctx context.Context, p kho.Principal, d *docRow, rng *ByteRange, admit func() error) (*Content, error) {
+// open decrypts a readable document's object and calls admit with the
+// resolved range; admit must record the read (and may refuse it) before the
+// plaintext is handed out.
+func (s *Service) open(ctx context.Context, p kho.Principal, d *docRow, rng *ByteRange, admit func(*ByteRange) error) (*Content, error) {
 	if rng != nil {
-		if rng.First < 0 || rng.Last < rng.First || rng.First >= d.Size {
-			return nil, kho.Errorf(kho.EINVALID, "range is outside the document (size %d)", d.Size)
+		var err error
+		if rng, err = rng.resolve(d.Size); err != nil {
+			return nil, err
 		}
-		rng.Last = min(rng.Last, d.Size-1)
 	}
 	ident := s.identity(ctx, d)
 	var body io.ReadCloser
@@ -222,30 +257,26 @@ func (s *Service) open(ctx context.Context, p kho.Principal, d *docRow, rng *Byt
 		}
 		body = &rangeReader{r: io.NewSectionReader(plain, rng.First, rng.Last-rng.First+1), c: obj}
 	}
-	if err := admit(); err != nil {
+	if err := admit(rng); err != nil {
 		body.Close()
 		return nil, err
 	}
 	return &Content{Document: &d.Document, Body: body, Range: rng}, nil
 }
 
-// readable loads a document p may read, whose content still exists and whose
-// manifest signature holds.
-func (s *Service) readable(ctx context.Context, p kho.Principal, id kho.DocumentID, action string) (*docRow, error) {
-	d, err := s.load(ctx, s.db.Pool, id, false)
-	if err != nil {
-		return nil, err
-	}
+// checkReadable refuses (and records the refusal) unless p may read d, its
+// content still exists and its manifest signature holds.
+func (s *Service) checkReadable(ctx context.Context, p kho.Principal, d *docRow, action string) error {
 	if err := s.authorize(ctx, p, action, d, policies.CanRead(p, d.owner, &d.Document)); err != nil {
-		return nil, err
+		return err
 	}
 	if d.object == nil || d.wrapped == nil {
-		return nil, kho.Errorf(kho.ENOTFOUND, "the document's content was erased")
+		return kho.Errorf(kho.ENOTFOUND, "the document's content was erased")
 	}
 	if _, _, err := s.signer.VerifyDetached(ctx, d.signature, manifestOf(&d.Document).Bytes()); err != nil {
-		return nil, s.integrityFailure(ctx, p, d, err)
+		return s.integrityFailure(ctx, p, d, err)
 	}
-	return d, nil
+	return nil
 }
 
 func (s *Service) identity(ctx context.Context, d *docRow) *transitIdentity {

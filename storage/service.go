@@ -233,9 +233,7 @@ func deref(s *string) string {
 }
 
 // load reads one document, optionally locking it for update in tx.
-func (s *Service) load(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, id kho.DocumentID, forUpdate bool) (*docRow, error) {
+func (s *Service) load(ctx context.Context, q postgres.RowQuerier, id kho.DocumentID, forUpdate bool) (*docRow, error) {
 	if err := id.Validate(); err != nil {
 		return nil, kho.Errorf(kho.ENOTFOUND, "document not found")
 	}

@@ -244,7 +244,7 @@ func TestReadyzFollowsMinIO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := root.EnsureBucket(testenv.Context(t), "kho-documents"); err != nil {
+	if err := devstack.WhileMinIOStarts(testenv.Context(t), func() error { return root.EnsureBucket(testenv.Context(t), "kho-documents") }); err != nil {
 		t.Fatal(err)
 	}
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -58,7 +59,7 @@ func (s *Stack) upMinIO(ctx context.Context, st *State) error {
 	if err != nil {
 		return err
 	}
-	if err := root.EnsureBucket(ctx, st.MinIOBucket); err != nil {
+	if err := WhileMinIOStarts(ctx, func() error { return root.EnsureBucket(ctx, st.MinIOBucket) }); err != nil {
 		return err
 	}
 	if err := root.EnsureUser(ctx, st.MinIOAccessKey, st.MinIOSecretKey, st.MinIOBucket); err != nil {
@@ -90,6 +91,24 @@ func NewPIDFile(path string) PIDFile { return PIDFile{path: path} }
 func (p PIDFile) Stop() error {
 	_, err := p.stop(syscall.SIGTERM, 20*time.Second)
 	return err
+}
+
+// WhileMinIOStarts retries fn for up to 30 s while MinIO answers that it is
+// still initialising: its readiness endpoint can say ready a moment before
+// its S3 API serves.
+func WhileMinIOStarts(ctx context.Context, fn func() error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := fn()
+		if err == nil || !strings.Contains(err.Error(), "not initialized") || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // MinIOReady asks MinIO's readiness endpoint.
