@@ -112,6 +112,16 @@ func (c DossierCode) Validate() error {
 	return nil
 }
 
+// Unit returns the code of the unit that received the dossier: the agency
+// whose dossier it is. It is empty for a malformed code.
+func (c DossierCode) Unit() string {
+	m := dossierRE.FindStringSubmatch(string(c))
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
 // ResultCode returns the code of the n-th result issued for the dossier:
 // <dossier code>-KQ<n>.
 func (c DossierCode) ResultCode(n int) string { return fmt.Sprintf("%s-KQ%d", c, n) }
@@ -241,11 +251,8 @@ func (m *DepositMetadata) Validate() error {
 			return Errorf(EINVALID, "%s contains control characters", c.field)
 		}
 	}
-	if m.IssuedOn.IsZero() {
-		return Errorf(EINVALID, "issued_on is required")
-	}
-	if m.ValidFrom != nil && m.ValidUntil != nil && m.ValidUntil.Before(m.ValidFrom.Time) {
-		return Errorf(EINVALID, "valid_until is before valid_from")
+	if err := m.checkDates(time.Now()); err != nil {
+		return err
 	}
 	if m.DossierCode != "" {
 		if err := m.DossierCode.Validate(); err != nil {
@@ -263,6 +270,35 @@ func (m *DepositMetadata) Validate() error {
 	}
 	if !AllowedMediaType(m.MediaType) {
 		return Errorf(EINVALID, "media_type must be one of %s", strings.Join(AllowedMediaTypes(), ", "))
+	}
+	return nil
+}
+
+// earliestDate is the earliest date a document kho keeps may carry.
+var earliestDate = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// checkDates checks that the dates make sense together and at now: a
+// document is issued in the past (a day of slack for time zones), not
+// before 1900; it is valid from no earlier than it was issued, and until no
+// earlier than from then.
+func (m *DepositMetadata) checkDates(now time.Time) error {
+	if m.IssuedOn.IsZero() {
+		return Errorf(EINVALID, "issued_on is required")
+	}
+	if m.IssuedOn.Before(earliestDate) || m.IssuedOn.After(now.AddDate(0, 0, 1)) {
+		return Errorf(EINVALID, "issued_on must be a date between 1900-01-01 and today")
+	}
+	if m.ValidFrom != nil && m.ValidFrom.Before(m.IssuedOn.Time) {
+		return Errorf(EINVALID, "valid_from is before issued_on")
+	}
+	if m.ValidUntil != nil && m.ValidUntil.Before(m.IssuedOn.Time) {
+		return Errorf(EINVALID, "valid_until is before issued_on")
+	}
+	if m.ValidFrom != nil && m.ValidUntil != nil && m.ValidUntil.Before(m.ValidFrom.Time) {
+		return Errorf(EINVALID, "valid_until is before valid_from")
+	}
+	if m.ValidUntil != nil && m.ValidUntil.After(m.IssuedOn.AddDate(200, 0, 0)) {
+		return Errorf(EINVALID, "valid_until is more than 200 years after issued_on")
 	}
 	return nil
 }

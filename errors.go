@@ -15,6 +15,7 @@ const (
 	ENOTFOUND     = "not_found"    // no such thing (or not visible to the caller)
 	ECONFLICT     = "conflict"     // the state does not allow the change
 	ETOOLARGE     = "too_large"    // the input is over a configured limit
+	ETOOMANY      = "rate_limited" // the caller sent too many requests; retry later
 	EUNAVAILABLE  = "unavailable"  // a dependency did not answer; retry later
 	EINTEGRITY    = "integrity"    // stored data failed a cryptographic check
 	EINTERNAL     = "internal"     // a bug or an unexpected failure

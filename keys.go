@@ -88,11 +88,18 @@ type FetchGrant struct {
 }
 
 // ReuseDecider decides fetches under the reuse policy, consent and legal
-// bases. It records the decision (allowed or refused, with its reason and
-// the consent or legal basis) in the audit trail and counts the consent's use
-// atomically, before returning; the caller sends bytes only after an
-// admission. The consent package meets it.
+// bases. The consent package meets it.
+//
+// A fetch is decided twice: PrecheckFetch before anything is read from the
+// object store or unwrapped in Vault (a refusal is recorded and ends the
+// fetch), then AuthorizeFetch once the object is open, which decides again
+// under lock, records the admission (with the consent or legal basis) and
+// counts the consent's use atomically, before returning; the caller sends
+// bytes only after it.
 type ReuseDecider interface {
+	// PrecheckFetch errors: EFORBIDDEN or ENOTFOUND with a stable Reason
+	// (recorded), EUNAVAILABLE.
+	PrecheckFetch(ctx context.Context, req FetchRequest) error
 	// AuthorizeFetch errors: EFORBIDDEN or ENOTFOUND with a stable Reason,
 	// EUNAVAILABLE.
 	AuthorizeFetch(ctx context.Context, req FetchRequest) (FetchGrant, error)

@@ -55,12 +55,20 @@ type Config struct {
 	// MaxUploadSize bounds a deposit's whole multipart body (default 2 GiB
 	// plus 1 MiB for the metadata and framing).
 	MaxUploadSize int64
+	// Limits bound each caller and the memory-heavy work of all.
+	Limits Limits
+	// TrustedProxies are the addresses (or CIDRs) of load balancers whose
+	// X-Forwarded-For is believed; by default none, so a client cannot
+	// pose as many sources to dodge the limits on failed logins.
+	TrustedProxies []string
 }
 
 // Server routes kho's HTTP API.
 type Server struct {
-	cfg    Config
-	engine *gin.Engine
+	cfg      Config
+	engine   *gin.Engine
+	failures *failures
+	pdfGate  gate
 }
 
 // New validates cfg and builds the routes.
@@ -85,16 +93,21 @@ func New(cfg Config) (*Server, error) {
 	if cfg.CheckTimeout == 0 {
 		cfg.CheckTimeout = 2 * time.Second
 	}
+	cfg.Limits.defaults()
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
+	if err := e.SetTrustedProxies(cfg.TrustedProxies); err != nil {
+		return nil, kho.WrapError(kho.EINVALID, "api: trusted proxies", err)
+	}
 	e.HandleMethodNotAllowed = true
 	e.ContextWithFallback = true
-	e.Use(withRequestID(), withLogging(cfg.Logger), withRecovery(cfg.Logger))
+	e.Use(withRequestID(), withSecurityHeaders(), withLogging(cfg.Logger), withRecovery(cfg.Logger), withDeadlines(cfg.Limits))
 	e.NoRoute(func(c *gin.Context) { errorf(c, kho.ENOTFOUND, "no such route") })
 	e.NoMethod(func(c *gin.Context) {
 		writeProblem(c, http.StatusMethodNotAllowed, kho.EINVALID, kho.Errorf(kho.EINVALID, "method not allowed on this route"))
 	})
-	s := &Server{cfg: cfg, engine: e}
+	s := &Server{cfg: cfg, engine: e, pdfGate: make(gate, cfg.Limits.InMemory),
+		failures: newFailures(cfg.Audit, cfg.Limits.FailureWindow, cfg.Limits.FailuresPerWindow)}
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
@@ -102,7 +115,8 @@ func New(cfg Config) (*Server, error) {
 		e.GET("/dev/idp/jwks.json", func(c *gin.Context) { c.JSON(http.StatusOK, cfg.DevJWKS) })
 	}
 
-	v1 := e.Group("/v1", authenticate(cfg.Authenticator, cfg.Audit))
+	v1 := e.Group("/v1", authenticate(cfg.Authenticator, cfg.Audit, s.failures),
+		withRateLimit(newLimiter(cfg.Limits.RequestsPerSecond, cfg.Limits.Burst)))
 	v1.GET("/me", s.me)
 	s.documentRoutes(v1)
 	s.auditRoutes(e, v1)
@@ -115,6 +129,20 @@ func New(cfg Config) (*Server, error) {
 
 // Handler returns the http.Handler serving every route.
 func (s *Server) Handler() http.Handler { return s.engine }
+
+// Routes lists every registered route as "METHOD /path/:param": the
+// authorization matrix test checks it covers them all.
+func (s *Server) Routes() []string {
+	var out []string
+	for _, r := range s.engine.Routes() {
+		out = append(out, r.Method+" "+r.Path)
+	}
+	return out
+}
+
+// Close records what is still counted in memory (failed authentications)
+// before the process ends.
+func (s *Server) Close(ctx context.Context) { s.failures.Flush(ctx) }
 
 // healthz answers as long as the process serves HTTP; it checks nothing else,
 // so an orchestrator restarts khod only when khod itself is stuck.
@@ -199,6 +227,12 @@ func (s *Server) me(c *gin.Context) {
 // (application/pdf, up to the PDF size limit): signer, integrity, chain to
 // the deployment root, signing time, later revisions, timestamp.
 func (s *Server) verifyPDF(c *gin.Context) {
+	leave, err := s.pdfGate.enter(c.Request.Context())
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	defer leave()
 	b, err := io.ReadAll(io.LimitReader(c.Request.Body, 64<<20+1))
 	if err != nil {
 		errorf(c, kho.EINVALID, "could not read the body")

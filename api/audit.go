@@ -45,7 +45,7 @@ func (s *Server) auditRoutes(public *gin.Engine, v1 *gin.RouterGroup) {
 
 func (s *Server) securityOfficer(c *gin.Context) {
 	p := principal(c)
-	if err := policies.CanAudit(p); err != nil {
+	if err := policies.Authorize(p, policies.SearchAudit, policies.Resource{}).Err(); err != nil {
 		_ = s.cfg.Audit.Record(c.Request.Context(), audit.Event{Action: audit.AuditSearched, Outcome: audit.Denied, Actor: p, Reason: kho.ErrorMessage(err)})
 		writeError(c, err)
 		return
@@ -82,25 +82,22 @@ func (s *Server) consistency(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"from": from, "to": to, "hashes": p})
 }
 
-// accessLog shows citizens (and business representatives) every event on
-// their own store: who, when, why, under which consent or legal basis.
+// accessLog shows citizens (and business representatives, and guardians
+// with ?on_behalf_of=) every event on the store: who, when, why, under which
+// consent or legal basis.
 func (s *Server) accessLog(c *gin.Context) {
 	p := principal(c)
-	sub, ok := p.ActsFor()
-	if !ok {
-		errorf(c, kho.EFORBIDDEN, "only citizens and business representatives have an access log of their own")
-		return
-	}
 	ctx := c.Request.Context()
-	h, err := s.cfg.Documents.Resolve(ctx, p, sub)
-	if kho.ErrorCode(err) == kho.ENOTFOUND {
-		c.JSON(http.StatusOK, audit.Page{Events: []audit.Listed{}})
-		return
-	}
+	st, err := s.cfg.Documents.StoreFor(ctx, p, policies.ReadAccessLog, onBehalfOfQuery(c))
 	if err != nil {
 		writeError(c, err)
 		return
 	}
+	if !st.Exists {
+		c.JSON(http.StatusOK, audit.Page{Events: []audit.Listed{}})
+		return
+	}
+	h := st.Handle
 	limit, err := queryLimit(c)
 	if err != nil {
 		writeError(c, err)
@@ -111,7 +108,11 @@ func (s *Server) accessLog(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	if err := s.cfg.Audit.Record(ctx, audit.Event{Action: audit.AccessLogRead, Outcome: audit.Success, Actor: p, Subject: h}); err != nil {
+	actingFor := ""
+	if st.Capacity != kho.CapacitySelf {
+		actingFor = string(st.Capacity)
+	}
+	if err := s.cfg.Audit.Record(ctx, audit.Event{Action: audit.AccessLogRead, Outcome: audit.Success, Actor: p, Subject: h, ActingFor: actingFor}); err != nil {
 		writeError(c, err)
 		return
 	}

@@ -2,8 +2,11 @@ package api
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +29,15 @@ type IssuerConfig struct {
 	Issuer  string  // the exact iss claim value
 	JWKSURL string  // fetched, cached and refreshed
 	KeySet  jwk.Set // static keys (the dev identity provider, tests)
+	// Kinds are the principal kinds this provider may assert: a citizen
+	// portal's provider asserts citizens and business representatives, an
+	// agency's asserts agencies and their officers, the internal staff
+	// directory security officers and operators. A token asserting any
+	// other kind is refused. Required.
+	Kinds []kho.PrincipalKind
+	// AllowHTTP lets JWKSURL be plain http (dev mode only); otherwise it
+	// must be https.
+	AllowHTTP bool
 	// FetchTimeout bounds the first fetch of JWKSURL, retries included
 	// (default 10s); khod does not start without its issuers' keys.
 	FetchTimeout time.Duration
@@ -36,6 +48,7 @@ type IssuerConfig struct {
 type Authenticator struct {
 	audience string
 	issuers  map[string]jwk.Set
+	kinds    map[string][]kho.PrincipalKind
 	cache    *jwk.Cache
 	now      func() time.Time
 }
@@ -50,7 +63,7 @@ func NewAuthenticator(ctx context.Context, audience string, issuers []IssuerConf
 	if len(issuers) == 0 {
 		return nil, kho.Errorf(kho.EINVALID, "auth: at least one trusted token issuer is required")
 	}
-	a := &Authenticator{audience: audience, issuers: map[string]jwk.Set{}, now: time.Now}
+	a := &Authenticator{audience: audience, issuers: map[string]jwk.Set{}, kinds: map[string][]kho.PrincipalKind{}, now: time.Now}
 	for _, is := range issuers {
 		if is.Issuer == "" {
 			return nil, kho.Errorf(kho.EINVALID, "auth: issuer name is empty")
@@ -58,6 +71,15 @@ func NewAuthenticator(ctx context.Context, audience string, issuers []IssuerConf
 		if _, dup := a.issuers[is.Issuer]; dup {
 			return nil, kho.Errorf(kho.EINVALID, "auth: issuer %q configured twice", is.Issuer)
 		}
+		if len(is.Kinds) == 0 {
+			return nil, kho.Errorf(kho.EINVALID, "auth: issuer %q must list the principal kinds it may assert", is.Issuer)
+		}
+		for _, k := range is.Kinds {
+			if !slices.Contains(kho.PrincipalKinds, k) {
+				return nil, kho.Errorf(kho.EINVALID, "auth: issuer %q lists unknown principal kind %q", is.Issuer, k)
+			}
+		}
+		a.kinds[is.Issuer] = is.Kinds
 		switch {
 		case is.KeySet != nil && is.JWKSURL == "":
 			if is.KeySet.Len() == 0 {
@@ -66,8 +88,8 @@ func NewAuthenticator(ctx context.Context, audience string, issuers []IssuerConf
 			a.issuers[is.Issuer] = is.KeySet
 		case is.KeySet == nil && is.JWKSURL != "":
 			u, err := url.Parse(is.JWKSURL)
-			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-				return nil, kho.Errorf(kho.EINVALID, "auth: JWKS URL of issuer %q must be an http(s) URL", is.Issuer)
+			if err != nil || !(u.Scheme == "https" || (u.Scheme == "http" && is.AllowHTTP)) || u.Host == "" {
+				return nil, kho.Errorf(kho.EINVALID, "auth: JWKS URL of issuer %q must be an https URL (plain http only in dev mode)", is.Issuer)
 			}
 			if a.cache == nil {
 				c, err := jwk.NewCache(ctx, httprc.NewClient())
@@ -115,6 +137,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (kho.Pri
 	if !ok {
 		return unauth("bearer token is from an issuer kho does not trust", nil)
 	}
+	if critical(token) {
+		// RFC 7515 §4.1.11: a recipient must refuse extensions it does not
+		// understand, and kho understands none.
+		return unauth("bearer token names critical header extensions kho does not understand", nil)
+	}
 	tok, err := jwt.Parse([]byte(token),
 		jwt.WithKeySet(set),
 		jwt.WithIssuer(iss),
@@ -138,9 +165,31 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (kho.Pri
 	if err != nil {
 		return unauth("bearer token does not name a valid principal", err)
 	}
+	if !slices.Contains(a.kinds[iss], p.Kind) {
+		return unauth(fmt.Sprintf("issuer %s may not assert principals of kind %s", iss, p.Kind), nil)
+	}
 	p.Issuer = iss
 	p.ExpiresAt = exp
 	return p, nil
+}
+
+// critical reports whether a compact token's protected header carries a
+// "crit" member (or cannot be read, which verification then reports).
+func critical(token string) bool {
+	head, _, ok := strings.Cut(token, ".")
+	if !ok {
+		return false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return false
+	}
+	var h map[string]json.RawMessage
+	if json.Unmarshal(b, &h) != nil {
+		return false
+	}
+	_, crit := h["crit"]
+	return crit
 }
 
 func stringClaim(tok jwt.Token, name string) string {
@@ -189,9 +238,12 @@ func principalFromToken(tok jwt.Token) (kho.Principal, error) {
 // authenticate is the one middleware that establishes who is calling. Every
 // route behind it sees a validated kho.Principal in the request context.
 //
-// A presented token that fails is recorded in the audit trail (a missing
-// one is not: that is every anonymous probe).
-func authenticate(a *Authenticator, trail Audit) gin.HandlerFunc {
+// A presented token that fails is recorded in the audit trail, aggregated
+// per source address: the first failure of a window at once, the others as
+// one count when the window ends (a missing token is not recorded: that is
+// every anonymous probe). A source over its allowance gets 429 without its
+// tokens being checked.
+func authenticate(a *Authenticator, trail Audit, f *failures) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		h := c.GetHeader("Authorization")
 		scheme, token, ok := strings.Cut(h, " ")
@@ -199,10 +251,28 @@ func authenticate(a *Authenticator, trail Audit) gin.HandlerFunc {
 			errorf(c, kho.EUNAUTHORIZED, "a bearer token is required")
 			return
 		}
+		ctx := c.Request.Context()
+		source := c.ClientIP()
+		if blocked, wait := f.blocked(source, time.Now()); blocked {
+			tooMany(c, wait, "too many failed authentications from this address")
+			return
+		}
 		fail := func(err error) {
-			if aerr := trail.Record(c.Request.Context(), audit.Event{Action: audit.AuthFailed, Outcome: audit.Denied,
-				Reason: kho.ErrorMessage(err), Details: map[string]any{"route": c.FullPath()}}); aerr != nil {
-				_ = c.Error(aerr)
+			record, over, flush := f.note(source, c.FullPath(), time.Now())
+			for _, ev := range flush {
+				if aerr := trail.Record(ctx, ev); aerr != nil {
+					_ = c.Error(aerr)
+				}
+			}
+			if record {
+				if aerr := trail.Record(ctx, audit.Event{Action: audit.AuthFailed, Outcome: audit.Denied,
+					Reason: kho.ErrorMessage(err), Details: map[string]any{"route": c.FullPath()}}); aerr != nil {
+					_ = c.Error(aerr)
+				}
+			}
+			if over {
+				tooMany(c, f.window, "too many failed authentications from this address")
+				return
 			}
 			writeError(c, err)
 		}
@@ -210,12 +280,12 @@ func authenticate(a *Authenticator, trail Audit) gin.HandlerFunc {
 			fail(kho.Errorf(kho.EUNAUTHORIZED, "the Authorization header must be \"Bearer <token>\""))
 			return
 		}
-		p, err := a.Authenticate(c.Request.Context(), strings.TrimSpace(token))
+		p, err := a.Authenticate(ctx, strings.TrimSpace(token))
 		if err != nil {
 			fail(err)
 			return
 		}
-		c.Request = c.Request.WithContext(kho.NewContext(c.Request.Context(), p))
+		c.Request = c.Request.WithContext(kho.NewContext(ctx, p))
 		c.Next()
 	}
 }

@@ -14,8 +14,8 @@ import (
 // Consents is the consent service the routes call; *consent.Service meets it.
 type Consents interface {
 	RequestConsent(ctx context.Context, p kho.Principal, t consent.Terms) (*consent.Request, error)
-	Requests(ctx context.Context, p kho.Principal) ([]consent.Request, error)
-	Answer(ctx context.Context, p kho.Principal, requestID string, approve bool, onBehalfOf kho.SubjectID) (*consent.Consent, error)
+	Requests(ctx context.Context, p kho.Principal, onBehalfOf kho.SubjectID) ([]consent.Request, error)
+	Answer(ctx context.Context, p kho.Principal, requestID string, approve bool, onBehalfOf kho.SubjectID) (*consent.Answer, error)
 	Grant(ctx context.Context, p kho.Principal, t consent.Terms, onBehalfOf kho.SubjectID) (*consent.Consent, error)
 	Get(ctx context.Context, p kho.Principal, id string) (*consent.Consent, error)
 	List(ctx context.Context, p kho.Principal, onBehalfOf kho.SubjectID) ([]*consent.Consent, error)
@@ -85,7 +85,7 @@ func (s *Server) requestConsent(c *gin.Context) {
 }
 
 func (s *Server) consentRequests(c *gin.Context) {
-	rs, err := s.cfg.Consents.Requests(c.Request.Context(), principal(c))
+	rs, err := s.cfg.Consents.Requests(c.Request.Context(), principal(c), onBehalfOfQuery(c))
 	if err != nil {
 		writeError(c, err)
 		return
@@ -107,16 +107,21 @@ func (s *Server) answerRequest(approve bool) gin.HandlerFunc {
 				return
 			}
 		}
-		cs, err := s.cfg.Consents.Answer(c.Request.Context(), principal(c), c.Param("id"), approve, body.OnBehalfOf)
+		a, err := s.cfg.Consents.Answer(c.Request.Context(), principal(c), c.Param("id"), approve, body.OnBehalfOf)
 		if err != nil {
 			writeError(c, err)
 			return
 		}
-		if !approve {
-			c.JSON(http.StatusOK, gin.H{"request": c.Param("id"), "status": "denied"})
-			return
+		switch a.Status {
+		case "approved":
+			c.JSON(http.StatusCreated, a.Consent)
+		case "pending":
+			// Recorded; another party (the guardian, or the child) must
+			// approve as well before the consent exists.
+			c.JSON(http.StatusAccepted, a)
+		default:
+			c.JSON(http.StatusOK, a)
 		}
-		c.JSON(http.StatusCreated, cs)
 	}
 }
 
@@ -138,7 +143,7 @@ func (s *Server) grantConsent(c *gin.Context) {
 }
 
 func (s *Server) myConsents(c *gin.Context) {
-	cs, err := s.cfg.Consents.List(c.Request.Context(), principal(c), kho.SubjectID(c.Query("on_behalf_of")))
+	cs, err := s.cfg.Consents.List(c.Request.Context(), principal(c), onBehalfOfQuery(c))
 	if err != nil {
 		writeError(c, err)
 		return

@@ -12,11 +12,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"kho"
+	"kho/policies"
 	"kho/storage"
 )
 
@@ -26,14 +26,17 @@ type Documents interface {
 	Deposit(ctx context.Context, p kho.Principal, meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error)
 	Supersede(ctx context.Context, p kho.Principal, old kho.DocumentID, meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error)
 	Resolve(ctx context.Context, p kho.Principal, id kho.SubjectID) (kho.SubjectHandle, error)
+	StoreFor(ctx context.Context, p kho.Principal, action policies.Action, id kho.SubjectID) (*policies.Store, error)
 	List(ctx context.Context, p kho.Principal, h kho.SubjectHandle, f storage.ListFilter) (*storage.Page, error)
+	ListFor(ctx context.Context, p kho.Principal, id kho.SubjectID, f storage.ListFilter) (*storage.Page, error)
 	Get(ctx context.Context, p kho.Principal, id kho.DocumentID) (*kho.Document, error)
 	Open(ctx context.Context, p kho.Principal, id kho.DocumentID, rng *storage.ByteRange) (*storage.Content, error)
 	Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID, procedure string, rng *storage.ByteRange) (*storage.Content, error)
 	Verify(ctx context.Context, p kho.Principal, id kho.DocumentID) (*storage.Report, error)
 	Revoke(ctx context.Context, p kho.Principal, id kho.DocumentID, reason string) (*kho.Document, error)
-	PlaceHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, reason string, until *time.Time) (*storage.Hold, error)
-	ReleaseHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, holdID string) error
+	PlaceHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, req storage.HoldRequest) (*storage.Hold, error)
+	ListHolds(ctx context.Context, p kho.Principal, id kho.SubjectID) ([]storage.Hold, error)
+	ReleaseHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, holdID, reason string) error
 	Erase(ctx context.Context, p kho.Principal, h kho.SubjectHandle) (int, error)
 }
 
@@ -49,6 +52,7 @@ func (s *Server) documentRoutes(v1 *gin.RouterGroup) {
 	v1.POST("/subjects/resolve", s.resolve)
 	v1.GET("/subjects/:handle/documents", s.list)
 	v1.GET("/me/documents", s.listMine)
+	v1.GET("/me/legal-holds", s.myHolds)
 	v1.POST("/subjects/:handle/legal-holds", s.placeHold)
 	v1.POST("/subjects/:handle/legal-holds/:hold/release", s.releaseHold)
 	v1.POST("/subjects/:handle/erasure", s.erase)
@@ -310,25 +314,24 @@ func (s *Server) list(c *gin.Context) {
 	s.listStore(c, kho.SubjectHandle(c.Param("handle")))
 }
 
+// onBehalfOfQuery reads the store a guardian or representative selects with
+// ?on_behalf_of=; empty means the caller's own.
+func onBehalfOfQuery(c *gin.Context) kho.SubjectID { return kho.SubjectID(c.Query("on_behalf_of")) }
+
 // listMine lists the caller's own store (a citizen's, or the business a
-// representative acts for).
+// representative acts for), or with ?on_behalf_of= a ward's.
 func (s *Server) listMine(c *gin.Context) {
-	p := principal(c)
-	sub, ok := p.ActsFor()
-	if !ok {
-		errorf(c, kho.EFORBIDDEN, "only citizens and business representatives have a store of their own")
-		return
-	}
-	h, err := s.cfg.Documents.Resolve(c.Request.Context(), p, sub)
-	if kho.ErrorCode(err) == kho.ENOTFOUND {
-		c.JSON(http.StatusOK, storage.Page{Documents: []*kho.Document{}})
-		return
-	}
+	f, err := listFilter(c)
 	if err != nil {
 		writeError(c, err)
 		return
 	}
-	s.listStore(c, h)
+	page, err := s.cfg.Documents.ListFor(c.Request.Context(), principal(c), onBehalfOfQuery(c), f)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, page)
 }
 
 func (s *Server) listStore(c *gin.Context, h kho.SubjectHandle) {
@@ -345,16 +348,23 @@ func (s *Server) listStore(c *gin.Context, h kho.SubjectHandle) {
 	c.JSON(http.StatusOK, page)
 }
 
-func (s *Server) placeHold(c *gin.Context) {
-	var body struct {
-		Reason string     `json:"reason"`
-		Until  *time.Time `json:"until"`
+// myHolds shows the owner's side the legal holds on the store.
+func (s *Server) myHolds(c *gin.Context) {
+	holds, err := s.cfg.Documents.ListHolds(c.Request.Context(), principal(c), onBehalfOfQuery(c))
+	if err != nil {
+		writeError(c, err)
+		return
 	}
+	c.JSON(http.StatusOK, gin.H{"legal_holds": holds})
+}
+
+func (s *Server) placeHold(c *gin.Context) {
+	var body storage.HoldRequest
 	if err := decodeJSON(c, &body); err != nil {
 		writeError(c, err)
 		return
 	}
-	hold, err := s.cfg.Documents.PlaceHold(c.Request.Context(), principal(c), kho.SubjectHandle(c.Param("handle")), body.Reason, body.Until)
+	hold, err := s.cfg.Documents.PlaceHold(c.Request.Context(), principal(c), kho.SubjectHandle(c.Param("handle")), body)
 	if err != nil {
 		writeError(c, err)
 		return
@@ -363,7 +373,16 @@ func (s *Server) placeHold(c *gin.Context) {
 }
 
 func (s *Server) releaseHold(c *gin.Context) {
-	if err := s.cfg.Documents.ReleaseHold(c.Request.Context(), principal(c), kho.SubjectHandle(c.Param("handle")), c.Param("hold")); err != nil {
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if c.Request.ContentLength != 0 {
+		if err := decodeJSON(c, &body); err != nil {
+			writeError(c, err)
+			return
+		}
+	}
+	if err := s.cfg.Documents.ReleaseHold(c.Request.Context(), principal(c), kho.SubjectHandle(c.Param("handle")), c.Param("hold"), body.Reason); err != nil {
 		writeError(c, err)
 		return
 	}

@@ -37,6 +37,8 @@ func statusOf(code string) int {
 		return http.StatusConflict
 	case kho.ETOOLARGE:
 		return http.StatusRequestEntityTooLarge
+	case kho.ETOOMANY:
+		return http.StatusTooManyRequests
 	case kho.EUNAVAILABLE:
 		return http.StatusServiceUnavailable
 	case kho.EINTEGRITY:

@@ -52,6 +52,18 @@ const (
 	AuditExported      = "audit.exported"
 	AccessLogRead      = "audit.access_log_read"
 	OperatorMigrated   = "operator.migrated"
+	StoreResolved      = "store.resolved"
+	HoldsListed        = "subject.legal_holds_listed"
+	AvailabilityCheck  = "availability.checked"
+	ConsentRequested   = "consent.requested"
+	ConsentApprovedBy  = "consent.request_approved_in_part" // one of two parties agreed
+	ConsentReqDenied   = "consent.request_denied"
+	ConsentGranted     = "consent.granted"
+	ConsentPaused      = "consent.paused"
+	ConsentResumed     = "consent.resumed"
+	ConsentRevoked     = "consent.revoked"
+	ConsentRead        = "consent.read"
+	ConsentsListed     = "consents.listed"
 )
 
 // Outcomes.
@@ -72,7 +84,11 @@ type Event struct {
 	ConsentID  string // the consent that admitted it
 	LegalBasis string // or the legal basis that did
 	Reason     string // why a decision went as it did
-	Details    map[string]any
+	// ActingFor says in which capacity the actor acted for the subject
+	// (guardian, legal_representative, authorised): the event names both
+	// the actor and the represented store.
+	ActingFor string
+	Details   map[string]any
 }
 
 // entryOf builds the entry for ev at index, after prev.
@@ -102,6 +118,9 @@ func entryOf(ctx context.Context, ev Event, id string, at time.Time, index uint6
 		e.ActingFor = "agency:" + string(ev.Actor.Agency)
 	case kho.PrincipalBusinessRep:
 		e.ActingFor = "business"
+	}
+	if ev.ActingFor != "" {
+		e.ActingFor = ev.ActingFor
 	}
 	if e.Details, err = normalizeDetails(raw); err != nil {
 		return nil, err

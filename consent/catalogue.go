@@ -21,9 +21,9 @@ func LoadCatalogue(ctx context.Context, db *postgres.DB, c *policies.Catalogue) 
 			if t.ValidityMonths > 0 {
 				months = t.ValidityMonths
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO document_types (code, name_vi, name_en, sample, issuer_kinds, validity_months) VALUES ($1, $2, $3, $4, $5, $6)
-				ON CONFLICT (code) DO UPDATE SET name_vi = $2, name_en = $3, sample = $4, issuer_kinds = $5, validity_months = $6`,
-				t.Code, t.NameVI, t.NameEN, t.Sample, t.IssuerKinds, months); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO document_types (code, name_vi, name_en, sample, issuer_kinds, validity_months, subject_kinds) VALUES ($1, $2, $3, $4, $5, $6, $7)
+				ON CONFLICT (code) DO UPDATE SET name_vi = $2, name_en = $3, sample = $4, issuer_kinds = $5, validity_months = $6, subject_kinds = $7`,
+				t.Code, t.NameVI, t.NameEN, t.Sample, t.IssuerKinds, months, t.StoreKinds()); err != nil {
 				return kho.WrapError(kho.EUNAVAILABLE, "catalogue: document type "+t.Code, err)
 			}
 		}

@@ -168,96 +168,91 @@ func (t *Terms) validate(now time.Time, proc *policies.Procedure) error {
 
 // procedure reads a procedure from the catalogue in PostgreSQL.
 func procedure(ctx context.Context, q postgres.RowQuerier, code string) (*policies.Procedure, error) {
-	p := &policies.Procedure{Code: code}
-	err := q.QueryRow(ctx, `SELECT p.name_vi, p.name_en, p.handler_kinds,
-			coalesce(array_agg(t.document_type_code ORDER BY t.document_type_code) FILTER (WHERE t.required), '{}'),
-			coalesce(array_agg(t.document_type_code ORDER BY t.document_type_code) FILTER (WHERE NOT t.required), '{}')
-		FROM procedures p LEFT JOIN procedure_document_types t ON t.procedure_code = p.code
-		WHERE p.code = $1 GROUP BY p.code`, code).Scan(&p.NameVI, &p.NameEN, &p.HandlerKinds, &p.Requires, &p.Optional)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, kho.Refusal(kho.EINVALID, "unknown_procedure", "procedure %s is not in the catalogue", code)
-	}
+	p, err := postgres.Procedure(ctx, q, code)
 	if err != nil {
-		return nil, kho.WrapError(kho.EUNAVAILABLE, "consent: read catalogue", err)
+		return nil, err
+	}
+	if p == nil {
+		return nil, kho.Refusal(kho.EINVALID, "unknown_procedure", "procedure %s is not in the catalogue", code)
 	}
 	return p, nil
 }
 
-func agencyKind(ctx context.Context, db *postgres.DB, code kho.AgencyCode) (string, error) {
-	var kind string
-	err := db.Pool.QueryRow(ctx, `SELECT kind FROM agencies WHERE code = $1`, string(code)).Scan(&kind)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", kho.Errorf(kho.EFORBIDDEN, "agency %s is not registered in kho", code)
+// decide asks policies.Authorize and records a refusal against the store it
+// was about, so the subject sees who tried.
+func (s *Service) decide(ctx context.Context, p kho.Principal, event string, a policies.Action, r policies.Resource) error {
+	d := policies.Authorize(p, a, r)
+	if d.Allowed {
+		return nil
 	}
-	if err != nil {
-		return "", kho.WrapError(kho.EUNAVAILABLE, "consent: read agency", err)
+	ev := audit.Event{Action: event, Outcome: audit.Denied, Actor: p, Reason: d.Reason}
+	if r.Store != nil && r.Store.Exists {
+		ev.Subject, ev.ActingFor = r.Store.Handle, actingFor(r.Store)
 	}
-	return kind, nil
+	if r.Procedure != nil {
+		ev.Purpose = r.Procedure.Code
+	}
+	if err := audit.RecordNow(ctx, s.db, ev); err != nil {
+		return err
+	}
+	return d.Err()
 }
 
-// subject resolves a subject id to its store.
-func (s *Service) subject(ctx context.Context, id kho.SubjectID) (kho.SubjectHandle, error) {
+// actingFor is the capacity an event records when the actor is not the
+// subject themself.
+func actingFor(st *policies.Store) string {
+	if st == nil || st.Capacity == kho.CapacitySelf {
+		return ""
+	}
+	return string(st.Capacity)
+}
+
+// agencyFacts reads the caller's agency and the procedure it names, and asks
+// Authorize whether it may act for it (availability, consent requests).
+func (s *Service) agencyFacts(ctx context.Context, p kho.Principal, a policies.Action, event, code string) (*policies.Agency, *policies.Procedure, error) {
+	agency, err := postgres.AgencyOf(ctx, s.db.Pool, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	proc, err := postgres.Procedure(ctx, s.db.Pool, code)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.decide(ctx, p, event, a, policies.Resource{Agency: agency, Procedure: proc}); err != nil {
+		return nil, nil, err
+	}
+	return agency, proc, nil
+}
+
+// ownStore returns the store whose consents p decides about: the caller's
+// own, or, with onBehalfOf, a ward's or a represented business's, which
+// must be a current delegation (refused, never ignored, when it is not).
+func (s *Service) ownStore(ctx context.Context, p kho.Principal, subjectID, onBehalfOf kho.SubjectID, event string) (*policies.Store, error) {
+	id := onBehalfOf
+	if id == "" {
+		id = subjectID
+	}
+	if subjectID != "" && onBehalfOf != "" && subjectID != onBehalfOf {
+		return nil, kho.Errorf(kho.EINVALID, "subject_id and on_behalf_of name different stores")
+	}
+	if id == "" {
+		own, ok := p.ActsFor()
+		if !ok {
+			return nil, policies.Authorize(p, policies.DecideConsent, policies.Resource{}).Err()
+		}
+		id = own
+	}
 	if err := id.Validate(); err != nil {
-		return "", err
+		return nil, kho.Errorf(kho.ENOTFOUND, "store not found")
 	}
-	var h kho.SubjectHandle
-	err := s.db.Pool.QueryRow(ctx, `SELECT handle FROM subjects WHERE id = $1 AND erased_at IS NULL`, id).Scan(&h)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", kho.Errorf(kho.ENOTFOUND, "no such store")
-	}
+	st, err := postgres.StoreByID(ctx, s.db.Pool, p, id)
 	if err != nil {
-		return "", kho.WrapError(kho.EUNAVAILABLE, "consent: read subject", err)
+		return nil, err
 	}
-	return h, nil
-}
-
-// actingFor checks that p may decide about the consents of subjectID's store,
-// and says in which capacity: self, guardian, legal_representative or
-// authorised.
-func (s *Service) actingFor(ctx context.Context, p kho.Principal, subjectID kho.SubjectID, onBehalfOf kho.SubjectID) (kho.SubjectHandle, string, error) {
-	deny := kho.Errorf(kho.EFORBIDDEN, "only the subject, their guardian or a business's representative may decide about its consents")
-	switch p.Kind {
-	case kho.PrincipalCitizen:
-		if onBehalfOf == "" || onBehalfOf == p.Person {
-			if subjectID != "" && subjectID != p.Person {
-				return "", "", deny
-			}
-			h, err := s.subject(ctx, p.Person)
-			return h, "self", err
-		}
-		if subjectID != "" && subjectID != onBehalfOf {
-			return "", "", deny
-		}
-		var ward kho.SubjectHandle
-		err := s.db.Pool.QueryRow(ctx, `SELECT w.handle FROM guardianships g
-			JOIN subjects gs ON gs.handle = g.guardian_handle JOIN subjects w ON w.handle = g.ward_handle
-			WHERE gs.id = $1 AND w.id = $2 AND (g.valid_until IS NULL OR g.valid_until >= current_date)`, p.Person, onBehalfOf).Scan(&ward)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return "", "", deny
-		}
-		if err != nil {
-			return "", "", kho.WrapError(kho.EUNAVAILABLE, "consent: read guardianship", err)
-		}
-		return ward, "guardian", nil
-	case kho.PrincipalBusinessRep:
-		if subjectID != "" && subjectID != p.Business {
-			return "", "", deny
-		}
-		var h kho.SubjectHandle
-		var role string
-		err := s.db.Pool.QueryRow(ctx, `SELECT b.handle, r.role FROM business_representatives r
-			JOIN subjects b ON b.handle = r.business_handle JOIN subjects pe ON pe.handle = r.person_handle
-			WHERE b.id = $1 AND pe.id = $2 AND r.valid_from <= now() AND (r.valid_until IS NULL OR r.valid_until > now())`,
-			p.Business, p.Person).Scan(&h, &role)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return "", "", deny
-		}
-		if err != nil {
-			return "", "", kho.WrapError(kho.EUNAVAILABLE, "consent: read representation", err)
-		}
-		return h, role, nil
+	if err := s.decide(ctx, p, event, policies.DecideConsent, policies.Resource{Store: st}); err != nil {
+		return nil, err
 	}
-	return "", "", deny
+	return st, nil
 }
 
 // Request is an agency's request for consent.
@@ -269,31 +264,29 @@ type Request struct {
 	Status    string    `json:"status"`
 	ConsentID string    `json:"consent_id,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// Approvals lists who has approved so far, for a ward's request that
+	// needs the guardian and the child.
+	Approvals []string `json:"approvals"`
 }
 
 // RequestConsent lets an agency ask a subject for consent: what, why, for how
-// long. The subject is notified through the outbox.
+// long. The store is created if it does not exist yet, so the answer is the
+// same for every well-formed number; the subject is notified through the
+// outbox and sees the request in the access log.
 func (s *Service) RequestConsent(ctx context.Context, p kho.Principal, t Terms) (*Request, error) {
-	if p.Kind != kho.PrincipalAgency && p.Kind != kho.PrincipalAgencyOfficer {
-		return nil, kho.Errorf(kho.EFORBIDDEN, "only an agency may request consent")
-	}
-	kind, err := agencyKind(ctx, s.db, p.Agency)
+	_, proc, err := s.agencyFacts(ctx, p, policies.RequestConsent, audit.ConsentRequested, t.Procedure)
 	if err != nil {
 		return nil, err
-	}
-	proc, err := procedure(ctx, s.db.Pool, t.Procedure)
-	if err != nil {
-		return nil, err
-	}
-	if !slices.Contains(proc.HandlerKinds, kind) {
-		return nil, kho.Refusal(kho.EFORBIDDEN, "not_handler", "agency %s does not handle procedure %s", p.Agency, proc.Code)
 	}
 	if err := t.validate(s.now(), proc); err != nil {
 		return nil, err
 	}
-	h, err := s.subject(ctx, t.SubjectID)
+	h, erased, err := postgres.EnsureStore(ctx, s.db.Pool, t.SubjectID)
 	if err != nil {
 		return nil, err
+	}
+	if erased {
+		return nil, kho.Refusal(kho.ECONFLICT, policies.ReasonErased, "the store was erased")
 	}
 	r := &Request{ID: uuid.NewString(), Subject: string(h), Agency: string(p.Agency), Status: "pending", CreatedAt: s.now()}
 	t.SubjectID, t.Grantee = "", p.Agency
@@ -304,11 +297,11 @@ func (s *Service) RequestConsent(ctx context.Context, p kho.Principal, t Terms) 
 			r.ID, h, string(p.Agency), proc.Code, t.Purpose, t.DocumentTypes, t.ValidUntil, t.Mode, t.MaxUses, t.DataLifeDays); err != nil {
 			return kho.WrapError(kho.EUNAVAILABLE, "consent: store request", err)
 		}
-		if err := audit.Record(ctx, tx, audit.Event{Action: "consent.requested", Outcome: audit.Success, Actor: p, Subject: h, Purpose: proc.Code,
+		if err := audit.Record(ctx, tx, audit.Event{Action: audit.ConsentRequested, Outcome: audit.Success, Actor: p, Subject: h, Purpose: proc.Code,
 			Details: map[string]any{"request_id": r.ID, "types": t.DocumentTypes}}); err != nil {
 			return err
 		}
-		return notify(ctx, tx, "consent.requested", h, map[string]any{"request_id": r.ID, "agency": p.Agency, "procedure": proc.Code})
+		return notify(ctx, tx, audit.ConsentRequested, h, map[string]any{"request_id": r.ID, "agency": p.Agency, "procedure": proc.Code})
 	})
 	if err != nil {
 		return nil, err
@@ -316,36 +309,36 @@ func (s *Service) RequestConsent(ctx context.Context, p kho.Principal, t Terms) 
 	return r, nil
 }
 
-// Requests lists requests: an agency's own, or those to the caller's store.
-func (s *Service) Requests(ctx context.Context, p kho.Principal) ([]Request, error) {
+// Requests lists requests: an agency's own, or those to the caller's store
+// (or, with onBehalfOf, to a ward's or a represented business's).
+func (s *Service) Requests(ctx context.Context, p kho.Principal, onBehalfOf kho.SubjectID) ([]Request, error) {
 	var where string
 	var arg any
 	switch p.Kind {
 	case kho.PrincipalAgency, kho.PrincipalAgencyOfficer:
+		if onBehalfOf != "" {
+			return nil, kho.Errorf(kho.EINVALID, "on_behalf_of is for guardians and representatives")
+		}
 		where, arg = "r.agency = $1", string(p.Agency)
 	default:
-		sub, ok := p.ActsFor()
-		if !ok {
-			return nil, kho.Errorf(kho.EFORBIDDEN, "only agencies and subjects have consent requests")
-		}
-		h, err := s.subject(ctx, sub)
-		if kho.ErrorCode(err) == kho.ENOTFOUND {
-			return []Request{}, nil
-		}
+		st, err := s.ownStore(ctx, p, "", onBehalfOf, audit.ConsentsListed)
 		if err != nil {
 			return nil, err
 		}
-		where, arg = "r.subject_handle = $1", string(h)
+		if !st.Exists {
+			return []Request{}, nil
+		}
+		where, arg = "r.subject_handle = $1", string(st.Handle)
 	}
 	rows, err := s.db.Pool.Query(ctx, `SELECT r.id, r.subject_handle, r.agency, r.procedure_code, r.purpose, r.document_types, r.valid_until, r.mode,
-		r.max_uses, r.data_life_days, r.status, coalesce(r.consent_id::text, ''), r.created_at FROM consent_requests r WHERE `+where+` ORDER BY r.created_at DESC LIMIT 200`, arg)
+		r.max_uses, r.data_life_days, r.status, coalesce(r.consent_id::text, ''), r.created_at, r.approvals FROM consent_requests r WHERE `+where+` ORDER BY r.created_at DESC LIMIT 200`, arg)
 	if err != nil {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "consent: list requests", err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Request, error) {
 		var r Request
 		err := row.Scan(&r.ID, &r.Subject, &r.Agency, &r.Terms.Procedure, &r.Terms.Purpose, &r.Terms.DocumentTypes, &r.Terms.ValidUntil,
-			&r.Terms.Mode, &r.Terms.MaxUses, &r.Terms.DataLifeDays, &r.Status, &r.ConsentID, &r.CreatedAt)
+			&r.Terms.Mode, &r.Terms.MaxUses, &r.Terms.DataLifeDays, &r.Status, &r.ConsentID, &r.CreatedAt, &r.Approvals)
 		r.Terms.Grantee = kho.AgencyCode(r.Agency)
 		return r, err
 	})
@@ -355,25 +348,81 @@ func (s *Service) Requests(ctx context.Context, p kho.Principal) ([]Request, err
 	return out, nil
 }
 
-// Answer approves (creating the consent) or denies a pending request.
-// onBehalfOf names a ward when a guardian answers.
-func (s *Service) Answer(ctx context.Context, p kho.Principal, requestID string, approve bool, onBehalfOf kho.SubjectID) (*Consent, error) {
-	if _, err := uuid.Parse(requestID); err != nil {
-		return nil, kho.Errorf(kho.ENOTFOUND, "no such consent request")
+// Answer is the outcome of answering a consent request.
+type Answer struct {
+	Request  string   `json:"request"`
+	Status   string   `json:"status"`             // approved, denied, or pending (another party must agree)
+	Awaiting []string `json:"awaiting,omitempty"` // who else must approve: guardian, self
+	Consent  *Consent `json:"consent,omitempty"`
+}
+
+// Parties whose agreement a ward's consent needs.
+const (
+	PartyGuardian = "guardian"
+	PartySelf     = "self"
+)
+
+// needed lists the parties whose approval a consent of st's owner needs: a
+// ward's needs the guardian's and, from age 7, the ward's own (Decree
+// 13/2023/NĐ-CP, Article 20); anyone else's, the one answer.
+func needed(st *policies.Store) []string {
+	switch {
+	case !st.Ward:
+		return nil
+	case st.ChildMustConsent:
+		return []string{PartyGuardian, PartySelf}
+	default:
+		return []string{PartyGuardian}
 	}
-	h, capacity, err := s.actingFor(ctx, p, "", onBehalfOf)
+}
+
+// party is the part p plays in a ward's consent.
+func party(st *policies.Store) string {
+	if st.Capacity == kho.CapacityGuardian {
+		return PartyGuardian
+	}
+	return PartySelf
+}
+
+// Answer approves or denies a pending request. For a ward, each party's
+// approval is kept until every needed one is there; only then is the consent
+// created. Either party's denial ends the request. onBehalfOf, when given,
+// must name the request's store (a guardian answering for a ward).
+func (s *Service) Answer(ctx context.Context, p kho.Principal, requestID string, approve bool, onBehalfOf kho.SubjectID) (*Answer, error) {
+	var h kho.SubjectHandle
+	if _, err := uuid.Parse(requestID); err == nil {
+		err := s.db.Pool.QueryRow(ctx, `SELECT subject_handle FROM consent_requests WHERE id = $1`, requestID).Scan(&h)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return nil, kho.WrapError(kho.EUNAVAILABLE, "consent: read request", err)
+		}
+	}
+	st, err := postgres.StoreByHandle(ctx, s.db.Pool, p, h)
 	if err != nil {
 		return nil, err
 	}
-	var c *Consent
+	if onBehalfOf != "" && (st == nil || st.Subject != onBehalfOf) {
+		st = nil // a ward other than the request's: nothing to answer
+	}
+	action := audit.ConsentGranted
+	if !approve {
+		action = audit.ConsentReqDenied
+	}
+	if err := s.decide(ctx, p, action, policies.DecideConsent, policies.Resource{Store: st}); err != nil {
+		if kho.ErrorCode(err) == kho.ENOTFOUND {
+			return nil, kho.Errorf(kho.ENOTFOUND, "consent request not found")
+		}
+		return nil, err
+	}
+	out := &Answer{Request: requestID}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		var t Terms
 		var status, agency string
-		err := tx.QueryRow(ctx, `SELECT agency, procedure_code, purpose, document_types, valid_until, mode, max_uses, data_life_days, status
+		var approvals []string
+		err := tx.QueryRow(ctx, `SELECT agency, procedure_code, purpose, document_types, valid_until, mode, max_uses, data_life_days, status, approvals
 			FROM consent_requests WHERE id = $1 AND subject_handle = $2 FOR UPDATE`, requestID, h).
-			Scan(&agency, &t.Procedure, &t.Purpose, &t.DocumentTypes, &t.ValidUntil, &t.Mode, &t.MaxUses, &t.DataLifeDays, &status)
+			Scan(&agency, &t.Procedure, &t.Purpose, &t.DocumentTypes, &t.ValidUntil, &t.Mode, &t.MaxUses, &t.DataLifeDays, &status, &approvals)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return kho.Errorf(kho.ENOTFOUND, "no such consent request")
+			return kho.Errorf(kho.ENOTFOUND, "consent request not found")
 		}
 		if err != nil {
 			return kho.WrapError(kho.EUNAVAILABLE, "consent: read request", err)
@@ -382,43 +431,92 @@ func (s *Service) Answer(ctx context.Context, p kho.Principal, requestID string,
 			return kho.Errorf(kho.ECONFLICT, "the request was already answered (%s)", status)
 		}
 		t.Grantee = kho.AgencyCode(agency)
+		ev := audit.Event{Actor: p, Subject: h, Purpose: t.Procedure, ActingFor: actingFor(st), Outcome: audit.Success,
+			Details: map[string]any{"request_id": requestID, "agency": agency}}
 		if !approve {
 			if _, err := tx.Exec(ctx, `UPDATE consent_requests SET status = 'denied', decided_at = now() WHERE id = $1`, requestID); err != nil {
 				return kho.WrapError(kho.EUNAVAILABLE, "consent: deny request", err)
 			}
-			if err := audit.Record(ctx, tx, audit.Event{Action: "consent.request_denied", Outcome: audit.Success, Actor: p, Subject: h, Purpose: t.Procedure,
-				Details: map[string]any{"request_id": requestID, "agency": agency}}); err != nil {
+			out.Status, ev.Action = "denied", audit.ConsentReqDenied
+			if err := audit.Record(ctx, tx, ev); err != nil {
 				return err
 			}
-			return notify(ctx, tx, "consent.request_denied", h, map[string]any{"request_id": requestID, "agency": agency})
+			return notify(ctx, tx, audit.ConsentReqDenied, h, map[string]any{"request_id": requestID, "agency": agency})
 		}
 		if !t.ValidUntil.After(s.now()) {
 			return kho.Errorf(kho.ECONFLICT, "the request asked for a consent that would already have expired")
 		}
-		c, err = s.create(ctx, tx, p, h, capacity, t, "request", requestID)
+		capacity := string(st.Capacity)
+		if need := needed(st); need != nil {
+			if !slices.Contains(approvals, party(st)) {
+				approvals = append(approvals, party(st))
+			}
+			for _, n := range need {
+				if !slices.Contains(approvals, n) {
+					out.Awaiting = append(out.Awaiting, n)
+				}
+			}
+			slices.Sort(approvals)
+			capacity = strings.Join(approvals, "+")
+			if len(out.Awaiting) > 0 {
+				if _, err := tx.Exec(ctx, `UPDATE consent_requests SET approvals = $2 WHERE id = $1`, requestID, approvals); err != nil {
+					return kho.WrapError(kho.EUNAVAILABLE, "consent: record approval", err)
+				}
+				out.Status, ev.Action = "pending", audit.ConsentApprovedBy
+				ev.Details["awaiting"] = out.Awaiting
+				if err := audit.Record(ctx, tx, ev); err != nil {
+					return err
+				}
+				return notify(ctx, tx, audit.ConsentApprovedBy, h, map[string]any{"request_id": requestID, "awaiting": out.Awaiting})
+			}
+		}
+		c, err := s.create(ctx, tx, p, st, capacity, t, "request", requestID)
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE consent_requests SET status = 'approved', consent_id = $2, decided_at = now() WHERE id = $1`, requestID, c.ID)
+		_, err = tx.Exec(ctx, `UPDATE consent_requests SET status = 'approved', approvals = $3, consent_id = $2, decided_at = now() WHERE id = $1`,
+			requestID, c.ID, approvals)
 		if err != nil {
 			return kho.WrapError(kho.EUNAVAILABLE, "consent: approve request", err)
 		}
+		out.Status, out.Consent = "approved", c
 		return nil
 	})
-	return c, err
-}
-
-// Grant lets a subject (or their guardian or representative) give a consent
-// directly, without a request.
-func (s *Service) Grant(ctx context.Context, p kho.Principal, t Terms, onBehalfOf kho.SubjectID) (*Consent, error) {
-	h, capacity, err := s.actingFor(ctx, p, t.SubjectID, onBehalfOf)
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// Stable reasons a ward's consent is refused.
+const (
+	ReasonGuardianRequired = "guardian_required"
+	ReasonChildRequired    = "child_consent_required"
+)
+
+// Grant lets a subject (or their guardian or representative) give a consent
+// directly, without a request. A ward cannot grant alone; a guardian grants
+// alone only for a child under 7: from that age the child agrees too, which
+// a consent request (answered by both) provides.
+func (s *Service) Grant(ctx context.Context, p kho.Principal, t Terms, onBehalfOf kho.SubjectID) (*Consent, error) {
+	st, err := s.ownStore(ctx, p, t.SubjectID, onBehalfOf, audit.ConsentGranted)
+	if err != nil {
+		return nil, err
+	}
+	if st.Ward && st.Capacity != kho.CapacityGuardian {
+		return nil, kho.Refusal(kho.EFORBIDDEN, ReasonGuardianRequired, "a minor's consent needs their guardian's: the agency sends a consent request, which both of you answer")
+	}
+	if st.Ward && st.ChildMustConsent {
+		return nil, kho.Refusal(kho.EFORBIDDEN, ReasonChildRequired, "from age 7 the child's own consent is needed too: the agency sends a consent request, which both of you answer")
 	}
 	if err := t.Grantee.Validate(); err != nil {
 		return nil, kho.Errorf(kho.EINVALID, "grantee must be an agency code")
 	}
-	if _, err := agencyKind(ctx, s.db, t.Grantee); err != nil {
+	grantee, err := postgres.AgencyOf(ctx, s.db.Pool, kho.Principal{Kind: kho.PrincipalAgency, Agency: t.Grantee})
+	if err != nil {
+		return nil, err
+	}
+	if grantee == nil {
 		return nil, kho.Errorf(kho.EINVALID, "grantee %s is not a registered agency", t.Grantee)
 	}
 	proc, err := procedure(ctx, s.db.Pool, t.Procedure)
@@ -428,16 +526,27 @@ func (s *Service) Grant(ctx context.Context, p kho.Principal, t Terms, onBehalfO
 	if err := t.validate(s.now(), proc); err != nil {
 		return nil, err
 	}
+	if _, erased, err := postgres.EnsureStore(ctx, s.db.Pool, st.Subject); err != nil {
+		return nil, err
+	} else if erased {
+		return nil, kho.Refusal(kho.ECONFLICT, policies.ReasonErased, "the store was erased")
+	}
+	if !st.Exists {
+		if st, err = postgres.StoreByID(ctx, s.db.Pool, p, st.Subject); err != nil {
+			return nil, err
+		}
+	}
 	var c *Consent
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
-		c, err = s.create(ctx, tx, p, h, capacity, t, "portal", "")
+		c, err = s.create(ctx, tx, p, st, string(st.Capacity), t, "portal", "")
 		return err
 	})
 	return c, err
 }
 
 // create inserts an active consent with its first history entry and receipt.
-func (s *Service) create(ctx context.Context, tx pgx.Tx, p kho.Principal, h kho.SubjectHandle, capacity string, t Terms, channel, requestID string) (*Consent, error) {
+func (s *Service) create(ctx context.Context, tx pgx.Tx, p kho.Principal, st *policies.Store, capacity string, t Terms, channel, requestID string) (*Consent, error) {
+	h := st.Handle
 	now := s.now().UTC().Truncate(time.Microsecond)
 	c := &Consent{
 		ID: uuid.NewString(), Subject: h, Grantee: t.Grantee, Procedure: t.Procedure, Purpose: strings.TrimSpace(t.Purpose),
@@ -464,11 +573,11 @@ func (s *Service) create(ctx context.Context, tx pgx.Tx, p kho.Principal, h kho.
 	if err := s.changed(ctx, tx, p, c, Active, ""); err != nil {
 		return nil, err
 	}
-	if err := audit.Record(ctx, tx, audit.Event{Action: "consent.granted", Outcome: audit.Success, Actor: p, Subject: h, Purpose: c.Procedure, ConsentID: c.ID,
-		Details: map[string]any{"grantee": c.Grantee, "types": c.DocumentTypes, "granted_by": capacity}}); err != nil {
+	if err := audit.Record(ctx, tx, audit.Event{Action: audit.ConsentGranted, Outcome: audit.Success, Actor: p, Subject: h, Purpose: c.Procedure, ConsentID: c.ID,
+		ActingFor: actingFor(st), Details: map[string]any{"grantee": c.Grantee, "types": c.DocumentTypes, "granted_by": capacity}}); err != nil {
 		return nil, err
 	}
-	return c, notify(ctx, tx, "consent.granted", h, map[string]any{"consent_id": c.ID, "agency": c.Grantee})
+	return c, notify(ctx, tx, audit.ConsentGranted, h, map[string]any{"consent_id": c.ID, "agency": c.Grantee})
 }
 
 // changed appends a history entry with a fresh receipt of the artefact.

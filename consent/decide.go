@@ -32,14 +32,17 @@ const (
 // consentLookup finds the consent that admits a fetch, or the reason none
 // does.
 func (s *Service) consentLookup(ctx context.Context, h kho.SubjectHandle, agency kho.AgencyCode, proc string, docType string, doc kho.DocumentID) (string, string, error) {
+	// Newest first: when none admits, the newest consent for this purpose
+	// says why (what the subject did last, or that its uses ran out), not
+	// an older one it replaced.
 	rows, err := s.db.Pool.Query(ctx, `SELECT id, procedure_code, status, valid_from, valid_until, max_uses, uses, document_ids::text[]
-		FROM consents WHERE subject_handle = $1 AND grantee = $2 AND $3 = ANY(document_types) ORDER BY created_at`, h, string(agency), docType)
+		FROM consents WHERE subject_handle = $1 AND grantee = $2 AND $3 = ANY(document_types) ORDER BY created_at DESC, id`, h, string(agency), docType)
 	if err != nil {
 		return "", "", kho.WrapError(kho.EUNAVAILABLE, "consent: look up consents", err)
 	}
 	defer rows.Close()
 	now := s.now()
-	found := map[string]bool{}
+	why := ""
 	for rows.Next() {
 		var id, procedure, status string
 		var from, until time.Time
@@ -49,35 +52,37 @@ func (s *Service) consentLookup(ctx context.Context, h kho.SubjectHandle, agency
 		if err := rows.Scan(&id, &procedure, &status, &from, &until, &max, &uses, &ids); err != nil {
 			return "", "", kho.WrapError(kho.EUNAVAILABLE, "consent: look up consents", err)
 		}
-		if procedure != proc {
-			found[ReasonConsentOtherUse] = true
-			continue
-		}
+		r := ""
 		switch {
+		case procedure != proc:
+			if why == "" {
+				why = ReasonConsentOtherUse
+			}
+			continue
 		case status == Revoked:
-			found[ReasonConsentRevoked] = true
+			r = ReasonConsentRevoked
 		case status == Paused:
-			found[ReasonConsentPaused] = true
+			r = ReasonConsentPaused
 		case now.Before(from) || !now.Before(until):
-			found[ReasonConsentExpired] = true
+			r = ReasonConsentExpired
 		case max != nil && uses >= *max:
-			found[ReasonConsentUsedUp] = true
+			r = ReasonConsentUsedUp
 		case len(ids) > 0 && !slices.Contains(ids, string(doc)):
-			found[ReasonConsentOtherDoc] = true
+			r = ReasonConsentOtherDoc
 		default:
 			return id, "", nil
+		}
+		if why == "" || why == ReasonConsentOtherUse {
+			why = r
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return "", "", kho.WrapError(kho.EUNAVAILABLE, "consent: look up consents", err)
 	}
-	// The most telling reason first: what the subject last did about it.
-	for _, r := range []string{ReasonConsentPaused, ReasonConsentRevoked, ReasonConsentUsedUp, ReasonConsentExpired, ReasonConsentOtherDoc, ReasonConsentOtherUse} {
-		if found[r] {
-			return "", r, nil
-		}
+	if why == "" {
+		why = ReasonConsentRequired
 	}
-	return "", ReasonConsentRequired, nil
+	return "", why, nil
 }
 
 var reasonText = map[string]string{
@@ -106,20 +111,48 @@ type Decision struct {
 // Decide evaluates a fetch without recording or counting anything: what
 // AuthorizeFetch would decide now.
 func (s *Service) Decide(ctx context.Context, req kho.FetchRequest) (*Decision, error) {
-	return s.decide(ctx, req, true)
+	return s.decideFetch(ctx, req, true)
 }
 
-// decide evaluates a fetch; with checkValidity unset it leaves the
+// PrecheckFetch decides a fetch before anything of the document is read: a
+// refusal is recorded against the subject's store, with the agency, the
+// procedure and the reason, and returned; nothing is counted. Requests no
+// policy admits are answered exactly as a document that does not exist.
+func (s *Service) PrecheckFetch(ctx context.Context, req kho.FetchRequest) error {
+	dec, err := s.decideFetch(ctx, req, true)
+	if err != nil || dec.Allowed {
+		return err
+	}
+	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentRead, Outcome: audit.Denied, Actor: req.Principal,
+		Subject: req.Document.Subject, Document: req.Document.ID, Purpose: req.Procedure, Reason: dec.Reason}); err != nil {
+		return err
+	}
+	return refusal(dec.Reason)
+}
+
+// refusal is the error a refused fetch answers with.
+func refusal(reason string) error {
+	if reason == ReasonNotAdmitted || reason == ReasonNotAgency {
+		return policies.Authorize(kho.Principal{}, policies.ReadDocument, policies.Resource{}).Err()
+	}
+	return kho.Refusal(kho.EFORBIDDEN, reason, "%s", reasonText[reason])
+}
+
+// decideFetch evaluates a fetch; with checkValidity unset it leaves the
 // document's validity to the caller, which checks it under lock.
-func (s *Service) decide(ctx context.Context, req kho.FetchRequest, checkValidity bool) (*Decision, error) {
+func (s *Service) decideFetch(ctx context.Context, req kho.FetchRequest, checkValidity bool) (*Decision, error) {
 	p, d := req.Principal, req.Document
 	if p.Kind != kho.PrincipalAgency && p.Kind != kho.PrincipalAgencyOfficer {
 		return &Decision{Reason: ReasonNotAgency}, nil
 	}
-	kind, err := agencyKind(ctx, s.db, p.Agency)
+	agency, err := postgres.AgencyOf(ctx, s.db.Pool, p)
 	if err != nil {
 		return nil, err
 	}
+	if agency == nil {
+		return &Decision{Reason: ReasonNotAgency}, nil
+	}
+	kind := agency.Kind
 	proc, err := procedure(ctx, s.db.Pool, req.Procedure)
 	if err != nil {
 		return nil, err
@@ -159,7 +192,7 @@ func (s *Service) decide(ctx context.Context, req kho.FetchRequest, checkValidit
 // uses left, so concurrent fetches on a one-time consent admit exactly one.
 func (s *Service) AuthorizeFetch(ctx context.Context, req kho.FetchRequest) (kho.FetchGrant, error) {
 	// Validity is read once, under lock, in the transaction below.
-	dec, err := s.decide(ctx, req, false)
+	dec, err := s.decideFetch(ctx, req, false)
 	if err != nil {
 		return kho.FetchGrant{}, err
 	}
@@ -202,10 +235,7 @@ func (s *Service) AuthorizeFetch(ctx context.Context, req kho.FetchRequest) (kho
 		return kho.FetchGrant{}, err
 	}
 	if !dec.Allowed {
-		if dec.Reason == ReasonNotAdmitted || dec.Reason == ReasonNotAgency {
-			return grant, kho.Refusal(kho.ENOTFOUND, dec.Reason, "document not found")
-		}
-		return grant, kho.Refusal(kho.EFORBIDDEN, dec.Reason, "%s", reasonText[dec.Reason])
+		return grant, refusal(dec.Reason)
 	}
 	return grant, nil
 }
@@ -248,22 +278,15 @@ type AvailableDoc struct {
 // Types the policy does not let it see are "not_admitted", whether or not
 // such documents exist.
 func (s *Service) CheckAvailability(ctx context.Context, p kho.Principal, subjectID kho.SubjectID, procedureCode string) ([]Availability, error) {
-	if p.Kind != kho.PrincipalAgency && p.Kind != kho.PrincipalAgencyOfficer {
-		return nil, kho.Errorf(kho.EFORBIDDEN, "only an agency checks availability")
-	}
-	kind, err := agencyKind(ctx, s.db, p.Agency)
+	agency, proc, err := s.agencyFacts(ctx, p, policies.CheckAvailability, audit.AvailabilityCheck, procedureCode)
 	if err != nil {
 		return nil, err
 	}
-	proc, err := procedure(ctx, s.db.Pool, procedureCode)
+	kind := agency.Kind
+	// The store is created when missing: the answer (and its cost) is the
+	// same for every well-formed number, and the subject sees the check.
+	h, _, err := postgres.EnsureStore(ctx, s.db.Pool, subjectID)
 	if err != nil {
-		return nil, err
-	}
-	if !slices.Contains(proc.HandlerKinds, kind) {
-		return nil, kho.Refusal(kho.EFORBIDDEN, "not_handler", "agency %s does not handle procedure %s", p.Agency, proc.Code)
-	}
-	h, err := s.subject(ctx, subjectID)
-	if err != nil && kho.ErrorCode(err) != kho.ENOTFOUND {
 		return nil, err
 	}
 	out := []Availability{}
@@ -305,10 +328,8 @@ func (s *Service) CheckAvailability(ctx context.Context, p kho.Principal, subjec
 		}
 		out = append(out, a)
 	}
-	if h != "" {
-		if err := audit.RecordNow(ctx, s.db, audit.Event{Action: "availability.checked", Outcome: audit.Success, Actor: p, Subject: h, Purpose: proc.Code}); err != nil {
-			return nil, err
-		}
+	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.AvailabilityCheck, Outcome: audit.Success, Actor: p, Subject: h, Purpose: proc.Code}); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

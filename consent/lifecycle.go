@@ -10,6 +10,7 @@ import (
 
 	"kho"
 	"kho/audit"
+	"kho/policies"
 	"kho/postgres"
 )
 
@@ -38,45 +39,63 @@ func (s *Service) history(ctx context.Context, c *Consent) error {
 	return nil
 }
 
-// load reads a consent the caller may see: the subject's side (self,
-// guardian, representative) or the grantee agency.
-func (s *Service) load(ctx context.Context, q postgres.RowQuerier, p kho.Principal, id string, forUpdate bool) (*Consent, bool, error) {
-	notFound := kho.Errorf(kho.ENOTFOUND, "no such consent")
-	if _, err := uuid.Parse(id); err != nil {
-		return nil, false, notFound
-	}
-	sql := `SELECT ` + consentColumns + `, s.id FROM consents c JOIN subjects s ON s.handle = c.subject_handle WHERE c.id = $1`
-	if forUpdate {
-		sql += ` FOR UPDATE OF c`
-	}
-	var owner kho.SubjectID
-	var c Consent
-	err := q.QueryRow(ctx, sql, id).Scan(&c.ID, &c.Subject, &c.Grantee, &c.Procedure, &c.Purpose, &c.DocumentTypes, &c.DocumentIDs, &c.ValidFrom, &c.ValidUntil,
-		&c.Mode, &c.MaxUses, &c.Uses, &c.DataLifeDays, &c.Channel, &c.Status, &c.GrantedBy, &c.RequestID, &owner)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, false, notFound
-	}
-	if err != nil {
-		return nil, false, kho.WrapError(kho.EUNAVAILABLE, "consent: read consent", err)
-	}
-	if (p.Kind == kho.PrincipalAgency || p.Kind == kho.PrincipalAgencyOfficer) && p.Agency == c.Grantee {
-		return &c, false, nil
-	}
-	// The subject's side: themself, a guardian of theirs, or a representative.
-	if sub, ok := p.ActsFor(); ok && sub == owner {
-		return &c, true, nil
-	}
-	if p.Kind == kho.PrincipalCitizen {
-		if _, _, err := s.actingFor(ctx, p, "", owner); err == nil {
-			return &c, true, nil
+// load reads a consent and asks Authorize whether p may do a to it: read it
+// (the subject's side or the grantee) or decide about it (the subject's side
+// only). A refusal is recorded against the consent's store; a consent p may
+// not know of is answered as one that does not exist.
+func (s *Service) load(ctx context.Context, q postgres.RowQuerier, p kho.Principal, id string, a policies.Action, forUpdate bool) (*Consent, *policies.Store, error) {
+	var c *Consent
+	var st *policies.Store
+	if _, err := uuid.Parse(id); err == nil {
+		sql := `SELECT ` + consentColumns + `, ` + postgres.StoreColumns("$2") + ` FROM consents c JOIN subjects s ON s.handle = c.subject_handle WHERE c.id = $1`
+		if forUpdate {
+			sql += ` FOR UPDATE OF c`
+		}
+		var x postgres.StoreScan
+		var cc Consent
+		dest := append([]any{&cc.ID, &cc.Subject, &cc.Grantee, &cc.Procedure, &cc.Purpose, &cc.DocumentTypes, &cc.DocumentIDs, &cc.ValidFrom, &cc.ValidUntil,
+			&cc.Mode, &cc.MaxUses, &cc.Uses, &cc.DataLifeDays, &cc.Channel, &cc.Status, &cc.GrantedBy, &cc.RequestID}, x.Targets()...)
+		err := q.QueryRow(ctx, sql, id, postgres.Person(p)).Scan(dest...)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return nil, nil, kho.WrapError(kho.EUNAVAILABLE, "consent: read consent", err)
+		default:
+			c, st = &cc, x.Store(p)
 		}
 	}
-	return nil, false, notFound
+	r := policies.Resource{Store: st}
+	if c != nil {
+		r.Grantee = c.Grantee
+	}
+	event := audit.ConsentRead
+	if a == policies.DecideConsent {
+		event = audit.ConsentRevoked
+	}
+	d := policies.Authorize(p, a, r)
+	if c == nil && d.Allowed {
+		d = policies.Authorize(p, policies.ReadConsent, policies.Resource{})
+	}
+	if !d.Allowed {
+		ev := audit.Event{Action: event, Outcome: audit.Denied, Actor: p, Reason: d.Reason}
+		if c != nil {
+			ev.Subject, ev.ConsentID = c.Subject, c.ID
+		}
+		if err := audit.RecordNow(ctx, s.db, ev); err != nil {
+			return nil, nil, err
+		}
+		if d.Code == kho.ENOTFOUND {
+			return nil, nil, kho.Refusal(kho.ENOTFOUND, policies.ReasonNotFound, "consent not found")
+		}
+		return nil, nil, d.Err()
+	}
+	return c, st, nil
 }
 
-// Get returns a consent with its history to its subject's side or grantee.
+// Get returns a consent with its history to its subject's side or grantee,
+// and records the reading.
 func (s *Service) Get(ctx context.Context, p kho.Principal, id string) (*Consent, error) {
-	c, _, err := s.load(ctx, s.db.Pool, p, id, false)
+	c, st, err := s.load(ctx, s.db.Pool, p, id, policies.ReadConsent, false)
 	if err != nil {
 		return nil, err
 	}
@@ -84,23 +103,28 @@ func (s *Service) Get(ctx context.Context, p kho.Principal, id string) (*Consent
 		return nil, err
 	}
 	c.Status = c.effectiveStatus(s.now())
+	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.ConsentRead, Outcome: audit.Success, Actor: p, Subject: c.Subject, ConsentID: c.ID,
+		ActingFor: actingFor(st)}); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
-// List returns the consents of the caller's store (or of a ward's).
+// List returns the consents of the caller's store (or, with onBehalfOf, of
+// a ward's or a represented business's: a current delegation, or refused).
 func (s *Service) List(ctx context.Context, p kho.Principal, onBehalfOf kho.SubjectID) ([]*Consent, error) {
-	h, _, err := s.actingFor(ctx, p, "", onBehalfOf)
-	if kho.ErrorCode(err) == kho.ENOTFOUND {
-		return []*Consent{}, nil
-	}
+	st, err := s.ownStore(ctx, p, "", onBehalfOf, audit.ConsentsListed)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.Pool.Query(ctx, `SELECT `+consentColumns+` FROM consents c WHERE c.subject_handle = $1 ORDER BY c.created_at DESC LIMIT 500`, h)
+	out := []*Consent{}
+	if !st.Exists {
+		return out, nil
+	}
+	rows, err := s.db.Pool.Query(ctx, `SELECT `+consentColumns+` FROM consents c WHERE c.subject_handle = $1 ORDER BY c.created_at DESC LIMIT 500`, st.Handle)
 	if err != nil {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "consent: list", err)
 	}
-	out := []*Consent{}
 	for rows.Next() {
 		c, err := scanConsent(rows)
 		if err != nil {
@@ -111,20 +135,66 @@ func (s *Service) List(ctx context.Context, p kho.Principal, onBehalfOf kho.Subj
 		out = append(out, c)
 	}
 	rows.Close()
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "consent: list", err)
+	}
+	return out, nil
 }
 
 // Receipt returns the latest receipt of a consent: a compact JWS of the
-// artefact as it stood after its last change.
+// artefact as it stood after its last change. The reading is recorded.
 func (s *Service) Receipt(ctx context.Context, p kho.Principal, id string) (string, error) {
-	if _, _, err := s.load(ctx, s.db.Pool, p, id, false); err != nil {
+	c, st, err := s.load(ctx, s.db.Pool, p, id, policies.ReadConsent, false)
+	if err != nil {
 		return "", err
 	}
 	var r string
 	if err := s.db.Pool.QueryRow(ctx, `SELECT receipt FROM consent_history WHERE consent_id = $1 ORDER BY seq DESC LIMIT 1`, id).Scan(&r); err != nil {
 		return "", kho.WrapError(kho.EUNAVAILABLE, "consent: read receipt", err)
 	}
+	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.ConsentRead, Outcome: audit.Success, Actor: p, Subject: c.Subject, ConsentID: c.ID,
+		ActingFor: actingFor(st), Details: map[string]any{"receipt": true}}); err != nil {
+		return "", err
+	}
 	return r, nil
+}
+
+// EraseStore revokes every active or paused consent of an erased store, each
+// with a receipt, and withdraws its pending requests, in the erasure's
+// transaction. It returns how many consents it revoked.
+func (s *Service) EraseStore(ctx context.Context, tx pgx.Tx, p kho.Principal, h kho.SubjectHandle) (int, error) {
+	rows, err := tx.Query(ctx, `SELECT `+consentColumns+` FROM consents c WHERE c.subject_handle = $1 AND c.status IN ('active', 'paused') FOR UPDATE`, h)
+	if err != nil {
+		return 0, kho.WrapError(kho.EUNAVAILABLE, "consent: read consents to revoke", err)
+	}
+	var cs []*Consent
+	for rows.Next() {
+		c, err := scanConsent(rows)
+		if err != nil {
+			rows.Close()
+			return 0, kho.WrapError(kho.EUNAVAILABLE, "consent: read consents to revoke", err)
+		}
+		cs = append(cs, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, kho.WrapError(kho.EUNAVAILABLE, "consent: read consents to revoke", err)
+	}
+	for _, c := range cs {
+		if _, err := tx.Exec(ctx, `UPDATE consents SET status = 'revoked' WHERE id = $1`, c.ID); err != nil {
+			return 0, kho.WrapError(kho.EUNAVAILABLE, "consent: revoke", err)
+		}
+		if err := s.history(ctx, c); err != nil {
+			return 0, err
+		}
+		if err := s.changed(ctx, tx, p, c, Revoked, "store erased"); err != nil {
+			return 0, err
+		}
+	}
+	if _, err := tx.Exec(ctx, `UPDATE consent_requests SET status = 'withdrawn', decided_at = now() WHERE subject_handle = $1 AND status = 'pending'`, h); err != nil {
+		return 0, kho.WrapError(kho.EUNAVAILABLE, "consent: withdraw requests", err)
+	}
+	return len(cs), nil
 }
 
 // Withdrawal says what revoking a consent stops.
@@ -157,16 +227,15 @@ func (s *Service) SetStatus(ctx context.Context, p kho.Principal, id, status, re
 	reason = strings.TrimSpace(reason)
 	var c *Consent
 	var w *Withdrawal
+	var actedFor string
 	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
-		var subjectSide bool
 		var err error
-		c, subjectSide, err = s.load(ctx, tx, p, id, true)
+		var st *policies.Store
+		c, st, err = s.load(ctx, tx, p, id, policies.DecideConsent, true)
 		if err != nil {
 			return err
 		}
-		if !subjectSide {
-			return kho.Errorf(kho.EFORBIDDEN, "only the subject's side may change a consent")
-		}
+		actedFor = actingFor(st)
 		if eff := c.effectiveStatus(s.now()); eff == Expired && status != Revoked {
 			return kho.Errorf(kho.ECONFLICT, "the consent has expired")
 		}
@@ -200,10 +269,11 @@ func (s *Service) SetStatus(ctx context.Context, p kho.Principal, id, status, re
 		if err := s.changed(ctx, tx, p, c, status, reason); err != nil {
 			return err
 		}
-		action := map[string]string{Paused: "consent.paused", Active: "consent.resumed", Revoked: "consent.revoked"}[status]
+		action := map[string]string{Paused: audit.ConsentPaused, Active: audit.ConsentResumed, Revoked: audit.ConsentRevoked}[status]
 		// The subject's free-text reason stays in the consent's history: free
 		// text may carry personal data, which the audit trail never holds.
-		if err := audit.Record(ctx, tx, audit.Event{Action: action, Outcome: audit.Success, Actor: p, Subject: c.Subject, Purpose: c.Procedure, ConsentID: c.ID}); err != nil {
+		if err := audit.Record(ctx, tx, audit.Event{Action: action, Outcome: audit.Success, Actor: p, Subject: c.Subject, Purpose: c.Procedure, ConsentID: c.ID,
+			ActingFor: actedFor}); err != nil {
 			return err
 		}
 		return notify(ctx, tx, action, c.Subject, map[string]any{"consent_id": c.ID, "agency": c.Grantee})

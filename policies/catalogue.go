@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+
+	"kho"
 )
 
 //go:embed catalogue/catalogue.json
@@ -16,12 +18,23 @@ var catalogueFiles embed.FS
 
 // DocumentType is a catalogue entry for a kind of document.
 type DocumentType struct {
-	Code           string   `json:"code"`
-	NameVI         string   `json:"name_vi"`
-	NameEN         string   `json:"name_en"`
-	IssuerKinds    []string `json:"issuer_kinds"`
+	Code        string   `json:"code"`
+	NameVI      string   `json:"name_vi"`
+	NameEN      string   `json:"name_en"`
+	IssuerKinds []string `json:"issuer_kinds"`
+	// SubjectKinds are the stores the type belongs in: citizen, business
+	// or both (default: citizen).
+	SubjectKinds   []string `json:"subject_kinds,omitempty"`
 	ValidityMonths int      `json:"validity_months,omitempty"`
 	Sample         bool     `json:"sample"`
+}
+
+// StoreKinds returns the kinds of store the type belongs in.
+func (t *DocumentType) StoreKinds() []string {
+	if len(t.SubjectKinds) == 0 {
+		return []string{string(kho.SubjectCitizen)}
+	}
+	return t.SubjectKinds
 }
 
 // Procedure is a catalogue entry for an administrative procedure.
@@ -90,6 +103,11 @@ func ParseCatalogue(b []byte) (*Catalogue, error) {
 		}
 		if err := checkKinds("document type "+t.Code, t.IssuerKinds); err != nil {
 			return nil, err
+		}
+		for _, k := range t.SubjectKinds {
+			if k != string(kho.SubjectCitizen) && k != string(kho.SubjectBusiness) {
+				return nil, fmt.Errorf("catalogue: document type %s names unknown subject kind %q", t.Code, k)
+			}
 		}
 		types[t.Code] = true
 	}

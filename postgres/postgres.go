@@ -3,7 +3,8 @@
 // services (storage metadata, consent, audit) share so that a document row,
 // its audit event and its notification commit together or not at all.
 //
-// It imports only the root package. Services keep their own SQL and are handed
+// facts.go loads what policies.Authorize decides on. It imports the root
+// package and policies (for the fact types). Services keep their own SQL and are handed
 // a *DB; they never open connections of their own.
 package postgres
 

@@ -7,11 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"hash"
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"filippo.io/age"
 	"github.com/jackc/pgx/v5"
@@ -106,7 +108,7 @@ type prepared struct {
 // and, for a PDF, its whole structure (a PDF is held in memory for that, up to
 // the PDF limit); other content streams through.
 // sign, when set, signs a PDF before it is stored.
-func (s *Service) prepare(body io.Reader, mediaType string, sign func([]byte) ([]byte, error)) (*prepared, error) {
+func (s *Service) prepare(ctx context.Context, body io.Reader, mediaType string, sign func([]byte) ([]byte, error)) (*prepared, error) {
 	br := bufio.NewReaderSize(body, 4096)
 	head, err := br.Peek(512)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
@@ -119,18 +121,23 @@ func (s *Service) prepare(body io.Reader, mediaType string, sign func([]byte) ([
 		return nil, kho.Errorf(kho.EINVALID, "the content looks like %s, not the declared %s", sniffed, mediaType)
 	}
 	var src io.Reader = br
-	if mediaType == "application/pdf" {
+	if inMemory(mediaType) {
+		release, err := s.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
 		b, err := io.ReadAll(io.LimitReader(br, s.maxPDF+1))
 		if err != nil {
 			return nil, kho.WrapError(kho.EINVALID, "could not read the document", err)
 		}
 		if int64(len(b)) > s.maxPDF {
-			return nil, kho.Errorf(kho.ETOOLARGE, "a PDF may be at most %d bytes", s.maxPDF)
+			return nil, kho.Errorf(kho.ETOOLARGE, "a %s document may be at most %d bytes", mediaType, s.maxPDF)
 		}
-		if err := checkPDF(b); err != nil {
+		if err := checkStructure(mediaType, b); err != nil {
 			return nil, err
 		}
-		if sign != nil {
+		if sign != nil && mediaType == "application/pdf" {
 			if b, err = sign(b); err != nil {
 				return nil, err
 			}
@@ -138,6 +145,57 @@ func (s *Service) prepare(body io.Reader, mediaType string, sign func([]byte) ([
 		src = bytes.NewReader(b)
 	}
 	return &prepared{src: &countingHasher{r: src, h: sha256.New(), limit: s.maxSize}}, nil
+}
+
+// inMemory reports whether documents of a media type are read whole to be
+// checked: their structure is what they declare only if all of it parses.
+func inMemory(mediaType string) bool {
+	switch mediaType {
+	case "application/pdf", "application/json", "application/xml":
+		return true
+	}
+	return false
+}
+
+// checkStructure checks a document held in memory against its declared
+// media type.
+func checkStructure(mediaType string, b []byte) error {
+	switch mediaType {
+	case "application/pdf":
+		return checkPDF(b)
+	case "application/json":
+		if !json.Valid(b) {
+			return kho.Errorf(kho.EINVALID, "the document is declared application/json but is not well-formed JSON")
+		}
+	case "application/xml":
+		dec := xml.NewDecoder(bytes.NewReader(b))
+		for {
+			_, err := dec.Token()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return kho.WrapError(kho.EINVALID, "the document is declared application/xml but is not well-formed XML", err)
+			}
+		}
+	}
+	return nil
+}
+
+// acquire takes one of the slots for documents held in memory, waiting a
+// little; when every slot stays taken the deposit is refused as a
+// temporary overload, so memory stays bounded whatever the load.
+func (s *Service) acquire(ctx context.Context) (func(), error) {
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case s.slots <- struct{}{}:
+		return func() { <-s.slots }, nil
+	case <-t.C:
+		return nil, kho.Errorf(kho.EUNAVAILABLE, "too many documents are being checked at once; try again shortly")
+	case <-ctx.Done():
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "the deposit was cancelled", ctx.Err())
+	}
 }
 
 // encryptToStore streams src through age into a new object. It returns the
@@ -202,17 +260,14 @@ func (s *Service) Deposit(ctx context.Context, p kho.Principal, meta *kho.Deposi
 // self-declared one, its owner) wants to replace; the old version becomes
 // superseded and stays visible to the owner.
 func (s *Service) Supersede(ctx context.Context, p kho.Principal, old kho.DocumentID, meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error) {
-	prev, err := s.load(ctx, s.db.Pool, old, false)
+	prev, _, err := s.loadFor(ctx, p, audit.DocumentSuperseded, policies.ChangeDocument, old)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, p, audit.DocumentSuperseded, prev, policies.CanChange(p, prev.owner, &prev.Document)); err != nil {
 		return nil, err
 	}
 	if prev.Status != kho.StatusValid && prev.Status != kho.StatusExpired {
 		return nil, kho.Errorf(kho.ECONFLICT, "only a current document can be superseded; this one is %s", prev.Status)
 	}
-	if meta.SubjectID != "" && meta.SubjectID != prev.owner.Subject {
+	if meta.SubjectID != "" && meta.SubjectID != prev.store.Subject {
 		return nil, kho.Errorf(kho.EINVALID, "a new version belongs to the same store as the document it supersedes")
 	}
 	if meta.Type != prev.Type {
@@ -228,7 +283,7 @@ func (s *Service) deposit(ctx context.Context, p kho.Principal, req depositReq) 
 	}
 	subjectID := meta.SubjectID
 	if req.supersedes != nil {
-		subjectID = req.supersedes.owner.Subject
+		subjectID = req.supersedes.store.Subject
 	}
 	if subjectID == "" {
 		own, ok := p.ActsFor()
@@ -237,23 +292,38 @@ func (s *Service) deposit(ctx context.Context, p kho.Principal, req depositReq) 
 		}
 		subjectID = own
 	}
-	source, err := policies.CanDeposit(p, policies.Owner{Subject: subjectID})
+	st, err := postgres.StoreByID(ctx, s.db.Pool, p, subjectID)
 	if err != nil {
-		return nil, s.authorize(ctx, p, audit.DocumentDeposited, nil, err)
+		return nil, err
 	}
+	agency, err := postgres.AgencyOf(ctx, s.db.Pool, p)
+	if err != nil {
+		return nil, err
+	}
+	docType, err := postgres.DocumentType(ctx, s.db.Pool, meta.Type)
+	if err != nil {
+		return nil, err
+	}
+	dec, err := s.decide(ctx, p, audit.DocumentDeposited, policies.DepositDocument,
+		policies.Resource{Store: st, Agency: agency, DocType: docType, Deposit: meta})
+	if err != nil {
+		return nil, err
+	}
+	source := dec.Source
 	if req.supersedes != nil && req.supersedes.Source != source {
 		return nil, kho.Errorf(kho.EFORBIDDEN, "a new version must come from the same kind of source as the old one")
 	}
-	if err := s.checkCatalogue(ctx, p, meta, source); err != nil {
+	if err := s.checkResultCode(ctx, p, meta, source); err != nil {
 		return nil, err
 	}
-	subj, err := s.ensureSubject(ctx, subjectID)
+	handle, erased, err := postgres.EnsureStore(ctx, s.db.Pool, subjectID)
 	if err != nil {
 		return nil, err
 	}
-	if subj.erased {
-		return nil, kho.Errorf(kho.ECONFLICT, "this store was erased and takes no new documents")
+	if erased {
+		return nil, kho.Refusal(kho.ECONFLICT, policies.ReasonErased, "this store was erased and takes no new documents")
 	}
+	subj := struct{ handle kho.SubjectHandle }{handle}
 	if err := s.keys.EnsureKey(ctx, subj.handle); err != nil {
 		return nil, err
 	}
@@ -269,7 +339,7 @@ func (s *Service) deposit(ctx context.Context, p kho.Principal, req depositReq) 
 		}
 		sign = func(b []byte) ([]byte, error) { return s.pdfSign.SignPDF(ctx, p.Agency, officer, b, result) }
 	}
-	pre, err := s.prepare(req.body, meta.MediaType, sign)
+	pre, err := s.prepare(ctx, req.body, meta.MediaType, sign)
 	if err != nil {
 		return nil, err
 	}
@@ -302,48 +372,57 @@ func (s *Service) deposit(ctx context.Context, p kho.Principal, req depositReq) 
 		return nil, err
 	}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
-		return s.insert(ctx, tx, p, doc, object, rcpt, sig, req.supersedes)
+		return s.insert(ctx, tx, p, st, doc, object, rcpt, sig, req.supersedes)
 	})
 	if err != nil {
 		// The object stays behind for the reconciler.
 		s.log.WarnContext(ctx, "deposit failed after the object was stored; the reconciler will remove it",
 			"document_id", doc.ID, "object", object, "err", err.Error())
+		if kho.ErrorReason(err) == policies.ReasonErased {
+			// The store was erased while this deposit ran, after EnsureKey
+			// may have made its key anew: shred that one too.
+			if derr := s.keys.Delete(context.WithoutCancel(ctx), subj.handle); derr != nil {
+				s.log.WarnContext(ctx, "subject key recreated by a deposit racing an erasure was not deleted", "subject", subj.handle, "err", derr.Error())
+			}
+		}
 		return nil, err
 	}
 	return doc, nil
 }
 
-// checkCatalogue refuses unknown document types, and agencies kho does not
-// know.
-func (s *Service) checkCatalogue(ctx context.Context, p kho.Principal, meta *kho.DepositMetadata, source kho.DocumentSource) error {
-	var typeOK, agencyOK, resultTaken bool
-	err := s.db.Pool.QueryRow(ctx, `SELECT
-		EXISTS (SELECT 1 FROM document_types WHERE code = $1),
-		EXISTS (SELECT 1 FROM agencies WHERE code = $2),
-		EXISTS (SELECT 1 FROM documents WHERE result_code = $3)`,
-		meta.Type, string(p.Agency), meta.DossierCode.ResultCode(meta.ResultNo)).Scan(&typeOK, &agencyOK, &resultTaken)
-	if err != nil {
-		return kho.WrapError(kho.EUNAVAILABLE, "storage: read catalogue", err)
+// checkResultCode refuses a result code the depositing agency has already
+// used: result codes are unique per issuing agency (and a dossier code names
+// the agency's own unit, which Authorize checks).
+func (s *Service) checkResultCode(ctx context.Context, p kho.Principal, meta *kho.DepositMetadata, source kho.DocumentSource) error {
+	if source != kho.SourceAgencyIssued || meta.ResultNo == 0 {
+		return nil
 	}
-	switch {
-	case !typeOK:
-		return kho.Errorf(kho.EINVALID, "document type %s is not in the catalogue", meta.Type)
-	case source == kho.SourceAgencyIssued && !agencyOK:
-		return kho.Errorf(kho.EFORBIDDEN, "agency %s is not registered in kho", p.Agency)
-	case source == kho.SourceAgencyIssued && meta.ResultNo > 0 && resultTaken:
-		return kho.Errorf(kho.ECONFLICT, "result %s has already been deposited", meta.DossierCode.ResultCode(meta.ResultNo))
+	code := meta.DossierCode.ResultCode(meta.ResultNo)
+	var taken bool
+	err := s.db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM documents WHERE issuer = $1 AND result_code = $2)`, string(p.Agency), code).Scan(&taken)
+	if err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "storage: read result codes", err)
+	}
+	if taken {
+		return kho.Errorf(kho.ECONFLICT, "result %s has already been deposited", code)
 	}
 	return nil
 }
 
 // insert writes the document row, its audit event and its notification, and
 // for a new version marks the old one superseded, all in tx.
-func (s *Service) insert(ctx context.Context, tx pgx.Tx, p kho.Principal, doc *kho.Document, object string, rcpt *transitRecipient, sig string, prev *docRow) error {
+func (s *Service) insert(ctx context.Context, tx pgx.Tx, p kho.Principal, st *policies.Store, doc *kho.Document, object string, rcpt *transitRecipient, sig string, prev *docRow) error {
 	// A rewrap running for this subject retires key versions under this
-	// lock; a wrap made with a version it retired must not commit.
+	// lock; a wrap made with a version it retired must not commit. An
+	// erasure takes the same row's lock: if it committed while this deposit
+	// ran, the document must not land in the erased store.
 	var minVersion int
-	if err := tx.QueryRow(ctx, `SELECT key_min_version FROM subjects WHERE handle = $1 FOR SHARE`, doc.Subject).Scan(&minVersion); err != nil {
+	var erased bool
+	if err := tx.QueryRow(ctx, `SELECT key_min_version, erased_at IS NOT NULL FROM subjects WHERE handle = $1 FOR SHARE`, doc.Subject).Scan(&minVersion, &erased); err != nil {
 		return kho.WrapError(kho.EUNAVAILABLE, "storage: lock subject", err)
+	}
+	if erased {
+		return kho.Refusal(kho.ECONFLICT, policies.ReasonErased, "this store was erased while the document was being deposited")
 	}
 	if rcpt.version < minVersion {
 		return kho.Errorf(kho.EUNAVAILABLE, "the subject's key was rotated during the deposit; send it again")
@@ -393,7 +472,8 @@ func (s *Service) insert(ctx context.Context, tx pgx.Tx, p kho.Principal, doc *k
 		}
 		action, details["supersedes"] = audit.DocumentSuperseded, prev.ID
 	}
-	if err := audit.Record(ctx, tx, audit.Event{Action: action, Outcome: audit.Success, Actor: p, Subject: doc.Subject, Document: doc.ID, Details: details}); err != nil {
+	if err := audit.Record(ctx, tx, audit.Event{Action: action, Outcome: audit.Success, Actor: p, Subject: doc.Subject, Document: doc.ID,
+		ActingFor: actingFor(st), Details: details}); err != nil {
 		return err
 	}
 	return notify(ctx, tx, action, doc.Subject, map[string]any{"document_id": doc.ID, "type": doc.Type, "issuer": doc.Issuer})

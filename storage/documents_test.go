@@ -494,7 +494,8 @@ func TestCryptoShreddingSurvivesRestoredBackups(t *testing.T) {
 	h, _ := f.svc.Resolve(f.ctx, asCitizenA, citizenA)
 
 	// A legal hold blocks erasure, with the reason.
-	hold, err := f.svc.PlaceHold(f.ctx, asAgencyP, h, "hồ sơ đang được điều tra / record under investigation", nil)
+	until := time.Now().Add(30 * 24 * time.Hour)
+	hold, err := f.svc.PlaceHold(f.ctx, asAgencyP, h, storage.HoldRequest{LegalBasis: "Quyết định 12/QĐ-CA (mẫu / sample)", Reason: "hồ sơ đang được điều tra", Until: &until})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,7 +508,7 @@ func TestCryptoShreddingSurvivesRestoredBackups(t *testing.T) {
 	if _, err := f.db.Pool.Exec(f.ctx, `UPDATE legal_holds SET released_at = now() WHERE id = $1`, hold.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.Erase(f.ctx, asCitizenB, h); kho.ErrorCode(err) != kho.EFORBIDDEN {
+	if _, err := f.svc.Erase(f.ctx, asCitizenB, h); kho.ErrorCode(err) != kho.ENOTFOUND {
 		t.Fatalf("erase by another citizen: %v", err)
 	}
 	n, err := f.svc.Erase(f.ctx, asCitizenA, h)
@@ -525,6 +526,9 @@ func TestCryptoShreddingSurvivesRestoredBackups(t *testing.T) {
 	f.putRaw(t, obj, raw)
 	if _, err := f.db.Pool.Exec(f.ctx, `UPDATE documents SET status = 'valid', object_name = $2, wrapped_key = $3, key_version = $4, erased_at = NULL WHERE id = $1`,
 		d.ID, obj, wrapped, version); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.db.Pool.Exec(f.ctx, `UPDATE subjects SET id = $2, erased_at = NULL WHERE handle = $1`, h, citizenA); err != nil {
 		t.Fatal(err)
 	}
 	got, err := f.read(t, asCitizenA, d.ID)

@@ -13,6 +13,7 @@ import (
 	"kho"
 	"kho/audit"
 	"kho/policies"
+	"kho/postgres"
 )
 
 // Revoke withdraws a document its issuer (or, if self-declared, its owner)
@@ -22,17 +23,17 @@ func (s *Service) Revoke(ctx context.Context, p kho.Principal, id kho.DocumentID
 	if n := utf8.RuneCountInString(reason); n < 3 || n > 1000 || !utf8.ValidString(reason) {
 		return nil, kho.Errorf(kho.EINVALID, "a revocation needs a reason of 3 to 1000 characters")
 	}
-	d, err := s.load(ctx, s.db.Pool, id, false)
+	d, _, err := s.loadFor(ctx, p, audit.DocumentRevoked, policies.ChangeDocument, id)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.authorize(ctx, p, audit.DocumentRevoked, d, policies.CanChange(p, d.owner, &d.Document)); err != nil {
-		return nil, err
-	}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
-		cur, err := s.load(ctx, tx, id, true)
+		cur, err := s.load(ctx, tx, p, id, true)
 		if err != nil {
 			return err
+		}
+		if cur == nil {
+			return kho.Errorf(kho.ENOTFOUND, "document not found")
 		}
 		if cur.Status != kho.StatusValid && cur.Status != kho.StatusExpired {
 			return kho.Errorf(kho.ECONFLICT, "only a current document can be revoked; this one is %s", cur.Status)
@@ -40,8 +41,10 @@ func (s *Service) Revoke(ctx context.Context, p kho.Principal, id kho.DocumentID
 		if _, err := tx.Exec(ctx, `UPDATE documents SET status = 'revoked', revoke_reason = $2, status_changed_at = now() WHERE id = $1`, id, reason); err != nil {
 			return kho.WrapError(kho.EUNAVAILABLE, "storage: revoke document", err)
 		}
+		// The reason is free text: it stays with the document, shown to its
+		// readers, and out of the immutable audit trail.
 		if err := audit.Record(ctx, tx, audit.Event{Action: audit.DocumentRevoked, Outcome: audit.Success, Actor: p, Subject: d.Subject, Document: d.ID,
-			Details: map[string]any{"reason": reason}}); err != nil {
+			ActingFor: actingFor(d.store)}); err != nil {
 			return err
 		}
 		return notify(ctx, tx, audit.DocumentRevoked, d.Subject, map[string]any{"document_id": d.ID})
@@ -55,40 +58,85 @@ func (s *Service) Revoke(ctx context.Context, p kho.Principal, id kho.DocumentID
 
 // Hold is a legal hold on a store.
 type Hold struct {
-	ID     string         `json:"id"`
-	Agency kho.AgencyCode `json:"agency"`
-	Reason string         `json:"reason"`
-	Until  *time.Time     `json:"until,omitempty"`
+	ID         string         `json:"id"`
+	Agency     kho.AgencyCode `json:"agency"`
+	LegalBasis string         `json:"legal_basis"`
+	Reason     string         `json:"reason,omitempty"`
+	Until      time.Time      `json:"until"`
+	CreatedAt  time.Time      `json:"created_at"`
+	ReleasedAt *time.Time     `json:"released_at,omitempty"`
 }
 
-// PlaceHold records that an agency must keep a store's records: while it
-// applies, the store cannot be erased.
-func (s *Service) PlaceHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, reason string, until *time.Time) (*Hold, error) {
-	agency, err := policies.CanHold(p)
+// HoldRequest is what an agency states to place a hold: the legal basis (the
+// number of the decision or the article that obliges it to keep the
+// records), until when, and optionally why in its own words.
+type HoldRequest struct {
+	LegalBasis string     `json:"legal_basis"`
+	Reason     string     `json:"reason,omitempty"`
+	Until      *time.Time `json:"until"`
+}
+
+func textBetween(field, v string, lo, hi int) error {
+	v = strings.TrimSpace(v)
+	if n := utf8.RuneCountInString(v); n < lo || n > hi || !utf8.ValidString(v) ||
+		strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 }) {
+		return kho.Errorf(kho.EINVALID, "%s must be %d to %d characters of plain text", field, lo, hi)
+	}
+	return nil
+}
+
+// PlaceHold records that an agency must keep a store's records until a
+// date, on a stated legal basis: while it applies, the store cannot be
+// erased. The owner sees it (ListHolds); an erased store takes no hold.
+func (s *Service) PlaceHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, req HoldRequest) (*Hold, error) {
+	st, err := postgres.StoreByHandle(ctx, s.db.Pool, p, h)
 	if err != nil {
 		return nil, err
 	}
-	reason = strings.TrimSpace(reason)
-	if n := utf8.RuneCountInString(reason); n < 3 || n > 1000 {
-		return nil, kho.Errorf(kho.EINVALID, "a legal hold needs a reason of 3 to 1000 characters")
-	}
-	if until != nil && until.Before(s.now()) {
-		return nil, kho.Errorf(kho.EINVALID, "a legal hold cannot end in the past")
-	}
-	if err := h.Validate(); err != nil {
-		return nil, kho.Errorf(kho.ENOTFOUND, "no such store")
-	}
-	if _, err := s.subjectBy(ctx, `handle = $1`, h); err != nil {
+	agency, err := postgres.AgencyOf(ctx, s.db.Pool, p)
+	if err != nil {
 		return nil, err
 	}
-	hold := &Hold{ID: uuid.NewString(), Agency: agency, Reason: reason, Until: until}
+	if _, err := s.decide(ctx, p, audit.SubjectLegalHold, policies.PlaceHold, policies.Resource{Store: st, Agency: agency}); err != nil {
+		return nil, err
+	}
+	if err := textBetween("legal_basis", req.LegalBasis, 3, 200); err != nil {
+		return nil, err
+	}
+	if req.Reason != "" {
+		if err := textBetween("reason", req.Reason, 3, 1000); err != nil {
+			return nil, err
+		}
+	}
+	now := s.now()
+	switch {
+	case req.Until == nil:
+		return nil, kho.Errorf(kho.EINVALID, "until is required: a legal hold ends on a stated date")
+	case !req.Until.After(now):
+		return nil, kho.Errorf(kho.EINVALID, "a legal hold cannot end in the past")
+	case req.Until.After(now.Add(s.maxHold)):
+		return nil, kho.Errorf(kho.EINVALID, "a legal hold may last at most %d days; place a new one when it ends", int(s.maxHold.Hours()/24))
+	}
+	hold := &Hold{ID: uuid.NewString(), Agency: p.Agency, LegalBasis: strings.TrimSpace(req.LegalBasis), Reason: strings.TrimSpace(req.Reason),
+		Until: req.Until.UTC().Truncate(time.Microsecond)}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO legal_holds (id, subject_handle, agency, reason, until) VALUES ($1, $2, $3, $4, $5)`,
-			hold.ID, h, string(agency), reason, until); err != nil {
+		// Erasure holds this row's lock while it runs: a hold cannot slip
+		// in after an erasure committed.
+		var erased bool
+		if err := tx.QueryRow(ctx, `SELECT erased_at IS NOT NULL FROM subjects WHERE handle = $1 FOR SHARE`, h).Scan(&erased); err != nil {
+			return kho.WrapError(kho.EUNAVAILABLE, "storage: lock subject", err)
+		}
+		if erased {
+			return kho.Refusal(kho.ECONFLICT, policies.ReasonErased, "the store was erased; there is nothing left to hold")
+		}
+		if err := tx.QueryRow(ctx, `INSERT INTO legal_holds (id, subject_handle, agency, reason, legal_basis, until) VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at`,
+			hold.ID, h, string(p.Agency), hold.Reason, hold.LegalBasis, hold.Until).Scan(&hold.CreatedAt); err != nil {
 			return kho.WrapError(kho.EUNAVAILABLE, "storage: place legal hold", err)
 		}
-		return audit.Record(ctx, tx, audit.Event{Action: audit.SubjectLegalHold, Outcome: audit.Success, Actor: p, Subject: h,
-			Details: map[string]any{"hold_id": hold.ID}})
+		// The legal basis is a document number, not free text about a
+		// person: it is recorded; the reason is not.
+		return audit.Record(ctx, tx, audit.Event{Action: audit.SubjectLegalHold, Outcome: audit.Success, Actor: p, Subject: h, LegalBasis: hold.LegalBasis,
+			Details: map[string]any{"hold_id": hold.ID, "until": hold.Until.Format(time.DateOnly)}})
 	})
 	if err != nil {
 		return nil, err
@@ -96,32 +144,65 @@ func (s *Service) PlaceHold(ctx context.Context, p kho.Principal, h kho.SubjectH
 	return hold, nil
 }
 
-// ReleaseHold ends a legal hold; only the agency that placed it may.
-func (s *Service) ReleaseHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, holdID string) error {
-	agency, err := policies.CanHold(p)
+// ListHolds shows the owner's side every legal hold on their store, current
+// or ended.
+func (s *Service) ListHolds(ctx context.Context, p kho.Principal, id kho.SubjectID) ([]Hold, error) {
+	st, err := s.StoreFor(ctx, p, policies.ListHolds, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := uuid.Parse(holdID); err != nil || h.Validate() != nil {
-		return kho.Errorf(kho.ENOTFOUND, "no such legal hold")
+	out := []Hold{}
+	if !st.Exists {
+		return out, nil
+	}
+	rows, err := s.db.Pool.Query(ctx, `SELECT id, agency, coalesce(legal_basis, ''), reason, coalesce(until, 'infinity'), created_at, released_at
+		FROM legal_holds WHERE subject_handle = $1 ORDER BY created_at DESC LIMIT 200`, st.Handle)
+	if err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "storage: list legal holds", err)
+	}
+	out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Hold, error) {
+		var h Hold
+		err := r.Scan(&h.ID, &h.Agency, &h.LegalBasis, &h.Reason, &h.Until, &h.CreatedAt, &h.ReleasedAt)
+		return h, err
+	})
+	if err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "storage: list legal holds", err)
+	}
+	err = audit.RecordNow(ctx, s.db, audit.Event{Action: audit.HoldsListed, Outcome: audit.Success, Actor: p, Subject: st.Handle, ActingFor: actingFor(st)})
+	return out, err
+}
+
+// ReleaseHold ends a legal hold: the agency that placed it may, and so may
+// an operator carrying out a decision, who must state why (kept with the
+// hold, not in the audit trail: it is free text).
+func (s *Service) ReleaseHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, holdID, reason string) error {
+	if p.Kind == kho.PrincipalOperator {
+		if err := textBetween("reason", reason, 3, 1000); err != nil {
+			return kho.Errorf(kho.EINVALID, "an operator releasing a legal hold states why: reason must be 3 to 1000 characters")
+		}
 	}
 	return s.db.InTx(ctx, func(tx pgx.Tx) error {
 		var holder string
 		var released *time.Time
 		err := tx.QueryRow(ctx, `SELECT agency, released_at FROM legal_holds WHERE id = $1 AND subject_handle = $2 FOR UPDATE`, holdID, h).Scan(&holder, &released)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return kho.Errorf(kho.ENOTFOUND, "no such legal hold")
+		if _, perr := uuid.Parse(holdID); perr != nil || h.Validate() != nil || errors.Is(err, pgx.ErrNoRows) {
+			holder, err = "", nil
 		}
 		if err != nil {
 			return kho.WrapError(kho.EUNAVAILABLE, "storage: read legal hold", err)
 		}
-		if holder != string(agency) {
-			return kho.Errorf(kho.EFORBIDDEN, "only the agency that placed a legal hold may release it")
+		if err := policies.Authorize(p, policies.ReleaseHold, policies.Resource{Holder: kho.AgencyCode(holder)}).Err(); err != nil {
+			return err
+		}
+		if holder == "" {
+			return kho.Errorf(kho.ENOTFOUND, "legal hold not found")
 		}
 		if released != nil {
 			return kho.Errorf(kho.ECONFLICT, "the legal hold was already released")
 		}
-		if _, err := tx.Exec(ctx, `UPDATE legal_holds SET released_at = now() WHERE id = $1`, holdID); err != nil {
+		by := string(p.Kind) + ":" + string(p.Agency) + string(p.Staff)
+		if _, err := tx.Exec(ctx, `UPDATE legal_holds SET released_at = now(), released_by = $2, release_reason = nullif($3, '') WHERE id = $1`,
+			holdID, by, strings.TrimSpace(reason)); err != nil {
 			return kho.WrapError(kho.EUNAVAILABLE, "storage: release legal hold", err)
 		}
 		return audit.Record(ctx, tx, audit.Event{Action: audit.SubjectHoldRelease, Outcome: audit.Success, Actor: p, Subject: h,
@@ -135,18 +216,18 @@ func (s *Service) ReleaseHold(ctx context.Context, p kho.Principal, h kho.Subjec
 // trail keeps the event. It is refused while a legal hold applies. Running it
 // again finishes an erasure that was interrupted.
 func (s *Service) Erase(ctx context.Context, p kho.Principal, h kho.SubjectHandle) (int, error) {
-	if err := h.Validate(); err != nil {
-		return 0, kho.Errorf(kho.ENOTFOUND, "no such store")
-	}
-	subj, err := s.subjectBy(ctx, `handle = $1`, h)
+	st, err := postgres.StoreByHandle(ctx, s.db.Pool, p, h)
 	if err != nil {
 		return 0, err
 	}
-	if err := policies.CanErase(p, subj.owner()); err != nil {
-		return 0, s.authorize(ctx, p, audit.SubjectErased, nil, err)
+	if _, err := s.decide(ctx, p, audit.SubjectErased, policies.EraseStore, policies.Resource{Store: st}); err != nil {
+		return 0, err
 	}
 	var objects []string
+	var consents int
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		// This lock orders the erasure with deposits and holds on the same
+		// store: they take it to share and re-check erased_at.
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM subjects WHERE handle = $1 FOR UPDATE`, h); err != nil {
 			return kho.WrapError(kho.EUNAVAILABLE, "storage: lock subject", err)
 		}
@@ -160,31 +241,52 @@ func (s *Service) Erase(ctx context.Context, p kho.Principal, h kho.SubjectHandl
 			if until != nil {
 				msg += " until " + until.UTC().Format(time.DateOnly)
 			}
-			return kho.Errorf(kho.ECONFLICT, "%s: records a state agency must keep cannot be erased", msg)
+			return kho.Refusal(kho.ECONFLICT, "legal_hold", "%s: records a state agency must keep cannot be erased", msg)
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return kho.WrapError(kho.EUNAVAILABLE, "storage: read legal holds", err)
 		}
+		// Tombstones keep the type, dates, issuer and hash (what the audit
+		// trail refers to); what could identify the person or describe the
+		// case goes: name, number, summary, scope, dossier, reasons.
 		rows, err := tx.Query(ctx, `UPDATE documents d SET status = 'erased', erased_at = now(), status_changed_at = now(),
-				object_name = NULL, wrapped_key = NULL, key_version = NULL
-			FROM documents old WHERE old.id = d.id AND d.subject_handle = $1 AND d.object_name IS NOT NULL
+				object_name = NULL, wrapped_key = NULL, key_version = NULL,
+				name = '', number = '', summary = '', scope = '', dossier_code = NULL, revoke_reason = NULL
+			FROM documents old WHERE old.id = d.id AND d.subject_handle = $1
 			RETURNING old.object_name`, h)
 		if err != nil {
 			return kho.WrapError(kho.EUNAVAILABLE, "storage: erase documents", err)
 		}
-		objects, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		names, err := pgx.CollectRows(rows, pgx.RowTo[*string])
 		if err != nil {
 			return kho.WrapError(kho.EUNAVAILABLE, "storage: erase documents", err)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE subjects SET erased_at = coalesce(erased_at, now()) WHERE handle = $1`, h); err != nil {
+		for _, n := range names {
+			if n != nil {
+				objects = append(objects, *n)
+			}
+		}
+		if _, err := tx.Exec(ctx, `UPDATE subjects SET erased_at = coalesce(erased_at, now()), id = NULL WHERE handle = $1`, h); err != nil {
 			return kho.WrapError(kho.EUNAVAILABLE, "storage: erase subject", err)
 		}
-		if err := audit.Record(ctx, tx, audit.Event{Action: audit.SubjectErased, Outcome: audit.Success, Actor: p, Subject: h,
-			Details: map[string]any{"documents": len(objects)}}); err != nil {
+		if s.erasers != nil {
+			if consents, err = s.erasers.EraseStore(ctx, tx, p, h); err != nil {
+				return err
+			}
+		}
+		if err := audit.Record(ctx, tx, audit.Event{Action: audit.SubjectErased, Outcome: audit.Success, Actor: p, Subject: h, ActingFor: actingFor(st),
+			Details: map[string]any{"documents": len(objects), "consents_revoked": consents}}); err != nil {
 			return err
 		}
 		return notify(ctx, tx, audit.SubjectErased, h, map[string]any{"documents": len(objects)})
 	})
+	if kho.ErrorReason(err) == "legal_hold" {
+		// The refusal is part of the store's record too.
+		if aerr := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.SubjectErased, Outcome: audit.Denied, Actor: p, Subject: h,
+			ActingFor: actingFor(st), Reason: "legal_hold"}); aerr != nil {
+			return 0, aerr
+		}
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -204,11 +306,14 @@ func (s *Service) Erase(ctx context.Context, p kho.Principal, h kho.SubjectHandl
 // SubjectHandle returns the handle of id's store with no access decision: for
 // the operator's CLI only, never behind an API route.
 func (s *Service) SubjectHandle(ctx context.Context, id kho.SubjectID) (kho.SubjectHandle, error) {
-	r, err := s.subjectBy(ctx, `id = $1`, id)
+	st, err := postgres.StoreByID(ctx, s.db.Pool, kho.Principal{}, id)
 	if err != nil {
 		return "", err
 	}
-	return r.handle, nil
+	if !st.Exists {
+		return "", kho.Errorf(kho.ENOTFOUND, "no such store")
+	}
+	return st.Handle, nil
 }
 
 // RotateKey adds a version to a subject's key: later deposits use it; earlier

@@ -17,6 +17,7 @@ import (
 	"kho"
 	"kho/audit"
 	"kho/policies"
+	"kho/postgres"
 )
 
 // ListFilter narrows a listing.
@@ -34,28 +35,52 @@ type Page struct {
 	NextCursor kho.DocumentID  `json:"next_cursor,omitempty"`
 }
 
-// List returns a store's documents: all of them to the owner, those it issued
-// to an agency.
+// List returns a store's documents: all of them to the owner's side (the
+// owner, a guardian, a business's representatives), those it issued to a
+// registered agency. An agency listing a store that does not exist gets the
+// same empty page as for a store it never wrote to.
 func (s *Service) List(ctx context.Context, p kho.Principal, h kho.SubjectHandle, f ListFilter) (*Page, error) {
-	if err := h.Validate(); err != nil {
-		return nil, kho.Errorf(kho.ENOTFOUND, "no such store")
-	}
-	subj, err := s.subjectBy(ctx, `handle = $1`, h)
+	st, err := postgres.StoreByHandle(ctx, s.db.Pool, p, h)
 	if err != nil {
 		return nil, err
 	}
-	scope, err := policies.CanList(p, subj.owner())
+	agency, err := postgres.AgencyOf(ctx, s.db.Pool, p)
 	if err != nil {
-		return nil, s.authorize(ctx, p, audit.DocumentsListed, nil, err)
+		return nil, err
 	}
+	dec, err := s.decide(ctx, p, audit.DocumentsListed, policies.ListStore, policies.Resource{Store: st, Agency: agency})
+	if err != nil {
+		return nil, err
+	}
+	return s.list(ctx, p, st, dec.Scope, f)
+}
+
+// ListFor lists the store of subject id (the caller's own when empty): a
+// guardian names the ward, and is refused unless the guardianship is current.
+func (s *Service) ListFor(ctx context.Context, p kho.Principal, id kho.SubjectID, f ListFilter) (*Page, error) {
+	st, err := s.StoreFor(ctx, p, policies.ListStore, id)
+	if err != nil {
+		return nil, err
+	}
+	return s.list(ctx, p, st, policies.ListScope{All: true}, f)
+}
+
+func (s *Service) list(ctx context.Context, p kho.Principal, st *policies.Store, scope policies.ListScope, f ListFilter) (*Page, error) {
 	if f.Limit == 0 {
 		f.Limit = 50
 	}
 	if f.Limit < 1 || f.Limit > 200 {
 		return nil, kho.Errorf(kho.EINVALID, "limit must be between 1 and 200")
 	}
+	page := &Page{Documents: []*kho.Document{}}
+	ev := audit.Event{Action: audit.DocumentsListed, Outcome: audit.Success, Actor: p}
+	if st == nil || !st.Exists {
+		ev.Details = map[string]any{"count": 0}
+		return page, audit.RecordNow(ctx, s.db, ev)
+	}
+	ev.Subject, ev.ActingFor = st.Handle, actingFor(st)
 	where := []string{"d.subject_handle = $1"}
-	args := []any{h}
+	args := []any{st.Handle}
 	add := func(cond string, v any) {
 		args = append(args, v)
 		where = append(where, strings.ReplaceAll(cond, "?", "$"+itoa(len(args))))
@@ -87,15 +112,14 @@ func (s *Service) List(ctx context.Context, p kho.Principal, h kho.SubjectHandle
 		add("d.id < ?", string(f.Cursor))
 	}
 	args = append(args, f.Limit+1)
-	rows, err := s.db.Pool.Query(ctx, `SELECT `+documentColumns+` FROM documents d JOIN subjects s ON s.handle = d.subject_handle
+	rows, err := s.db.Pool.Query(ctx, `SELECT `+documentColumns+` FROM documents d
 		WHERE `+strings.Join(where, " AND ")+` ORDER BY d.id DESC LIMIT $`+itoa(len(args)), args...)
 	if err != nil {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "storage: list documents", err)
 	}
 	defer rows.Close()
-	page := &Page{Documents: []*kho.Document{}}
 	for rows.Next() {
-		d, err := scanDocument(rows)
+		d, err := scanDocument(rows, nil)
 		if err != nil {
 			return nil, kho.WrapError(kho.EUNAVAILABLE, "storage: list documents", err)
 		}
@@ -109,7 +133,7 @@ func (s *Service) List(ctx context.Context, p kho.Principal, h kho.SubjectHandle
 		page.Documents = page.Documents[:f.Limit]
 		page.NextCursor = page.Documents[f.Limit-1].ID
 	}
-	ev := audit.Event{Action: audit.DocumentsListed, Outcome: audit.Success, Actor: p, Subject: h, Details: map[string]any{"count": len(page.Documents)}}
+	ev.Details = map[string]any{"count": len(page.Documents)}
 	if err := audit.RecordNow(ctx, s.db, ev); err != nil {
 		return nil, err
 	}
@@ -168,17 +192,17 @@ type Content struct {
 // Errors: ENOTFOUND (no such document, or not visible to p), EINVALID (bad
 // range), EINTEGRITY (tampered, swapped or unreadable), EUNAVAILABLE.
 func (s *Service) Open(ctx context.Context, p kho.Principal, id kho.DocumentID, rng *ByteRange) (*Content, error) {
-	d, err := s.load(ctx, s.db.Pool, id, false)
+	d, _, err := s.loadFor(ctx, p, audit.DocumentRead, policies.ReadDocument, id)
 	if err != nil {
 		return nil, err
 	}
 	return s.openReadable(ctx, p, d, rng)
 }
 
-// openReadable reads a loaded document for its owner or issuer, recording
-// the read (or the refusal).
+// openReadable reads a document its owner's side or its issuer may read,
+// recording the read.
 func (s *Service) openReadable(ctx context.Context, p kho.Principal, d *docRow, rng *ByteRange) (*Content, error) {
-	if err := s.checkReadable(ctx, p, d, audit.DocumentRead); err != nil {
+	if err := s.checkReadable(ctx, p, d); err != nil {
 		return nil, err
 	}
 	return s.open(ctx, p, d, rng, func(rng *ByteRange) error {
@@ -186,32 +210,51 @@ func (s *Service) openReadable(ctx context.Context, p kho.Principal, d *docRow, 
 		if rng != nil {
 			details["range"] = [2]int64{rng.First, rng.Last}
 		}
-		return audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentRead, Outcome: audit.Success, Actor: p, Subject: d.Subject, Document: d.ID, Details: details})
+		return audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentRead, Outcome: audit.Success, Actor: p, Subject: d.Subject, Document: d.ID,
+			ActingFor: actingFor(d.store), Details: details})
 	})
 }
 
 // Fetch lets an agency read a document of someone else's store for a
-// procedure it handles. The owner and the issuer read as with Open. For any
-// other agency the reuse decider rules (policy, consent or legal basis,
-// validity), recording its decision and counting the consent's use; it runs
-// after the stored data passed its integrity checks, so a use is never spent
-// on a document that cannot be delivered, and before the first byte.
+// procedure it handles. The owner's side and the issuer read as with Open.
+//
+// For any other agency, everything is decided before any object is read or
+// any key unwrapped: the procedure must be in the catalogue (checked before
+// the document is even looked up, so the answer does not depend on whether
+// it exists), Authorize must leave the fetch to the reuse policy, and the
+// reuse decider's precheck (policy, consent or legal basis, validity) must
+// admit it; a refusal is recorded against the subject's store, with the
+// agency and procedure, and costs no Vault or MinIO call. Only then is the
+// object opened and its key unwrapped, and the decider rules once more under
+// lock, recording the read and counting the consent's use, before the first
+// byte: a use is never spent on a document that fails its integrity checks.
 func (s *Service) Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID, procedure string, rng *ByteRange) (*Content, error) {
-	d, err := s.load(ctx, s.db.Pool, id, false)
+	proc, err := postgres.Procedure(ctx, s.db.Pool, procedure)
 	if err != nil {
 		return nil, err
 	}
-	if s.reuse == nil || policies.CanRead(p, d.owner, &d.Document) == nil {
-		return s.openReadable(ctx, p, d, rng) // without a decider, refused and recorded there
+	if proc == nil {
+		return nil, kho.Refusal(kho.EINVALID, "unknown_procedure", "procedure %s is not in the catalogue", procedure)
 	}
-	if d.object == nil || d.wrapped == nil {
-		return nil, kho.Errorf(kho.ENOTFOUND, "document not found")
+	d, dec, err := s.loadFor(ctx, p, audit.DocumentRead, policies.FetchDocument, id)
+	if err != nil {
+		return nil, err
 	}
-	if _, _, err := s.signer.VerifyDetached(ctx, d.signature, manifestOf(&d.Document).Bytes()); err != nil {
-		return nil, s.integrityFailure(ctx, p, d, err)
+	if !dec.Reuse {
+		return s.openReadable(ctx, p, d, rng)
+	}
+	if s.reuse == nil {
+		return nil, policies.Authorize(p, policies.ReadDocument, policies.Resource{}).Err()
+	}
+	req := kho.FetchRequest{Principal: p, Document: &d.Document, Procedure: proc.Code}
+	if err := s.reuse.PrecheckFetch(ctx, req); err != nil {
+		return nil, err
+	}
+	if err := s.checkReadable(ctx, p, d); err != nil {
+		return nil, err
 	}
 	return s.open(ctx, p, d, rng, func(*ByteRange) error {
-		_, err := s.reuse.AuthorizeFetch(ctx, kho.FetchRequest{Principal: p, Document: &d.Document, Procedure: procedure})
+		_, err := s.reuse.AuthorizeFetch(ctx, req)
 		return err
 	})
 }
@@ -264,19 +307,30 @@ func (s *Service) open(ctx context.Context, p kho.Principal, d *docRow, rng *Byt
 	return &Content{Document: &d.Document, Body: body, Range: rng}, nil
 }
 
-// checkReadable refuses (and records the refusal) unless p may read d, its
-// content still exists and its manifest signature holds.
-func (s *Service) checkReadable(ctx context.Context, p kho.Principal, d *docRow, action string) error {
-	if err := s.authorize(ctx, p, action, d, policies.CanRead(p, d.owner, &d.Document)); err != nil {
-		return err
-	}
+// checkReadable refuses a document whose content was erased or whose
+// manifest is not signed by the key of the one who vouches for it.
+func (s *Service) checkReadable(ctx context.Context, p kho.Principal, d *docRow) error {
 	if d.object == nil || d.wrapped == nil {
 		return kho.Errorf(kho.ENOTFOUND, "the document's content was erased")
 	}
-	if _, _, err := s.signer.VerifyDetached(ctx, d.signature, manifestOf(&d.Document).Bytes()); err != nil {
+	if _, _, err := s.verifyManifest(ctx, d); err != nil {
 		return s.integrityFailure(ctx, p, d, err)
 	}
 	return nil
+}
+
+// verifyManifest checks the manifest's signature, and that it was made with
+// the key of the document's issuer (or kho's key for self-declared ones):
+// a valid signature by any other key on the signing mount is no evidence.
+func (s *Service) verifyManifest(ctx context.Context, d *docRow) (string, int, error) {
+	key, v, err := s.signer.VerifyDetached(ctx, d.signature, manifestOf(&d.Document).Bytes())
+	if err != nil {
+		return "", 0, err
+	}
+	if want := signingKeyName(&d.Document); key != want {
+		return key, v, kho.Errorf(kho.EINTEGRITY, "the manifest is signed with key %s, not the issuer's key %s", key, want)
+	}
+	return key, v, nil
 }
 
 func (s *Service) identity(ctx context.Context, d *docRow) *transitIdentity {
@@ -368,11 +422,12 @@ type Report struct {
 	DocumentID kho.DocumentID `json:"document_id"`
 	Valid      bool           `json:"valid"`
 	Signature  struct {
-		Valid      bool   `json:"valid"`
-		SigningKey string `json:"signing_key,omitempty"`
-		KeyVersion int    `json:"key_version,omitempty"`
-		Issuer     string `json:"issuer"`
-		Error      string `json:"error,omitempty"`
+		Valid       bool   `json:"valid"`
+		SigningKey  string `json:"signing_key,omitempty"` // the key that made the signature
+		ExpectedKey string `json:"expected_key"`          // the issuer's own key, which must have made it
+		KeyVersion  int    `json:"key_version,omitempty"`
+		Issuer      string `json:"issuer"`
+		Error       string `json:"error,omitempty"`
 	} `json:"signature"`
 	Content struct {
 		Valid  bool   `json:"valid"`
@@ -388,22 +443,22 @@ type Report struct {
 // in full against the recorded size and hash. No content leaves; the check is
 // recorded.
 func (s *Service) Verify(ctx context.Context, p kho.Principal, id kho.DocumentID) (*Report, error) {
-	d, err := s.load(ctx, s.db.Pool, id, false)
+	d, _, err := s.loadFor(ctx, p, audit.DocumentVerified, policies.ReadDocument, id)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, p, audit.DocumentVerified, d, policies.CanRead(p, d.owner, &d.Document)); err != nil {
 		return nil, err
 	}
 	r := &Report{DocumentID: d.ID, Manifest: manifestOf(&d.Document)}
 	r.Signature.Issuer = r.Manifest.Issuer
-	if key, v, err := s.signer.VerifyDetached(ctx, d.signature, r.Manifest.Bytes()); err != nil {
+	r.Signature.ExpectedKey = signingKeyName(&d.Document)
+	key, v, err := s.verifyManifest(ctx, d)
+	r.Signature.SigningKey, r.Signature.KeyVersion = key, v
+	if err != nil {
 		if kho.ErrorCode(err) == kho.EUNAVAILABLE {
 			return nil, err
 		}
 		r.Signature.Error = kho.ErrorMessage(err)
 	} else {
-		r.Signature.Valid, r.Signature.SigningKey, r.Signature.KeyVersion = true, key, v
+		r.Signature.Valid = true
 	}
 	if d.object == nil || d.wrapped == nil {
 		r.Content.Error = "the document's content was erased"
@@ -419,7 +474,7 @@ func (s *Service) Verify(ctx context.Context, p kho.Principal, id kho.DocumentID
 		outcome = audit.Failure
 	}
 	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentVerified, Outcome: outcome, Actor: p, Subject: d.Subject, Document: d.ID,
-		Details: map[string]any{"valid": r.Valid}}); err != nil {
+		ActingFor: actingFor(d.store), Details: map[string]any{"valid": r.Valid}}); err != nil {
 		return nil, err
 	}
 	return r, nil

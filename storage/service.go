@@ -38,6 +38,21 @@ type Config struct {
 	// ObjectPrefix is prepended to object names (default "o/"). The
 	// reconciler looks under it only.
 	ObjectPrefix string
+	// MaxInMemory bounds how many documents are held in memory at once to
+	// be checked (PDFs, JSON, XML; default 4): past it, a deposit waits
+	// briefly, then is answered EUNAVAILABLE.
+	MaxInMemory int
+	// MaxHold bounds how long a legal hold may last (default 5 years).
+	MaxHold time.Duration
+	// Consents, when set, revokes a store's consents in the transaction
+	// that erases it.
+	Consents ConsentEraser
+}
+
+// ConsentEraser ends every consent and pending request of a store in the
+// erasure's transaction; consent.Service meets it.
+type ConsentEraser interface {
+	EraseStore(ctx context.Context, tx pgx.Tx, p kho.Principal, h kho.SubjectHandle) (int, error)
 }
 
 // Service is the warehouse's document store: it deposits, lists, reads,
@@ -56,6 +71,9 @@ type Service struct {
 	maxSize int64
 	maxPDF  int64
 	prefix  string
+	slots   chan struct{}
+	maxHold time.Duration
+	erasers ConsentEraser
 	now     func() time.Time
 }
 
@@ -97,9 +115,19 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.MaxInMemory == 0 {
+		cfg.MaxInMemory = 4
+	}
+	if cfg.MaxHold == 0 {
+		cfg.MaxHold = 5 * 365 * 24 * time.Hour
+	}
+	if cfg.MaxInMemory < 1 || cfg.MaxHold < 24*time.Hour {
+		return nil, kho.Errorf(kho.EINVALID, "storage: MaxInMemory must be positive and MaxHold at least a day")
+	}
 	return &Service{
 		db: cfg.DB, blobs: cfg.Blobs, ranges: ranges, lister: lister, keys: cfg.Keys, signer: cfg.Signer, reuse: cfg.Reuse, pdfSign: cfg.PDFSigner,
 		log: cfg.Logger, maxSize: cfg.MaxSize, maxPDF: cfg.MaxPDFSize, prefix: cfg.ObjectPrefix, now: time.Now,
+		slots: make(chan struct{}, cfg.MaxInMemory), maxHold: cfg.MaxHold, erasers: cfg.Consents,
 	}, nil
 }
 
@@ -111,70 +139,98 @@ func (s *Service) newObjectName() string {
 	return s.prefix + hex.EncodeToString(b)
 }
 
-// subjectRow is a store's owner as PostgreSQL knows it.
-type subjectRow struct {
-	id         kho.SubjectID
-	handle     kho.SubjectHandle
-	erased     bool
-	minVersion int
-}
-
-func (r subjectRow) owner() policies.Owner { return policies.Owner{Subject: r.id} }
-
-// ensureSubject returns the subject's row, creating the store on first use.
-func (s *Service) ensureSubject(ctx context.Context, id kho.SubjectID) (subjectRow, error) {
-	if err := id.Validate(); err != nil {
-		return subjectRow{}, err
-	}
-	// One round trip: the no-op update makes RETURNING give the existing row.
-	var r subjectRow
-	var erased *time.Time
-	err := s.db.Pool.QueryRow(ctx, `INSERT INTO subjects (id, kind, handle) VALUES ($1, $2, gen_random_uuid())
-		ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id RETURNING id, handle, erased_at, key_min_version`, id, id.Kind()).
-		Scan(&r.id, &r.handle, &erased, &r.minVersion)
-	if err != nil {
-		return subjectRow{}, kho.WrapError(kho.EUNAVAILABLE, "storage: create subject", err)
-	}
-	r.erased = erased != nil
-	return r, nil
-}
-
-func (s *Service) subjectBy(ctx context.Context, where string, arg any) (subjectRow, error) {
-	var r subjectRow
-	var erased *time.Time
-	err := s.db.Pool.QueryRow(ctx, `SELECT id, handle, erased_at, key_min_version FROM subjects WHERE `+where, arg).
-		Scan(&r.id, &r.handle, &erased, &r.minVersion)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return r, kho.Errorf(kho.ENOTFOUND, "no such store")
-	}
-	if err != nil {
-		return r, kho.WrapError(kho.EUNAVAILABLE, "storage: read subject", err)
-	}
-	r.erased = erased != nil
-	return r, nil
-}
-
-// Resolve returns the handle of id's store, for the owner or an agency; other
-// callers get EFORBIDDEN, and an unknown subject ENOTFOUND.
+// Resolve returns the handle of id's store to its owner's side or a
+// registered agency, creating the store when it does not exist yet: the
+// answer is the same for every well-formed number, so nobody learns whose
+// store exists. Every resolution is recorded, and the owner sees it.
 func (s *Service) Resolve(ctx context.Context, p kho.Principal, id kho.SubjectID) (kho.SubjectHandle, error) {
 	if err := id.Validate(); err != nil {
 		return "", err
 	}
-	if _, err := policies.CanList(p, policies.Owner{Subject: id}); err != nil {
-		return "", err
-	}
-	r, err := s.subjectBy(ctx, `id = $1`, id)
+	st, err := postgres.StoreByID(ctx, s.db.Pool, p, id)
 	if err != nil {
 		return "", err
 	}
-	return r.handle, nil
+	agency, err := postgres.AgencyOf(ctx, s.db.Pool, p)
+	if err != nil {
+		return "", err
+	}
+	if _, err := s.decide(ctx, p, audit.StoreResolved, policies.ResolveStore, policies.Resource{Store: st, Agency: agency}); err != nil {
+		return "", err
+	}
+	h, _, err := postgres.EnsureStore(ctx, s.db.Pool, id)
+	if err != nil {
+		return "", err
+	}
+	ev := audit.Event{Action: audit.StoreResolved, Outcome: audit.Success, Actor: p, Subject: h, ActingFor: actingFor(st)}
+	if err := audit.RecordNow(ctx, s.db, ev); err != nil {
+		return "", err
+	}
+	return h, nil
+}
+
+// StoreFor returns the facts of id's store (the caller's own when id is
+// empty) once policies.Authorize admits action on it; a refusal is recorded
+// against the store, so its owner sees it. The API's routes about "my"
+// store (and a ward's, with on_behalf_of) come through here.
+func (s *Service) StoreFor(ctx context.Context, p kho.Principal, action policies.Action, id kho.SubjectID) (*policies.Store, error) {
+	if id == "" {
+		own, ok := p.ActsFor()
+		if !ok {
+			return nil, policies.Authorize(p, action, policies.Resource{}).Err()
+		}
+		id = own
+	}
+	if err := id.Validate(); err != nil {
+		return nil, kho.Errorf(kho.ENOTFOUND, "store not found")
+	}
+	st, err := postgres.StoreByID(ctx, s.db.Pool, p, id)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.decide(ctx, p, string(action), action, policies.Resource{Store: st}); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// actingFor is the capacity an audit event records when the actor is not the
+// subject themself.
+func actingFor(st *policies.Store) string {
+	if st == nil || st.Capacity == kho.CapacitySelf {
+		return ""
+	}
+	return string(st.Capacity)
+}
+
+// decide asks policies.Authorize and records a refusal, naming the store
+// (and document) it was about, so the owner sees it in the access log. A
+// refusal about nothing that exists is recorded too, without a subject:
+// both cost one append, so neither answer is faster.
+func (s *Service) decide(ctx context.Context, p kho.Principal, event string, a policies.Action, r policies.Resource) (policies.Decision, error) {
+	d := policies.Authorize(p, a, r)
+	if d.Allowed {
+		return d, nil
+	}
+	ev := audit.Event{Action: event, Outcome: audit.Denied, Actor: p, Reason: d.Reason}
+	if r.Store != nil && r.Store.Exists {
+		ev.Subject = r.Store.Handle
+		ev.ActingFor = actingFor(r.Store)
+	}
+	if r.Document != nil {
+		ev.Document = r.Document.ID
+	}
+	if err := audit.RecordNow(ctx, s.db, ev); err != nil {
+		return d, err
+	}
+	return d, d.Err()
 }
 
 // documentColumns is the select list scanDocument reads.
 const documentColumns = `d.id, d.subject_handle, d.type_code, d.name, d.number, d.issued_on, d.issuer, d.source, d.summary,
 	d.valid_from, d.valid_until, d.scope, d.dossier_code, d.procedure_code, d.result_code, d.status, d.revoke_reason,
 	d.media_type, d.size, d.sha256, d.chain_id, d.version, d.supersedes, d.superseded_by, d.created_at,
-	d.object_name, d.wrapped_key, d.signature, s.id`
+	d.object_name, d.wrapped_key, d.signature`
 
 // docRow is a document with what reading it needs.
 type docRow struct {
@@ -182,21 +238,26 @@ type docRow struct {
 	object    *string
 	wrapped   *string
 	signature string
-	owner     policies.Owner
+	store     *policies.Store // the store it is in, as the caller sees it
 	rawSHA    []byte
 }
 
-func scanDocument(row pgx.Row) (*docRow, error) {
+// scanDocument reads documentColumns, then, when st is given, the store's
+// columns (postgres.StoreColumns).
+func scanDocument(row pgx.Row, st *postgres.StoreScan) (*docRow, error) {
 	var d docRow
 	var issuer, dossier, procedure, result, reason *string
 	var validFrom, validUntil *time.Time
 	var issued time.Time
 	var supersedes, supersededBy *string
-	var owner string
-	err := row.Scan(&d.ID, &d.Subject, &d.Type, &d.Name, &d.Number, &issued, &issuer, &d.Source, &d.Summary,
+	dest := []any{&d.ID, &d.Subject, &d.Type, &d.Name, &d.Number, &issued, &issuer, &d.Source, &d.Summary,
 		&validFrom, &validUntil, &d.Scope, &dossier, &procedure, &result, &d.Status, &reason,
 		&d.MediaType, &d.Size, &d.rawSHA, &d.ChainID, &d.Version, &supersedes, &supersededBy, &d.CreatedAt,
-		&d.object, &d.wrapped, &d.signature, &owner)
+		&d.object, &d.wrapped, &d.signature}
+	if st != nil {
+		dest = append(dest, st.Targets()...)
+	}
+	err := row.Scan(dest...)
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +282,6 @@ func scanDocument(row pgx.Row) (*docRow, error) {
 		d.SupersededBy = &id
 	}
 	d.SHA256 = hex.EncodeToString(d.rawSHA)
-	d.owner = policies.Owner{Subject: kho.SubjectID(owner)}
 	return &d, nil
 }
 
@@ -232,52 +292,62 @@ func deref(s *string) string {
 	return *s
 }
 
-// load reads one document, optionally locking it for update in tx.
-func (s *Service) load(ctx context.Context, q postgres.RowQuerier, id kho.DocumentID, forUpdate bool) (*docRow, error) {
+// load reads one document with the facts of its store as p sees them,
+// optionally locking it for update in tx. A missing document is nil, not
+// an error: the decision about it is Authorize's.
+func (s *Service) load(ctx context.Context, q postgres.RowQuerier, p kho.Principal, id kho.DocumentID, forUpdate bool) (*docRow, error) {
 	if err := id.Validate(); err != nil {
-		return nil, kho.Errorf(kho.ENOTFOUND, "document not found")
+		return nil, nil
 	}
-	sql := `SELECT ` + documentColumns + ` FROM documents d JOIN subjects s ON s.handle = d.subject_handle WHERE d.id = $1`
+	sql := `SELECT ` + documentColumns + `, ` + postgres.StoreColumns("$2") + ` FROM documents d JOIN subjects s ON s.handle = d.subject_handle WHERE d.id = $1`
 	if forUpdate {
 		sql += ` FOR UPDATE OF d`
 	}
-	d, err := scanDocument(q.QueryRow(ctx, sql, id))
+	var st postgres.StoreScan
+	d, err := scanDocument(q.QueryRow(ctx, sql, id, postgres.Person(p)), &st)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, kho.Errorf(kho.ENOTFOUND, "document not found")
+		return nil, nil
 	}
 	if err != nil {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "storage: read document", err)
 	}
+	d.store = st.Store(p)
 	d.Status = d.EffectiveStatus(s.now())
 	return d, nil
 }
 
-// authorize applies a policy decision and records a refusal.
-func (s *Service) authorize(ctx context.Context, p kho.Principal, action string, d *docRow, decision error) error {
-	if decision == nil {
-		return nil
+// loadFor loads a document and asks Authorize whether p may do a to it; a
+// refusal (including "no such document") is recorded and returned.
+func (s *Service) loadFor(ctx context.Context, p kho.Principal, event string, a policies.Action, id kho.DocumentID) (*docRow, policies.Decision, error) {
+	d, err := s.load(ctx, s.db.Pool, p, id, false)
+	if err != nil {
+		return nil, policies.Decision{}, err
 	}
-	ev := audit.Event{Action: action, Outcome: audit.Denied, Actor: p, Details: map[string]any{"reason": kho.ErrorMessage(decision)}}
+	r := policies.Resource{}
 	if d != nil {
-		ev.Subject, ev.Document = d.Subject, d.ID
+		r.Document, r.Store = &d.Document, d.store
+		if a == policies.FetchDocument {
+			if r.Agency, err = postgres.AgencyOf(ctx, s.db.Pool, p); err != nil {
+				return nil, policies.Decision{}, err
+			}
+		}
 	}
-	if err := audit.RecordNow(ctx, s.db, ev); err != nil {
-		return err
+	dec, err := s.decide(ctx, p, event, a, r)
+	if err != nil {
+		return nil, dec, err
 	}
-	return decision
+	return d, dec, nil
 }
 
 // Get returns a document's metadata to those who may read it, and records the
 // access.
 func (s *Service) Get(ctx context.Context, p kho.Principal, id kho.DocumentID) (*kho.Document, error) {
-	d, err := s.load(ctx, s.db.Pool, id, false)
+	d, _, err := s.loadFor(ctx, p, audit.DocumentMetadata, policies.ReadDocument, id)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.authorize(ctx, p, audit.DocumentMetadata, d, policies.CanRead(p, d.owner, &d.Document)); err != nil {
-		return nil, err
-	}
-	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentMetadata, Outcome: audit.Success, Actor: p, Subject: d.Subject, Document: d.ID}); err != nil {
+	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentMetadata, Outcome: audit.Success, Actor: p, Subject: d.Subject, Document: d.ID,
+		ActingFor: actingFor(d.store)}); err != nil {
 		return nil, err
 	}
 	return &d.Document, nil

@@ -27,6 +27,12 @@ type BootstrapOptions struct {
 	RoleName    string // AppRole role khod logs in with (default "khod")
 	TokenTTL    time.Duration
 	TokenMaxTTL time.Duration
+	// SecretIDTTL bounds the life of the secret_id issued (default 90
+	// days): a leaked one stops working, and the operator issues a new one.
+	SecretIDTTL time.Duration
+	// BoundCIDRs, when set, are the only addresses that may log in with the
+	// secret_id and use the tokens it gives (khod's hosts).
+	BoundCIDRs []string
 }
 
 // AppRoleCredentials are what khod needs to log in.
@@ -51,6 +57,9 @@ func Bootstrap(ctx context.Context, root *vaultapi.Client, o BootstrapOptions) (
 	}
 	if o.TokenMaxTTL == 0 {
 		o.TokenMaxTTL = 24 * time.Hour
+	}
+	if o.SecretIDTTL == 0 {
+		o.SecretIDTTL = 90 * 24 * time.Hour
 	}
 	mounts, err := root.Sys().ListMountsWithContext(ctx)
 	if err != nil {
@@ -92,13 +101,17 @@ func Bootstrap(ctx context.Context, root *vaultapi.Client, o BootstrapOptions) (
 		return nil, kho.WrapError(kho.EINVALID, "vault bootstrap: write policy "+o.PolicyName, err)
 	}
 	rolePath := "auth/approle/role/" + o.RoleName
-	if _, err := root.Logical().WriteWithContext(ctx, rolePath, map[string]any{
+	role := map[string]any{
 		"token_policies":          []string{o.PolicyName},
 		"token_no_default_policy": true,
 		"token_ttl":               fmt.Sprintf("%ds", int(o.TokenTTL.Seconds())),
 		"token_max_ttl":           fmt.Sprintf("%ds", int(o.TokenMaxTTL.Seconds())),
 		"token_type":              "service",
-	}); err != nil {
+		"secret_id_ttl":           fmt.Sprintf("%ds", int(o.SecretIDTTL.Seconds())),
+		"secret_id_bound_cidrs":   o.BoundCIDRs,
+		"token_bound_cidrs":       o.BoundCIDRs,
+	}
+	if _, err := root.Logical().WriteWithContext(ctx, rolePath, role); err != nil {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "vault bootstrap: write role", err)
 	}
 	rid, err := root.Logical().ReadWithContext(ctx, rolePath+"/role-id")

@@ -96,7 +96,7 @@ func TestInitImportsAnOperatorsCAChain(t *testing.T) {
 	t.Setenv("MINIO_ROOT_PASSWORD", st.MinIORootPassword)
 	t.Cleanup(func() { _ = testenv.MinIORoot(t).RemoveUser(ctx, user) })
 	args := []string{"init", "--vault-addr", addr, "--minio-endpoint", st.MinIOEndpoint, "--minio-bucket", st.MinIOBucket, "--minio-user", user,
-		"--out", out, "--import-root", rootFile, "--import-intermediate", intFile, "--import-intermediate-key", keyFile}
+		"--out", out, "--khod-cidr", "127.0.0.1/32", "--import-root", rootFile, "--import-intermediate", intFile, "--import-intermediate-key", keyFile}
 	msg, err := runKho(t, args...)
 	if err != nil {
 		t.Fatalf("init: %v", err)

@@ -8,8 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"kho/audit"
@@ -127,6 +129,19 @@ func runSeed(ctx context.Context, args []string, stdout io.Writer) error {
 // operator's credentials taken from the environment (never from flags, which
 // other users can read in the process list). It writes khod's credentials to
 // files in --out, mode 0600.
+// cidrList is the repeatable --khod-cidr option.
+type cidrList []string
+
+func (l *cidrList) String() string { return strings.Join(*l, ",") }
+
+func (l *cidrList) Set(v string) error {
+	if _, _, err := net.ParseCIDR(v); err != nil {
+		return fmt.Errorf("%q is not a CIDR such as 10.0.0.0/24", v)
+	}
+	*l = append(*l, v)
+	return nil
+}
+
 func runInit(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("init", flag.ContinueOnError)
 	vaultAddr := fs.String("vault-addr", os.Getenv("VAULT_ADDR"), "Vault URL (operator token in VAULT_TOKEN)")
@@ -138,6 +153,9 @@ func runInit(ctx context.Context, args []string, stdout io.Writer) error {
 	rootPEM := fs.String("import-root", "", "PEM file of an existing root CA certificate (with --import-intermediate and --import-intermediate-key)")
 	intPEM := fs.String("import-intermediate", "", "PEM file of an existing agency-signing intermediate certificate")
 	intKey := fs.String("import-intermediate-key", "", "PEM file of that intermediate's private key")
+	var cidrs cidrList
+	fs.Var(&cidrs, "khod-cidr", "`CIDR` khod logs in to Vault from (repeatable): its AppRole secret_id and tokens work from there only [required]")
+	secretTTL := fs.Duration("secret-id-ttl", 90*24*time.Hour, "how long khod's AppRole secret_id stays valid; issue a new one with kho init before it ends")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -150,6 +168,10 @@ func runInit(ctx context.Context, args []string, stdout io.Writer) error {
 		return errors.New("init: give --vault-addr (or VAULT_ADDR) and the operator's VAULT_TOKEN")
 	case *minioEndpoint == "" || rootUser == "" || rootPass == "":
 		return errors.New("init: give --minio-endpoint and MINIO_ROOT_USER/MINIO_ROOT_PASSWORD")
+	case len(cidrs) == 0:
+		return errors.New("init: give --khod-cidr with the address range khod runs in (127.0.0.1/32 on one machine)")
+	case *secretTTL < time.Hour:
+		return errors.New("init: --secret-id-ttl must be at least 1h")
 	}
 	if err := os.MkdirAll(*out, 0o700); err != nil {
 		return err
@@ -158,7 +180,7 @@ func runInit(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	creds, err := devstack.BootstrapVault(ctx, api)
+	creds, err := devstack.BootstrapVault(ctx, api, cidrs, *secretTTL)
 	if err != nil {
 		return err
 	}

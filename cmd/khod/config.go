@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -48,7 +49,16 @@ type Config struct {
 
 	Audience       string
 	TrustedIssuers issuerList
+	IssuerKinds    issuerList
 	DevIdPKey      string
+	TrustedProxies stringList
+
+	RateLimit      float64
+	RateBurst      int
+	MaxInMemory    int
+	MaxLegalHold   time.Duration
+	RequestTimeout time.Duration
+	UploadTimeout  time.Duration
 
 	UploadPartSize    uint64
 	MaxDocumentSize   int64
@@ -70,6 +80,20 @@ const (
 	ModeProduction = "production"
 	ModeDev        = "dev"
 )
+
+// stringList is a repeatable option of plain values.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	for _, part := range strings.Split(v, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*l = append(*l, part)
+		}
+	}
+	return nil
+}
 
 // issuerList is the repeatable --trusted-issuer ISSUER=JWKS_URL option.
 type issuerList []string
@@ -116,7 +140,15 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.StringVar(&cfg.VaultAppRoleMount, "vault-approle-mount", "approle", "`path` the AppRole auth method is mounted at")
 
 	fs.StringVar(&cfg.Audience, "audience", "kho", "aud claim bearer tokens must carry")
-	fs.Var(&cfg.TrustedIssuers, "trusted-issuer", "trust tokens from `ISSUER=JWKS_URL` (repeatable, or comma-separated)")
+	fs.Var(&cfg.TrustedIssuers, "trusted-issuer", "trust tokens from `ISSUER=JWKS_URL` (repeatable; the JWKS URL must be https outside --mode=dev)")
+	fs.Var(&cfg.IssuerKinds, "issuer-kinds", "`ISSUER=KIND+KIND...`: the principal kinds a trusted issuer may assert (citizen, business_rep, agency, agency_officer, security_officer, operator); required for each --trusted-issuer")
+	fs.Var(&cfg.TrustedProxies, "trusted-proxy", "`address or CIDR` of a load balancer whose X-Forwarded-For is believed (repeatable; default none)")
+	fs.Float64Var(&cfg.RateLimit, "rate-limit", 50, "requests per second each caller may make (then 429 with Retry-After)")
+	fs.IntVar(&cfg.RateBurst, "rate-burst", 100, "requests a caller may make at once above --rate-limit")
+	fs.IntVar(&cfg.MaxInMemory, "max-in-memory", 4, "documents checked in memory at once (PDF, JSON, XML deposits; PDF verifications, each); past it, 503")
+	fs.DurationVar(&cfg.MaxLegalHold, "max-legal-hold", 5*365*24*time.Hour, "longest a legal hold may last")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 30*time.Second, "time to read a request and write its answer, on routes that move no document")
+	fs.DurationVar(&cfg.UploadTimeout, "transfer-timeout", time.Hour, "time to read or write a document (deposits, downloads)")
 	fs.StringVar(&cfg.DevIdPKey, "dev-idp-key", "", "dev identity provider key `file`; only with --mode=dev")
 
 	fs.Uint64Var(&cfg.UploadPartSize, "upload-part-size", 8<<20, "`bytes` of each part buffered per upload to MinIO (at least 5 MiB); memory per concurrent upload")
@@ -295,10 +327,27 @@ func (c *Config) Validate() error {
 	if c.Audience == "" {
 		return errors.New("--audience must not be empty")
 	}
+	kinds, err := c.issuerKinds()
+	if err != nil {
+		return err
+	}
 	for _, is := range c.TrustedIssuers {
-		_, jwks, _ := strings.Cut(is, "=")
-		if u, err := url.Parse(jwks); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return fmt.Errorf("--trusted-issuer %q: the JWKS URL must be an http(s) URL", is)
+		iss, jwks, _ := strings.Cut(is, "=")
+		u, err := url.Parse(jwks)
+		if err != nil || u.Host == "" || !(u.Scheme == "https" || (u.Scheme == "http" && c.Mode == ModeDev)) {
+			return fmt.Errorf("--trusted-issuer %q: the JWKS URL must be an https URL (plain http only with --mode=dev)", is)
+		}
+		if len(kinds[iss]) == 0 {
+			return fmt.Errorf("--trusted-issuer %q: say which principal kinds it may assert with --issuer-kinds %s=KIND+KIND", iss, iss)
+		}
+	}
+	for iss := range kinds {
+		found := false
+		for _, is := range c.TrustedIssuers {
+			found = found || strings.HasPrefix(is, iss+"=")
+		}
+		if !found {
+			return fmt.Errorf("--issuer-kinds names %q, which is not a --trusted-issuer", iss)
 		}
 	}
 	if c.UploadPartSize < 5<<20 || c.UploadPartSize > 512<<20 {
@@ -318,6 +367,12 @@ func (c *Config) Validate() error {
 	if c.AuditOrigin == "" || strings.ContainsAny(c.AuditOrigin, " \n\r") {
 		return errors.New("--audit-origin must be one word such as kho.gov.vn/audit")
 	}
+	if c.RateLimit <= 0 || c.RateBurst < 1 || c.MaxInMemory < 1 {
+		return errors.New("--rate-limit, --rate-burst and --max-in-memory must be positive")
+	}
+	if c.MaxLegalHold < 24*time.Hour || c.RequestTimeout < time.Second || c.UploadTimeout < time.Minute {
+		return errors.New("--max-legal-hold must be at least 24h, --request-timeout at least 1s and --transfer-timeout at least 1m")
+	}
 	if c.CheckpointInterval < time.Second || c.CheckpointEvents < 1 {
 		return errors.New("--checkpoint-interval must be at least 1s and --checkpoint-events at least 1")
 	}
@@ -328,6 +383,22 @@ func (c *Config) Validate() error {
 		return errors.New("no token issuer is trusted: give --trusted-issuer (or, in --mode=dev, --dev-idp-key)")
 	}
 	return nil
+}
+
+// issuerKinds reads --issuer-kinds into issuer → kinds.
+func (c *Config) issuerKinds() (map[string][]kho.PrincipalKind, error) {
+	out := map[string][]kho.PrincipalKind{}
+	for _, v := range c.IssuerKinds {
+		iss, list, _ := strings.Cut(v, "=")
+		for _, k := range strings.Split(list, "+") {
+			pk := kho.PrincipalKind(strings.TrimSpace(k))
+			if !slices.Contains(kho.PrincipalKinds, pk) {
+				return nil, fmt.Errorf("--issuer-kinds %q: unknown principal kind %q", v, k)
+			}
+			out[iss] = append(out[iss], pk)
+		}
+	}
+	return out, nil
 }
 
 func parseLevel(s string) (slog.Level, error) {

@@ -131,6 +131,7 @@ func run(ctx context.Context, cfg *Config) error {
 	docs, err := storage.New(storage.Config{
 		DB: db, Blobs: blobs, Keys: transit, Signer: transit, Logger: log.With("component", "storage"),
 		MaxSize: cfg.MaxDocumentSize, MaxPDFSize: cfg.MaxPDFSize, Reuse: consents, PDFSigner: pdfSigner,
+		MaxInMemory: cfg.MaxInMemory, MaxHold: cfg.MaxLegalHold, Consents: consents,
 	})
 	if err != nil {
 		return err
@@ -171,8 +172,11 @@ func run(ctx context.Context, cfg *Config) error {
 			}
 			return signing.Verify(pdf, root)
 		},
-		ReceiptKeys:   func(ctx context.Context) (jwk.Set, error) { return transit.JWKS(ctx, consent.ReceiptKey) },
-		MaxUploadSize: cfg.MaxDocumentSize + 1<<20,
+		ReceiptKeys:    func(ctx context.Context) (jwk.Set, error) { return transit.JWKS(ctx, consent.ReceiptKey) },
+		MaxUploadSize:  cfg.MaxDocumentSize + 1<<20,
+		TrustedProxies: cfg.TrustedProxies,
+		Limits: api.Limits{RequestsPerSecond: cfg.RateLimit, Burst: cfg.RateBurst, InMemory: cfg.MaxInMemory,
+			RequestTimeout: cfg.RequestTimeout, TransferTimeout: cfg.UploadTimeout},
 		Checks: []api.Check{
 			{Name: "postgres", Check: func(ctx context.Context) error {
 				if err := db.Health(ctx); err != nil {
@@ -203,7 +207,11 @@ func run(ctx context.Context, cfg *Config) error {
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		// No overall read/write timeouts: document streams may be large.
+		MaxHeaderBytes:    64 << 10,
+		// Backstops; each request gets its own deadlines from the API
+		// (--request-timeout, or --transfer-timeout for documents).
+		ReadTimeout:  cfg.UploadTimeout + time.Minute,
+		WriteTimeout: cfg.UploadTimeout + time.Minute,
 	}
 	log.Info("khod serving", "addr", ln.Addr().String(), "mode", cfg.Mode, "version", version)
 	errc := make(chan error, 1)
@@ -219,6 +227,7 @@ func run(ctx context.Context, cfg *Config) error {
 	if err := hs.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
+	srv.Close(sctx)
 	log.Info("khod stopped")
 	return nil
 }
@@ -277,10 +286,14 @@ func checkpointLoop(ctx context.Context, log *slog.Logger, db *postgres.DB, trai
 // trustedIssuers builds the issuer list from the options; in dev mode it adds
 // the built-in identity provider and returns its public keys to publish.
 func trustedIssuers(cfg *Config) ([]api.IssuerConfig, jwk.Set, error) {
+	kinds, err := cfg.issuerKinds()
+	if err != nil {
+		return nil, nil, err
+	}
 	var out []api.IssuerConfig
 	for _, is := range cfg.TrustedIssuers {
 		iss, jwks, _ := strings.Cut(is, "=")
-		out = append(out, api.IssuerConfig{Issuer: iss, JWKSURL: jwks})
+		out = append(out, api.IssuerConfig{Issuer: iss, JWKSURL: jwks, Kinds: kinds[iss], AllowHTTP: cfg.Mode == ModeDev})
 	}
 	if cfg.DevIdPKey == "" {
 		return out, nil, nil
@@ -296,5 +309,6 @@ func trustedIssuers(cfg *Config) ([]api.IssuerConfig, jwk.Set, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return append(out, api.IssuerConfig{Issuer: devidp.Issuer, KeySet: set}), set, nil
+	// The dev provider stands for every provider a deployment would have.
+	return append(out, api.IssuerConfig{Issuer: devidp.Issuer, KeySet: set, Kinds: kho.PrincipalKinds}), set, nil
 }

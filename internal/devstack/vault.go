@@ -114,7 +114,8 @@ func (s *Stack) upVault(ctx context.Context, st *State) error {
 		return err
 	}
 	api.SetToken(st.VaultRootToken)
-	creds, err := BootstrapVault(ctx, api)
+	// khod runs on this machine: its secret_id works from loopback only.
+	creds, err := BootstrapVault(ctx, api, []string{"127.0.0.1/32"}, 0)
 	if err != nil {
 		return err
 	}
@@ -127,14 +128,16 @@ func (s *Stack) upVault(ctx context.Context, st *State) error {
 }
 
 // BootstrapVault prepares a Vault for khod with an operator's client: kho's
-// mounts, khod's embedded least-privilege policy and its AppRole. kho dev up
-// and kho init both use it.
-func BootstrapVault(ctx context.Context, operator *vaultapi.Client) (*vault.AppRoleCredentials, error) {
+// mounts, khod's embedded least-privilege policy and its AppRole, whose
+// secret_id lives for secretTTL and works only from cidrs. kho dev up and
+// kho init both use it.
+func BootstrapVault(ctx context.Context, operator *vaultapi.Client, cidrs []string, secretTTL time.Duration) (*vault.AppRoleCredentials, error) {
 	hcl, err := policies.KhodVaultPolicy()
 	if err != nil {
 		return nil, err
 	}
-	return vault.Bootstrap(ctx, operator, vault.BootstrapOptions{PolicyName: policies.KhodVaultPolicyName, PolicyHCL: hcl})
+	return vault.Bootstrap(ctx, operator, vault.BootstrapOptions{PolicyName: policies.KhodVaultPolicyName, PolicyHCL: hcl,
+		BoundCIDRs: cidrs, SecretIDTTL: secretTTL})
 }
 
 func (s *Stack) stopVault() (bool, error) {

@@ -33,13 +33,13 @@ path "kho-subjects/keys/+" {
     "allow_plaintext_backup" = []
   }
 }
-# Only the settings kho's lifecycle needs may change.
+# Only deletion may be allowed (crypto-shredding). Retiring old versions
+# (min_decryption_version) is the operator's `kho keys rewrap`: khod could
+# otherwise lower it again and undo a retirement.
 path "kho-subjects/keys/+/config" {
   capabilities = ["update"]
   allowed_parameters = {
-    "deletion_allowed"       = []
-    "min_decryption_version" = []
-    "min_encryption_version" = []
+    "deletion_allowed" = ["true"]
   }
 }
 path "kho-subjects/keys/+/rotate" {
