@@ -61,6 +61,12 @@ func claims() map[string]any {
 
 func (s *signer) sign(t testing.TB, c map[string]any) string {
 	t.Helper()
+	return s.signWith(t, c, nil)
+}
+
+// signWith signs c with extra protected headers.
+func (s *signer) signWith(t testing.TB, c map[string]any, headers map[string]any) string {
+	t.Helper()
 	b := jwt.NewBuilder()
 	for k, v := range c {
 		switch k {
@@ -74,7 +80,13 @@ func (s *signer) sign(t testing.TB, c map[string]any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256(), s.priv))
+	hdr := jws.NewHeaders()
+	for k, v := range headers {
+		if err := hdr.Set(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256(), s.priv, jws.WithProtectedHeaders(hdr)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +95,7 @@ func (s *signer) sign(t testing.TB, c map[string]any) string {
 
 func newAuth(t testing.TB, s *signer) *api.Authenticator {
 	t.Helper()
-	a, err := api.NewAuthenticator(context.Background(), "kho", []api.IssuerConfig{{Issuer: testIssuer, KeySet: s.set}})
+	a, err := api.NewAuthenticator(context.Background(), "kho", []api.IssuerConfig{{Issuer: testIssuer, KeySet: s.set, Kinds: kho.PrincipalKinds}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +152,7 @@ func TestAuthenticate(t *testing.T) {
 		{"fail/alg none", unsigned(t, claims()), kho.Principal{}},
 		{"fail/HS256 with the public key as secret", hsWithPublicKey(t, s, claims()), kho.Principal{}},
 		{"fail/tampered payload", tamper(s.sign(t, claims())), kho.Principal{}},
+		{"fail/unknown critical header", s.signWith(t, claims(), map[string]any{"crit": []string{"kho-x"}, "kho-x": true}), kho.Principal{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -210,18 +223,22 @@ func tamper(tok string) string {
 
 func TestAuthenticatorConfig(t *testing.T) {
 	s := newSigner(t)
+	all := kho.PrincipalKinds
 	tests := []struct {
 		name     string
 		audience string
 		issuers  []api.IssuerConfig
 	}{
-		{"fail/no audience", "", []api.IssuerConfig{{Issuer: testIssuer, KeySet: s.set}}},
+		{"fail/no audience", "", []api.IssuerConfig{{Issuer: testIssuer, KeySet: s.set, Kinds: all}}},
 		{"fail/no issuers", "kho", nil},
-		{"fail/both key set and url", "kho", []api.IssuerConfig{{Issuer: testIssuer, KeySet: s.set, JWKSURL: "https://x/jwks"}}},
-		{"fail/neither", "kho", []api.IssuerConfig{{Issuer: testIssuer}}},
-		{"fail/duplicate", "kho", []api.IssuerConfig{{Issuer: testIssuer, KeySet: s.set}, {Issuer: testIssuer, KeySet: s.set}}},
-		{"fail/bad jwks url", "kho", []api.IssuerConfig{{Issuer: testIssuer, JWKSURL: "file:///etc/passwd"}}},
-		{"fail/unreachable jwks", "kho", []api.IssuerConfig{{Issuer: testIssuer, JWKSURL: "http://127.0.0.1:1/jwks", FetchTimeout: time.Second}}},
+		{"fail/both key set and url", "kho", []api.IssuerConfig{{Issuer: testIssuer, KeySet: s.set, JWKSURL: "https://x/jwks", Kinds: all}}},
+		{"fail/neither", "kho", []api.IssuerConfig{{Issuer: testIssuer, Kinds: all}}},
+		{"fail/duplicate", "kho", []api.IssuerConfig{{Issuer: testIssuer, KeySet: s.set, Kinds: all}, {Issuer: testIssuer, KeySet: s.set, Kinds: all}}},
+		{"fail/bad jwks url", "kho", []api.IssuerConfig{{Issuer: testIssuer, JWKSURL: "file:///etc/passwd", Kinds: all}}},
+		{"fail/plain http jwks outside dev", "kho", []api.IssuerConfig{{Issuer: testIssuer, JWKSURL: "http://idp.test/jwks", Kinds: all}}},
+		{"fail/unreachable jwks", "kho", []api.IssuerConfig{{Issuer: testIssuer, JWKSURL: "http://127.0.0.1:1/jwks", FetchTimeout: time.Second, Kinds: all, AllowHTTP: true}}},
+		{"fail/no kinds", "kho", []api.IssuerConfig{{Issuer: testIssuer, KeySet: s.set}}},
+		{"fail/unknown kind", "kho", []api.IssuerConfig{{Issuer: testIssuer, KeySet: s.set, Kinds: []kho.PrincipalKind{"root"}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -243,7 +260,7 @@ func TestAuthenticateWithRemoteJWKS(t *testing.T) {
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	a, err := api.NewAuthenticator(ctx, "kho", []api.IssuerConfig{{Issuer: testIssuer, JWKSURL: srv.URL + "/jwks.json"}})
+	a, err := api.NewAuthenticator(ctx, "kho", []api.IssuerConfig{{Issuer: testIssuer, JWKSURL: srv.URL + "/jwks.json", Kinds: kho.PrincipalKinds, AllowHTTP: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,6 +269,48 @@ func TestAuthenticateWithRemoteJWKS(t *testing.T) {
 	}
 	if _, err := a.Authenticate(ctx, newSigner(t).sign(t, claims())); err == nil {
 		t.Fatal("token from a key not in the remote JWKS accepted")
+	}
+}
+
+// Each identity provider asserts only the kinds it is trusted for: a token
+// from the citizen portal's provider claiming an operator or a security
+// officer, or an agency, is refused even though its signature is good.
+func TestIssuerAssertsOnlyItsKinds(t *testing.T) {
+	portal, staff := newSigner(t), newSigner(t)
+	a, err := api.NewAuthenticator(context.Background(), "kho", []api.IssuerConfig{
+		{Issuer: testIssuer, KeySet: portal.set, Kinds: []kho.PrincipalKind{kho.PrincipalCitizen, kho.PrincipalBusinessRep}},
+		{Issuer: "https://staff.test", KeySet: staff.set, Kinds: []kho.PrincipalKind{kho.PrincipalSecurityOfficer, kho.PrincipalOperator}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	as := func(s *signer, iss, kind, sub string, extra ...string) string {
+		c := claims()
+		c["iss"], c[kho.ClaimKind], c["sub"] = iss, kind, sub
+		if len(extra) == 2 {
+			c[extra[0]] = extra[1]
+		}
+		return s.sign(t, c)
+	}
+	tests := []struct {
+		name  string
+		token string
+	}{
+		{"ok/portal asserts a citizen", as(portal, testIssuer, "citizen", "001090000001")},
+		{"ok/staff directory asserts an operator", as(staff, "https://staff.test", "operator", "op01")},
+		{"fail/portal asserts an operator", as(portal, testIssuer, "operator", "op01")},
+		{"fail/portal asserts a security officer", as(portal, testIssuer, "security_officer", "so01")},
+		{"fail/portal asserts an agency", as(portal, testIssuer, "agency", "000.06.16.G09", kho.ClaimAgency, "000.06.16.G09")},
+		{"fail/staff directory asserts a citizen", as(staff, "https://staff.test", "citizen", "001090000001")},
+		{"fail/staff key under the portal's name", as(staff, testIssuer, "citizen", "001090000001")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := a.Authenticate(context.Background(), tt.token)
+			if ok := strings.HasPrefix(tt.name, "ok/"); ok != (err == nil) {
+				t.Fatalf("err = %v", err)
+			}
+		})
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/minio/minio-go/v7"
 
 	"kho"
@@ -28,6 +29,7 @@ type docServer struct {
 	url  string
 	sign *signer
 	docs *testenv.Documents
+	srv  *api.Server
 }
 
 func newDocServer(t *testing.T, maxUpload int64) *docServer {
@@ -50,7 +52,7 @@ func newDocServer(t *testing.T, maxUpload int64) *docServer {
 	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	return &docServer{url: ts.URL, sign: s, docs: docs}
+	return &docServer{url: ts.URL, sign: s, docs: docs, srv: srv}
 }
 
 // token mints a bearer token for p.
@@ -65,9 +67,12 @@ func (d *docServer) token(t *testing.T, p kho.Principal) string {
 		c["sub"], c[kho.ClaimBusiness] = string(p.Person), string(p.Business)
 	case kho.PrincipalAgency:
 		c["sub"], c[kho.ClaimAgency] = string(p.Agency), string(p.Agency)
+	case kho.PrincipalAgencyOfficer:
+		c["sub"], c[kho.ClaimAgency] = string(p.Staff), string(p.Agency)
 	default:
 		c["sub"] = string(p.Staff)
 	}
+	c["jti"] = uuid.NewString()
 	return d.sign.sign(t, c)
 }
 

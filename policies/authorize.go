@@ -134,9 +134,10 @@ func registered(p kho.Principal, r Resource) bool {
 	return isAgency(p) && r.Agency != nil && r.Agency.Code == p.Agency
 }
 
-func ownerSide(r Resource) bool {
-	return r.Store != nil && r.Store.Exists && r.Store.Capacity.OwnerSide()
-}
+// ownerSide reports whether the caller acts for the store's owner. A citizen
+// is the owner's side of their own store even before it exists (it is
+// created on first use); a delegation exists only for an existing store.
+func ownerSide(r Resource) bool { return r.Store != nil && r.Store.Capacity.OwnerSide() }
 
 // issuedBy reports whether d was issued by the agency p acts for.
 func issuedBy(p kho.Principal, d *kho.Document) bool {
@@ -153,26 +154,19 @@ func issuedBy(p kho.Principal, d *kho.Document) bool {
 // "does not exist"), then the rules of the action.
 func Authorize(p kho.Principal, a Action, r Resource) Decision {
 	switch a {
-	case ResolveStore:
-		if ownerSide(r) || registered(p, r) {
-			return allow()
-		}
-		if isAgency(p) {
+	case ResolveStore, ListStore:
+		switch {
+		case isAgency(p) && !registered(p, r):
 			return refuse(kho.EFORBIDDEN, ReasonUnregistered, "agency "+string(p.Agency)+" is not registered in kho")
-		}
-		return notFound("store")
-
-	case ListStore:
-		if ownerSide(r) {
-			return Decision{Allowed: true, Scope: ListScope{All: true}}
-		}
-		if registered(p, r) {
-			// Whether or not the store exists, an agency sees what it
-			// issued there: for a store it never wrote to, nothing.
+		case isAgency(p):
+			// Whether or not the store exists, an agency resolves it (it
+			// is created) and sees what it issued there: for a store it
+			// never wrote to, nothing.
 			return Decision{Allowed: true, Scope: ListScope{Issuer: p.Agency}}
-		}
-		if isAgency(p) {
-			return refuse(kho.EFORBIDDEN, ReasonUnregistered, "agency "+string(p.Agency)+" is not registered in kho")
+		case p.Kind != kho.PrincipalCitizen && p.Kind != kho.PrincipalBusinessRep:
+			return wrongRole("only citizens, business representatives and agencies have stores to look at")
+		case ownerSide(r):
+			return Decision{Allowed: true, Scope: ListScope{All: true}}
 		}
 		return notFound("store")
 
@@ -332,7 +326,7 @@ func authorizeDeposit(p kho.Principal, r Resource) Decision {
 		d = Decision{Allowed: true, Source: kho.SourceAgencyIssued}
 	case p.Kind == kho.PrincipalCitizen || p.Kind == kho.PrincipalBusinessRep:
 		// The store may not exist yet: a first upload creates it.
-		if r.Store == nil || !r.Store.Capacity.OwnerSide() {
+		if !ownerSide(r) {
 			return notFound("store")
 		}
 		if r.DocType == nil {

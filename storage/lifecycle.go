@@ -19,13 +19,13 @@ import (
 // Revoke withdraws a document its issuer (or, if self-declared, its owner)
 // no longer stands by. The reason is kept and shown to readers.
 func (s *Service) Revoke(ctx context.Context, p kho.Principal, id kho.DocumentID, reason string) (*kho.Document, error) {
-	reason = strings.TrimSpace(reason)
-	if n := utf8.RuneCountInString(reason); n < 3 || n > 1000 || !utf8.ValidString(reason) {
-		return nil, kho.Errorf(kho.EINVALID, "a revocation needs a reason of 3 to 1000 characters")
-	}
 	d, _, err := s.loadFor(ctx, p, audit.DocumentRevoked, policies.ChangeDocument, id)
 	if err != nil {
 		return nil, err
+	}
+	reason = strings.TrimSpace(reason)
+	if n := utf8.RuneCountInString(reason); n < 3 || n > 1000 || !utf8.ValidString(reason) {
+		return nil, kho.Errorf(kho.EINVALID, "a revocation needs a reason of 3 to 1000 characters")
 	}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		cur, err := s.load(ctx, tx, p, id, true)

@@ -174,6 +174,9 @@ func (s *Service) Resolve(ctx context.Context, p kho.Principal, id kho.SubjectID
 // against the store, so its owner sees it. The API's routes about "my"
 // store (and a ward's, with on_behalf_of) come through here.
 func (s *Service) StoreFor(ctx context.Context, p kho.Principal, action policies.Action, id kho.SubjectID) (*policies.Store, error) {
+	if p.Kind != kho.PrincipalCitizen && p.Kind != kho.PrincipalBusinessRep {
+		return nil, kho.Refusal(kho.EFORBIDDEN, policies.ReasonWrongRole, "only citizens and business representatives have a store of their own")
+	}
 	if id == "" {
 		own, ok := p.ActsFor()
 		if !ok {

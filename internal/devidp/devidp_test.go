@@ -65,7 +65,7 @@ func TestMintVerifiesThroughTheAuthenticator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := api.NewAuthenticator(context.Background(), "kho", []api.IssuerConfig{{Issuer: devidp.Issuer, KeySet: set}})
+	a, err := api.NewAuthenticator(context.Background(), "kho", []api.IssuerConfig{{Issuer: devidp.Issuer, KeySet: set, Kinds: kho.PrincipalKinds}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,120 @@
+package api_test
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"kho/internal/testenv"
+)
+
+// floodBadTokens sends n requests with forged tokens from c workers and
+// returns the statuses seen.
+func floodBadTokens(t testing.TB, d *docServer, n, c int) map[int]int {
+	t.Helper()
+	forged := newSigner(t).sign(t, claims())
+	statuses := map[int]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	next := make(chan struct{}, n)
+	for range n {
+		next <- struct{}{}
+	}
+	close(next)
+	client := &http.Client{Timeout: 10 * time.Second}
+	for range c {
+		wg.Go(func() {
+			for range next {
+				req, _ := http.NewRequest("GET", d.url+"/v1/me", nil)
+				req.Header.Set("Authorization", "Bearer "+forged)
+				resp, err := client.Do(req)
+				if err != nil {
+					continue
+				}
+				resp.Body.Close()
+				mu.Lock()
+				statuses[resp.StatusCode]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return statuses
+}
+
+func authFailures(t testing.TB, d *docServer) (events, counted int) {
+	t.Helper()
+	err := d.docs.DB.Pool.QueryRow(testenv.Context(t), `SELECT count(*), coalesce(sum(coalesce((details->>'count')::int, 0)), 0) + count(*)
+		FROM audit_events WHERE action = 'auth.failed'`).Scan(&events, &counted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return events, counted
+}
+
+// 10,000 forged tokens from one address cost the audit trail a few events,
+// not 10,000, and the count is kept: the first failure is recorded at once,
+// the rest as one total when the window ends (here, at shutdown). Past its
+// allowance the source gets 429 without its tokens being checked.
+func TestBadTokenFloodIsAggregated(t *testing.T) {
+	d := newDocServer(t, 0)
+	statuses := floodBadTokens(t, d, 10_000, 16)
+	if statuses[401]+statuses[429] != 10_000 || statuses[401] == 0 || statuses[429] == 0 {
+		t.Fatalf("statuses: %v", statuses)
+	}
+	events, _ := authFailures(t, d)
+	if events > 3 {
+		t.Fatalf("10,000 bad tokens made %d audit events", events)
+	}
+	d.srv.Close(testenv.Context(t))
+	events, counted := authFailures(t, d)
+	if events > 4 || counted != 10_000 {
+		t.Fatalf("after the window: %d events counting %d failures, want a few counting 10000", events, counted)
+	}
+	// A good token from the same address still works: the allowance is for
+	// failures, and a valid caller is limited by its own rate.
+	resp, b := d.call(t, citizen, "GET", "/v1/me", "", nil, nil)
+	if resp.StatusCode != 429 && resp.StatusCode != 200 {
+		t.Fatalf("a good token during the flood window: %d %s", resp.StatusCode, b)
+	}
+}
+
+// BenchmarkDepositUnderBadTokenFlood measures a deposit alone and while
+// 10,000 forged tokens arrive, and reports the ratio and the audit events
+// the flood added.
+func BenchmarkDepositUnderBadTokenFlood(b *testing.B) {
+	d := newDocServer(b, 0)
+	body := strings.Repeat("x", 64<<10)
+	deposit := func() time.Duration {
+		start := time.Now()
+		ct, mb := multipartBody(b, textMeta, []byte(body))
+		resp, out := request(b, "POST", d.url+"/v1/documents", d.token(b, justice), ct, mb, nil)
+		if resp.StatusCode != 201 {
+			b.Fatalf("deposit: %d %s", resp.StatusCode, out)
+		}
+		return time.Since(start)
+	}
+	for range 5 {
+		deposit() // warm keys and certificates
+	}
+	var alone, flooded time.Duration
+	var events int
+	for b.Loop() {
+		alone += deposit()
+		before, _ := authFailures(b, d)
+		done := make(chan struct{})
+		go func() {
+			floodBadTokens(b, d, 10_000, 16)
+			close(done)
+		}()
+		time.Sleep(50 * time.Millisecond)
+		flooded += deposit()
+		<-done
+		after, _ := authFailures(b, d)
+		events += after - before
+	}
+	b.ReportMetric(float64(flooded)/float64(alone), "slowdown")
+	b.ReportMetric(float64(events)/float64(b.N), "audit-events/10k-bad-tokens")
+}
