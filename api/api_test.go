@@ -71,7 +71,7 @@ func (f *fixture) do(t *testing.T, method, path, token string, hdr map[string]st
 }
 
 // request sends one request and reads the whole answer.
-func request(t *testing.T, method, url, token, contentType string, body io.Reader, hdr map[string]string) (*http.Response, []byte) {
+func request(t testing.TB, method, url, token, contentType string, body io.Reader, hdr map[string]string) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, body)
 	if err != nil {

@@ -32,7 +32,7 @@ type docServer struct {
 	srv  *api.Server
 }
 
-func newDocServer(t *testing.T, maxUpload int64) *docServer {
+func newDocServer(t testing.TB, maxUpload int64) *docServer {
 	t.Helper()
 	s := newSigner(t)
 	docs := testenv.NewDocuments(t)
@@ -56,7 +56,7 @@ func newDocServer(t *testing.T, maxUpload int64) *docServer {
 }
 
 // token mints a bearer token for p.
-func (d *docServer) token(t *testing.T, p kho.Principal) string {
+func (d *docServer) token(t testing.TB, p kho.Principal) string {
 	c := claims()
 	c[kho.ClaimKind] = string(p.Kind)
 	delete(c, kho.ClaimAgency)
@@ -83,7 +83,7 @@ var (
 	police   = kho.Principal{Kind: kho.PrincipalAgency, Agency: "000.00.15.H29"}
 )
 
-func multipartBody(t *testing.T, meta string, file []byte, order ...string) (string, *bytes.Buffer) {
+func multipartBody(t testing.TB, meta string, file []byte, order ...string) (string, *bytes.Buffer) {
 	t.Helper()
 	if len(order) == 0 {
 		order = []string{"metadata", "file"}
@@ -255,10 +255,10 @@ func TestDocumentRoutesRefuseWrongPrincipalsAndBadInput(t *testing.T) {
 		{"fail/other agency revokes", police, "POST", "/v1/documents/" + id + "/revocation", "application/json", revoke, 404},
 		{"fail/owner revokes an agency's document", citizen, "POST", "/v1/documents/" + id + "/revocation", "application/json", revoke, 403},
 		{"fail/other agency supersedes", police, "POST", "/v1/documents/" + id + "/versions", ct, body.String(), 404},
-		{"fail/stranger lists the store", stranger, "GET", "/v1/subjects/" + string(doc.Subject) + "/documents", "", "", 403},
-		{"fail/stranger erases the store", stranger, "POST", "/v1/subjects/" + string(doc.Subject) + "/erasure", "", "", 403},
+		{"fail/stranger lists the store", stranger, "GET", "/v1/subjects/" + string(doc.Subject) + "/documents", "", "", 404},
+		{"fail/stranger erases the store", stranger, "POST", "/v1/subjects/" + string(doc.Subject) + "/erasure", "", "", 404},
 		{"fail/citizen places a legal hold", citizen, "POST", "/v1/subjects/" + string(doc.Subject) + "/legal-holds", "application/json", `{"reason":"mine"}`, 403},
-		{"fail/stranger resolves another's store", stranger, "POST", "/v1/subjects/resolve", "application/json", `{"subject_id":"001090000001"}`, 403},
+		{"fail/stranger resolves another's store", stranger, "POST", "/v1/subjects/resolve", "application/json", `{"subject_id":"001090000001"}`, 404},
 		{"fail/malformed document id", citizen, "GET", "/v1/documents/not-a-uuid", "", "", 404},
 		{"fail/revocation without json", justice, "POST", "/v1/documents/" + id + "/revocation", "text/plain", "wrong", 400},
 		{"fail/revocation with unknown field", justice, "POST", "/v1/documents/" + id + "/revocation", "application/json", `{"reason":"x y z","why":1}`, 400},
@@ -319,7 +319,7 @@ func TestDocumentRoutesRefuseWrongPrincipalsAndBadInput(t *testing.T) {
 	}
 	// A legal hold by an agency, then the owner's erasure is refused with 409.
 	resp, b = d.call(t, police, "POST", "/v1/subjects/"+string(doc.Subject)+"/legal-holds", "application/json",
-		strings.NewReader(`{"reason":"điều tra / investigation","until":"`+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)+`"}`), nil)
+		strings.NewReader(`{"legal_basis":"Quyết định 7/QĐ-CA (mẫu)","reason":"điều tra / investigation","until":"`+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)+`"}`), nil)
 	if resp.StatusCode != 201 {
 		t.Fatalf("legal hold: %d %s", resp.StatusCode, b)
 	}
@@ -331,7 +331,7 @@ func TestDocumentRoutesRefuseWrongPrincipalsAndBadInput(t *testing.T) {
 	}
 	// Only the agency that placed the hold releases it; then erasure goes ahead.
 	release := "/v1/subjects/" + string(doc.Subject) + "/legal-holds/" + hold.ID + "/release"
-	if resp, b = d.call(t, justice, "POST", release, "", nil, nil); resp.StatusCode != 403 {
+	if resp, b = d.call(t, justice, "POST", release, "", nil, nil); resp.StatusCode != 404 {
 		t.Fatalf("release by another agency: %d %s", resp.StatusCode, b)
 	}
 	if resp, b = d.call(t, police, "POST", release, "", nil, nil); resp.StatusCode != 200 {

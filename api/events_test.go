@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 
@@ -58,7 +59,7 @@ func TestEverySecurityRelevantActionIsRecorded(t *testing.T) {
 		d.call(t, justice, "POST", "/v1/documents/"+string(v2.ID)+"/revocation", "application/json", strings.NewReader(`{"reason":"sai sót"}`), nil)
 	})
 	expect("subject.legal_hold", "success", func() {
-		d.call(t, police, "POST", "/v1/subjects/"+string(doc.Subject)+"/legal-holds", "application/json", strings.NewReader(`{"reason":"lưu trữ"}`), nil)
+		d.call(t, police, "POST", "/v1/subjects/"+string(doc.Subject)+"/legal-holds", "application/json", strings.NewReader(`{"legal_basis":"Quyết định 8/QĐ (mẫu)","until":"`+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)+`"}`), nil)
 	})
 	other := d.deposit(t, justice, strings.Replace(textMeta, "001090000001", "079085000002", 1), []byte("to erase"))
 	expect("subject.erased", "success", func() { d.call(t, stranger, "POST", "/v1/subjects/"+string(other.Subject)+"/erasure", "", nil, nil) })
@@ -68,7 +69,7 @@ func TestEverySecurityRelevantActionIsRecorded(t *testing.T) {
 		}
 	})
 	expect("subject.keys_rewrapped", "success", func() {
-		if _, err := d.docs.Svc.RewrapAll(ctx, operator, 100, nil); err != nil {
+		if _, err := d.docs.Operator.RewrapAll(ctx, operator, 100, nil); err != nil {
 			t.Fatal(err)
 		}
 	})

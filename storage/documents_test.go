@@ -577,7 +577,7 @@ func TestRotateAndRewrap(t *testing.T) {
 	}
 
 	var reports []storage.RewrapProgress
-	pr, err := f.svc.RewrapAll(f.ctx, asOperator, 2, func(p storage.RewrapProgress) { reports = append(reports, p) })
+	pr, err := f.op.RewrapAll(f.ctx, asOperator, 2, func(p storage.RewrapProgress) { reports = append(reports, p) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -606,7 +606,7 @@ func TestRotateAndRewrap(t *testing.T) {
 		}
 	}
 	// Running again finds nothing to do.
-	if pr, err := f.svc.RewrapAll(f.ctx, asOperator, 2, nil); err != nil || pr.Keys != 0 {
+	if pr, err := f.op.RewrapAll(f.ctx, asOperator, 2, nil); err != nil || pr.Keys != 0 {
 		t.Fatalf("second rewrap: %+v %v", pr, err)
 	}
 }

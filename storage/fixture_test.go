@@ -37,6 +37,7 @@ var (
 // prefix and subject keys of the test's own.
 type fixture struct {
 	svc    *storage.Service
+	op     *storage.Service // with the operator's Vault token, as kho keys rewrap runs
 	db     *postgres.DB
 	blobs  *storage.MinIO
 	keys   *vault.Transit
@@ -48,7 +49,7 @@ type fixture struct {
 func newFixture(t testing.TB, mod ...func(*storage.Config)) *fixture {
 	t.Helper()
 	d := testenv.NewDocuments(t, mod...)
-	return &fixture{svc: d.Svc, db: d.DB, blobs: d.Blobs, keys: d.Keys, prefix: d.Prefix, bucket: d.Blobs.Bucket(), ctx: testenv.Context(t)}
+	return &fixture{svc: d.Svc, op: d.Operator, db: d.DB, blobs: d.Blobs, keys: d.Keys, prefix: d.Prefix, bucket: d.Blobs.Bucket(), ctx: testenv.Context(t)}
 }
 
 func meta(subject kho.SubjectID, typ, mediaType string) *kho.DepositMetadata {

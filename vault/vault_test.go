@@ -2,6 +2,7 @@ package vault_test
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
@@ -81,6 +82,20 @@ func TestKhodTokenIsLeastPrivilege(t *testing.T) {
 		call func() error
 	}{
 		{"read its own policy", func() error { _, err := khod.ReadWithContext(ctx, "sys/policy/khod"); return err }},
+		// Retiring key versions is the operator's; lowering the minimum
+		// again would undo a retirement.
+		{"change min_decryption_version", func() error {
+			_, err := khod.WriteWithContext(ctx, vault.MountSubjects+"/keys/"+subjectKey+"/config", map[string]any{"min_decryption_version": 1})
+			return err
+		}},
+		{"change min_encryption_version", func() error {
+			_, err := khod.WriteWithContext(ctx, vault.MountSubjects+"/keys/"+subjectKey+"/config", map[string]any{"min_encryption_version": 1})
+			return err
+		}},
+		{"forbid deletion again", func() error {
+			_, err := khod.WriteWithContext(ctx, vault.MountSubjects+"/keys/"+subjectKey+"/config", map[string]any{"deletion_allowed": false})
+			return err
+		}},
 		{"list policies", func() error { _, err := khod.ReadWithContext(ctx, "sys/policy"); return err }},
 		{"write a policy", func() error {
 			_, err := khod.WriteWithContext(ctx, "sys/policy/escalate", map[string]any{"policy": `path "*" { capabilities = ["sudo","read","create","update","delete","list"] }`})
@@ -278,6 +293,25 @@ func TestBootstrapIsIdempotent(t *testing.T) {
 	}
 	if a.RoleID != b.RoleID || a.SecretID == b.SecretID {
 		t.Fatalf("second bootstrap: role_id changed or secret_id reused")
+	}
+	// The secret_id lives for a bounded time and works from the bound
+	// addresses only.
+	bound := opts
+	bound.BoundCIDRs, bound.SecretIDTTL = []string{"10.255.255.0/24"}, 2*time.Hour
+	c, err := vault.Bootstrap(ctx, root, bound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := root.Logical().WriteWithContext(ctx, "auth/approle/role/"+role+"/secret-id/lookup", map[string]any{"secret_id": c.SecretID})
+	if err != nil || info == nil {
+		t.Fatalf("look up the secret_id: %v", err)
+	}
+	if ttl, _ := info.Data["secret_id_ttl"].(json.Number).Int64(); ttl != 7200 {
+		t.Fatalf("secret_id_ttl = %v, want 7200", info.Data["secret_id_ttl"])
+	}
+	st := testenv.Stack(t)
+	if _, err := vault.New(ctx, vault.Config{Address: st.VaultAddr, RoleID: c.RoleID, SecretID: c.SecretID}); kho.ErrorCode(err) != kho.EUNAUTHORIZED {
+		t.Fatalf("login from outside the bound CIDR: %v, want refused", err)
 	}
 	if _, err := vault.Bootstrap(ctx, root, vault.BootstrapOptions{PolicyName: policy, PolicyHCL: "not hcl {{{"}); kho.ErrorCode(err) != kho.EINVALID {
 		t.Fatalf("bad policy: %v, want invalid", err)

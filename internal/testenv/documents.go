@@ -28,6 +28,9 @@ type Documents struct {
 	Log    *audit.Log // the same schema's audit trail, with a checkpoint key of the test's own
 	// Consents decides reuse; the service asks it for fetches.
 	Consents *consent.Service
+	// Operator is the same service with the operator's Vault token, as
+	// `kho keys rewrap` runs: khod's own token may not retire key versions.
+	Operator *storage.Service
 }
 
 // NewDocuments builds it; mod may change the service's config.
@@ -56,7 +59,7 @@ func NewDocuments(t testing.TB, mod ...func(*storage.Config)) *Documents {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := storage.Config{DB: db, Blobs: blobs, Keys: keys, Signer: keys, ObjectPrefix: prefix, Reuse: consents, PDFSigner: pdfSigner}
+	cfg := storage.Config{DB: db, Blobs: blobs, Keys: keys, Signer: keys, ObjectPrefix: prefix, Reuse: consents, PDFSigner: pdfSigner, Consents: consents}
 	for _, m := range mod {
 		m(&cfg)
 	}
@@ -65,6 +68,16 @@ func NewDocuments(t testing.TB, mod ...func(*storage.Config)) *Documents {
 		t.Fatal(err)
 	}
 	root := VaultRoot(t)
+	operatorKeys, err := vault.NewTransitWith(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opCfg := cfg
+	opCfg.Keys = operatorKeys
+	operator, err := storage.New(opCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		bg := context.Background()
 		_ = blobs.Walk(bg, prefix, func(name string, _ time.Time) error { return blobs.Delete(bg, name) })
@@ -89,5 +102,5 @@ func NewDocuments(t testing.TB, mod ...func(*storage.Config)) *Documents {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Documents{Svc: svc, DB: db, Blobs: blobs, Keys: keys, Prefix: prefix, Log: log, Consents: consents}
+	return &Documents{Svc: svc, DB: db, Blobs: blobs, Keys: keys, Prefix: prefix, Log: log, Consents: consents, Operator: operator}
 }
