@@ -34,10 +34,18 @@ type docServer struct {
 
 func newDocServer(t testing.TB, maxUpload int64) *docServer {
 	t.Helper()
+	return newDocServerWith(t, maxUpload, api.Limits{RequestsPerSecond: 1e6, Burst: 1e6})
+}
+
+// newDocServerWith builds the server with the given limits (tests make many
+// calls as one principal, faster than the default rate allows).
+func newDocServerWith(t testing.TB, maxUpload int64, limits api.Limits) *docServer {
+	t.Helper()
 	s := newSigner(t)
 	docs := testenv.NewDocuments(t)
 	srv, err := api.New(api.Config{
 		Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: docs.Svc, Audit: docs.Log, MaxUploadSize: maxUpload,
+		Limits: limits,
 		Consents: docs.Consents, ReceiptKeys: func(ctx context.Context) (jwk.Set, error) { return docs.Keys.JWKS(ctx, consent.ReceiptKey) },
 		PDFVerifier: func(ctx context.Context, pdf []byte) (*signing.Report, error) {
 			root, err := docs.Keys.RootCertificate(ctx)

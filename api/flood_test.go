@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"kho/api"
 	"kho/internal/testenv"
 )
 
@@ -78,6 +79,43 @@ func TestBadTokenFloodIsAggregated(t *testing.T) {
 	resp, b := d.call(t, citizen, "GET", "/v1/me", "", nil, nil)
 	if resp.StatusCode != 429 && resp.StatusCode != 200 {
 		t.Fatalf("a good token during the flood window: %d %s", resp.StatusCode, b)
+	}
+}
+
+// Each principal has its own budget of requests: past it, 429 with
+// Retry-After, and another principal is not affected.
+func TestRateLimitPerPrincipal(t *testing.T) {
+	d := newDocServerWith(t, 0, api.Limits{RequestsPerSecond: 0.5, Burst: 3})
+	for i := range 3 {
+		if resp, b := d.call(t, citizen, "GET", "/v1/me", "", nil, nil); resp.StatusCode != 200 {
+			t.Fatalf("call %d within the burst: %d %s", i, resp.StatusCode, b)
+		}
+	}
+	resp, b := d.call(t, citizen, "GET", "/v1/me", "", nil, nil)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("over the budget: %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+	}
+	if resp, b := d.call(t, stranger, "GET", "/v1/me", "", nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("another principal: %d %s", resp.StatusCode, b)
+	}
+}
+
+// Every answer carries the headers that keep personal data out of caches,
+// sniffers, frames and referrers.
+func TestSecurityHeaders(t *testing.T) {
+	d := newDocServer(t, 0)
+	for _, path := range []string{"/v1/me", "/v1/me/documents", "/v1/nope"} {
+		resp, _ := d.call(t, citizen, "GET", path, "", nil, nil)
+		for k, want := range map[string]string{
+			"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+		} {
+			if got := resp.Header.Get(k); got != want {
+				t.Errorf("%s: %s = %q, want %q", path, k, got, want)
+			}
+		}
+		if !strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+			t.Errorf("%s: CSP %q", path, resp.Header.Get("Content-Security-Policy"))
+		}
 	}
 }
 
