@@ -59,10 +59,11 @@ func (id SubjectID) Minor(now time.Time) bool {
 	return ok && oldest < AdultAge
 }
 
-// ChildMustConsent reports whether a ward may be ChildConsentAge or older at
-// now, so that the ward's own consent is needed beside the guardian's. Unsure
-// means yes: asking the child as well is the side the law requires.
+// ChildMustConsent reports whether a ward may be a child of ChildConsentAge
+// or older at now, so that the ward's own consent is needed beside the
+// guardian's. Unsure means yes: asking the child as well is the side the law
+// requires. An adult under guardianship (for lost capacity) is not asked.
 func (id SubjectID) ChildMustConsent(now time.Time) bool {
-	_, oldest, ok := id.AgeBounds(now)
-	return ok && oldest >= ChildConsentAge
+	youngest, oldest, ok := id.AgeBounds(now)
+	return ok && youngest < AdultAge && oldest >= ChildConsentAge
 }

@@ -45,7 +45,7 @@ func newDocServerWith(t testing.TB, maxUpload int64, limits api.Limits) *docServ
 	docs := testenv.NewDocuments(t)
 	srv, err := api.New(api.Config{
 		Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: docs.Svc, Audit: docs.Log, MaxUploadSize: maxUpload,
-		Limits: limits,
+		Limits:   limits,
 		Consents: docs.Consents, ReceiptKeys: func(ctx context.Context) (jwk.Set, error) { return docs.Keys.JWKS(ctx, consent.ReceiptKey) },
 		PDFVerifier: func(ctx context.Context, pdf []byte) (*signing.Report, error) {
 			root, err := docs.Keys.RootCertificate(ctx)

@@ -47,7 +47,7 @@ func floodBadTokens(t testing.TB, d *docServer, n, c int) map[int]int {
 
 func authFailures(t testing.TB, d *docServer) (events, counted int) {
 	t.Helper()
-	err := d.docs.DB.Pool.QueryRow(testenv.Context(t), `SELECT count(*), coalesce(sum(coalesce((details->>'count')::int, 0)), 0) + count(*)
+	err := d.docs.DB.Pool.QueryRow(testenv.Context(t), `SELECT count(*), coalesce(sum(coalesce((details->>'count')::int, 1)), 0)
 		FROM audit_events WHERE action = 'auth.failed'`).Scan(&events, &counted)
 	if err != nil {
 		t.Fatal(err)

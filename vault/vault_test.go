@@ -92,10 +92,6 @@ func TestKhodTokenIsLeastPrivilege(t *testing.T) {
 			_, err := khod.WriteWithContext(ctx, vault.MountSubjects+"/keys/"+subjectKey+"/config", map[string]any{"min_encryption_version": 1})
 			return err
 		}},
-		{"forbid deletion again", func() error {
-			_, err := khod.WriteWithContext(ctx, vault.MountSubjects+"/keys/"+subjectKey+"/config", map[string]any{"deletion_allowed": false})
-			return err
-		}},
 		{"list policies", func() error { _, err := khod.ReadWithContext(ctx, "sys/policy"); return err }},
 		{"write a policy", func() error {
 			_, err := khod.WriteWithContext(ctx, "sys/policy/escalate", map[string]any{"policy": `path "*" { capabilities = ["sudo","read","create","update","delete","list"] }`})

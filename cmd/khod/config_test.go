@@ -22,7 +22,14 @@ func base() map[string]string {
 		"KHO_VAULT_ROLE_ID":    "role",
 		"KHO_VAULT_SECRET_ID":  "sid",
 		"KHO_TRUSTED_ISSUER":   "https://idp.example=https://idp.example/jwks.json",
+		"KHO_ISSUER_KINDS":     "https://idp.example=citizen+business_rep",
 	}
+}
+
+// noIssuers removes the trusted issuers (and the kinds they may assert).
+func noIssuers(m map[string]string) {
+	delete(m, "KHO_TRUSTED_ISSUER")
+	delete(m, "KHO_ISSUER_KINDS")
 }
 
 func getenv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -31,7 +38,8 @@ func TestLoadConfig(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "khod.json")
 	if err := os.WriteFile(file, []byte(`{"listen": "127.0.0.1:9999", "log-level": "debug", "migrate-on-start": true, "shutdown-timeout": "3s",
-		"trusted-issuer": ["https://a.example=https://a.example/jwks", "https://b.example=https://b.example/jwks"]}`), 0o600); err != nil {
+		"trusted-issuer": ["https://a.example=https://a.example/jwks", "https://b.example=https://b.example/jwks"],
+		"issuer-kinds": ["https://a.example=agency+agency_officer", "https://b.example=security_officer"]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	secretFile := filepath.Join(dir, "sid")
@@ -51,7 +59,7 @@ func TestLoadConfig(t *testing.T) {
 	t.Run("ok/flags beat env beat file", func(t *testing.T) {
 		env := base()
 		env["KHO_LOG_LEVEL"] = "warn"
-		delete(env, "KHO_TRUSTED_ISSUER")
+		noIssuers(env)
 		c, err := LoadConfig([]string{"--config", file, "--listen", "127.0.0.1:7000"}, getenv(env), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -68,6 +76,7 @@ func TestLoadConfig(t *testing.T) {
 	})
 	t.Run("ok/config file named in the environment", func(t *testing.T) {
 		env := base()
+		noIssuers(env)
 		env["KHO_CONFIG"] = file
 		c, err := LoadConfig(nil, getenv(env), nil)
 		if err != nil || c.Listen != "127.0.0.1:9999" {
@@ -84,7 +93,7 @@ func TestLoadConfig(t *testing.T) {
 	})
 	t.Run("ok/dev identity provider in dev mode", func(t *testing.T) {
 		env := base()
-		delete(env, "KHO_TRUSTED_ISSUER")
+		noIssuers(env)
 		if _, err := LoadConfig([]string{"--mode", "dev", "--dev-idp-key", "/x"}, getenv(env), nil); err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +119,15 @@ func TestLoadConfig(t *testing.T) {
 		{"fail/secret twice", []string{"--vault-secret-id-file", secretFile}, nil, "not both"},
 		{"fail/missing secret file", []string{"--minio-secret-key-file", "/nonexistent"}, func(m map[string]string) { delete(m, "KHO_MINIO_SECRET_KEY") }, "--minio-secret-key-file"},
 		{"fail/dev identity provider outside dev mode", []string{"--dev-idp-key", "/x"}, nil, "refused outside --mode=dev"},
-		{"fail/no issuer", nil, func(m map[string]string) { delete(m, "KHO_TRUSTED_ISSUER") }, "no token issuer is trusted"},
+		{"fail/no issuer", nil, noIssuers, "no token issuer is trusted"},
+		{"fail/issuer without kinds", nil, func(m map[string]string) { delete(m, "KHO_ISSUER_KINDS") }, "--issuer-kinds"},
+		{"fail/kinds of no issuer", nil, func(m map[string]string) {
+			m["KHO_ISSUER_KINDS"] = "https://idp.example=citizen,https://other.example=operator"
+		}, "not a --trusted-issuer"},
+		{"fail/unknown kind", nil, func(m map[string]string) { m["KHO_ISSUER_KINDS"] = "https://idp.example=root" }, "unknown principal kind"},
+		{"fail/plain http key set outside dev", nil, func(m map[string]string) {
+			m["KHO_TRUSTED_ISSUER"] = "https://idp.example=http://idp.example/jwks.json"
+		}, "https"},
 		{"fail/malformed issuer", []string{"--trusted-issuer", "just-a-name"}, nil, "ISSUER=JWKS_URL"},
 		{"fail/issuer jwks not a url", []string{"--trusted-issuer", "a=b"}, nil, "JWKS URL"},
 		{"fail/missing config file", []string{"--config", "/nonexistent.json"}, nil, "config file"},

@@ -39,7 +39,7 @@ path "kho-subjects/keys/+" {
 path "kho-subjects/keys/+/config" {
   capabilities = ["update"]
   allowed_parameters = {
-    "deletion_allowed" = ["true"]
+    "deletion_allowed" = []
   }
 }
 path "kho-subjects/keys/+/rotate" {

@@ -14,8 +14,9 @@ CREATE UNIQUE INDEX documents_issuer_result ON documents (issuer, result_code) W
 
 -- After erasure the identification number is gone: the row stays as a
 -- tombstone under its handle, which the audit trail names.
+-- The handle (UNIQUE NOT NULL, what every other table references) is the
+-- row's key from now on.
 ALTER TABLE subjects DROP CONSTRAINT subjects_pkey;
-ALTER TABLE subjects ADD CONSTRAINT subjects_pkey PRIMARY KEY USING INDEX subjects_handle_key;
 ALTER TABLE subjects ALTER COLUMN id DROP NOT NULL;
 ALTER TABLE subjects ADD CONSTRAINT subjects_id_key UNIQUE (id);
 ALTER TABLE subjects ADD CONSTRAINT subjects_id_or_erased CHECK (id IS NOT NULL OR erased_at IS NOT NULL);
