@@ -24,8 +24,8 @@ type Limits struct {
 	// FailureWindow is how long failed authentications from one source are
 	// counted before their total is recorded (default 1 minute): the first
 	// failure of a window is recorded at once, the rest as one count.
-	// FailuresPerWindow (default 100) answers a source over it with 429
-	// instead of checking more of its tokens.
+	// Past FailuresPerWindow (default 100) a source's failures answer 429
+	// rather than 401; its valid tokens still pass.
 	FailureWindow     time.Duration
 	FailuresPerWindow int
 	// InMemory bounds concurrent PDF verifications, each holding up to
@@ -217,19 +217,6 @@ func (f *failures) note(source, route string, now time.Time) (record, over bool,
 	}
 	w.count++
 	return record, w.count > f.cap, flush
-}
-
-// blocked reports whether source is already over its allowance in its
-// current window: its tokens are then not even checked.
-func (f *failures) blocked(source string, now time.Time) (bool, time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	w := f.sources[source]
-	if w == nil || w.count <= f.cap || now.Sub(w.start) >= f.window {
-		return false, 0
-	}
-	w.count++
-	return true, f.window - now.Sub(w.start)
 }
 
 // expired removes windows that ended and returns the events summing them.
