@@ -19,8 +19,18 @@ func TestOneTimeConsentAdmitsExactlyOneOfFiftyParallelFetches(t *testing.T) {
 	ctx := testenv.Context(t)
 	subject := kho.SubjectID("001090000777")
 	doc := d.Deposit(t, agency(justice), subject, "GKS", "khai sinh", nil)
-	c, err := d.Consents.Grant(ctx, citizen(subject), consent.Terms{Grantee: police, Procedure: "CHC", Purpose: "Cấp hộ chiếu / passport issuance",
-		DocumentTypes: []string{"GKS"}, ValidUntil: time.Now().Add(time.Hour), Mode: "once"}, "")
+	terms := consent.Terms{Grantee: police, Procedure: "CHC", Purpose: "Cấp hộ chiếu / passport issuance",
+		DocumentTypes: []string{"GKS"}, ValidUntil: time.Now().Add(time.Hour), Mode: "once"}
+	// An older consent for the same purpose, revoked: the losers' reason is
+	// still "used up", the newest consent's state, not "revoked".
+	old, err := d.Consents.Grant(ctx, citizen(subject), terms, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.Consents.SetStatus(ctx, citizen(subject), old.ID, consent.Revoked, "", false); err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.Consents.Grant(ctx, citizen(subject), terms, "")
 	if err != nil {
 		t.Fatal(err)
 	}
