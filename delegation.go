@@ -36,8 +36,7 @@ func (id SubjectID) BirthYear() (year int, ok bool) {
 		return 0, false
 	}
 	s := string(id)
-	century := 1900 + 100*int((s[3]-'0')/2)
-	return century + int(s[4]-'0')*10 + int(s[5]-'0'), true
+	return 1900 + 100*int((s[3]-'0')/2) + int(s[4]-'0')*10 + int(s[5]-'0'), true
 }
 
 // AgeBounds returns the youngest and oldest the person can be at now, from

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -247,8 +248,8 @@ func (m *DepositMetadata) Validate() error {
 		if n < c.min || utf8.RuneCountInString(c.v) > c.max {
 			return Errorf(EINVALID, "%s must have %d to %d characters", c.field, c.min, c.max)
 		}
-		if strings.ContainsFunc(c.v, func(r rune) bool { return r < 0x20 && r != '\n' && r != '\t' }) {
-			return Errorf(EINVALID, "%s contains control characters", c.field)
+		if !PlainText(c.v, true) {
+			return Errorf(EINVALID, "%s contains control or direction-changing characters", c.field)
 		}
 	}
 	if err := m.checkDates(time.Now()); err != nil {
@@ -272,6 +273,27 @@ func (m *DepositMetadata) Validate() error {
 		return Errorf(EINVALID, "media_type must be one of %s", strings.Join(AllowedMediaTypes(), ", "))
 	}
 	return nil
+}
+
+// PlainText reports whether s is valid UTF-8 without control characters
+// (C0, DEL, C1; newlines and tabs only when multiline) or the invisible
+// characters that change the direction text is shown in (which can make a
+// name or a legal basis read as something else).
+func PlainText(s string, multiline bool) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	return !strings.ContainsFunc(s, func(r rune) bool {
+		switch {
+		case multiline && (r == '\n' || r == '\t'):
+			return false
+		case unicode.IsControl(r):
+			return true
+		case r >= 0x202A && r <= 0x202E, r >= 0x2066 && r <= 0x2069, r == 0x200E, r == 0x200F, r == 0x061C:
+			return true
+		}
+		return false
+	})
 }
 
 // earliestDate is the earliest date a document kho keeps may carry.

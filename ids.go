@@ -3,6 +3,7 @@ package kho
 import (
 	"regexp"
 	"strings"
+	"time"
 )
 
 // SubjectKind says whether a store belongs to a citizen or a business.
@@ -57,6 +58,11 @@ func (id SubjectID) Validate() error {
 		// 001 to 096.
 		if p := (int(s[0]-'0')*100 + int(s[1]-'0')*10 + int(s[2]-'0')); p < 1 || p > 96 {
 			return Errorf(EINVALID, "personal identification number has an unknown province code")
+		}
+		// The fourth digit gives the century of birth, the next two the
+		// year: nobody is born in the future.
+		if y := 1900 + 100*int((s[3]-'0')/2) + int(s[4]-'0')*10 + int(s[5]-'0'); y > time.Now().Year() {
+			return Errorf(EINVALID, "personal identification number has a year of birth in the future")
 		}
 		return nil
 	case 10, 13:

@@ -116,7 +116,7 @@ func New(cfg Config) (*Server, error) {
 	}
 
 	v1 := e.Group("/v1", authenticate(cfg.Authenticator, cfg.Audit, s.failures),
-		withRateLimit(newLimiter(cfg.Limits.RequestsPerSecond, cfg.Limits.Burst)))
+		withRateLimit(newLimiter(cfg.Limits.RequestsPerSecond, cfg.Limits.Burst)), refuseStrayDelegation())
 	v1.GET("/me", s.me)
 	s.documentRoutes(v1)
 	s.auditRoutes(e, v1)
@@ -125,6 +125,25 @@ func New(cfg Config) (*Server, error) {
 		v1.POST("/pdf-signatures/verification", s.verifyPDF)
 	}
 	return s, nil
+}
+
+// delegatingQueries are the routes that take ?on_behalf_of=; the others that
+// act for someone else take it in their JSON body.
+var delegatingQueries = map[string]bool{
+	"GET /v1/me/documents": true, "GET /v1/me/legal-holds": true, "GET /v1/me/access-log": true,
+	"GET /v1/me/consents": true, "GET /v1/consent-requests": true,
+}
+
+// refuseStrayDelegation refuses an on_behalf_of where a route does not read
+// it: a guardian acting for a ward must never be answered as themself.
+func refuseStrayDelegation() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if c.Request.URL.Query().Has("on_behalf_of") && !delegatingQueries[c.Request.Method+" "+c.FullPath()] {
+			errorf(c, kho.EINVALID, "this route does not take on_behalf_of in its query: acting for someone else is said in the JSON body where a route allows it, and a document or store in the path already names whose it is")
+			return
+		}
+		c.Next()
+	}
 }
 
 // Handler returns the http.Handler serving every route.
@@ -138,6 +157,22 @@ func (s *Server) Routes() []string {
 		out = append(out, r.Method+" "+r.Path)
 	}
 	return out
+}
+
+// Run records, every failure window, the counts of failed authentications
+// whose window ended, until ctx ends: a count never waits for the next
+// failure to be written.
+func (s *Server) Run(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Limits.FailureWindow)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.failures.flushExpired(ctx)
+		}
+	}
 }
 
 // Close records what is still counted in memory (failed authentications)

@@ -239,6 +239,16 @@ func summary(w *failureWindow, now time.Time) audit.Event {
 		Details: map[string]any{"count": w.count - 1, "since": w.start.UTC().Format(time.RFC3339), "until": now.UTC().Format(time.RFC3339), "route": w.route}}
 }
 
+// flushExpired records the counts of the windows that ended.
+func (f *failures) flushExpired(ctx context.Context) {
+	f.mu.Lock()
+	evs := f.expired(time.Now())
+	f.mu.Unlock()
+	for _, ev := range evs {
+		_ = f.trail.Record(ctx, ev)
+	}
+}
+
 // Flush records the counts of every open window: at shutdown, so no count
 // is lost.
 func (f *failures) Flush(ctx context.Context) {

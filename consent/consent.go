@@ -208,8 +208,16 @@ func actingFor(st *policies.Store) string {
 }
 
 // agencyFacts reads the caller's agency and the procedure it names, and asks
-// Authorize whether it may act for it (availability, consent requests).
-func (s *Service) agencyFacts(ctx context.Context, p kho.Principal, a policies.Action, event, code string) (*policies.Agency, *policies.Procedure, error) {
+// Authorize whether it may act for it on subjectID's store (availability,
+// consent requests); a refusal is recorded on that store when it exists.
+func (s *Service) agencyFacts(ctx context.Context, p kho.Principal, a policies.Action, event, code string, subjectID kho.SubjectID) (*policies.Agency, *policies.Procedure, error) {
+	if err := subjectID.Validate(); err != nil {
+		return nil, nil, err
+	}
+	st, err := postgres.StoreByID(ctx, s.db.Pool, p, subjectID)
+	if err != nil {
+		return nil, nil, err
+	}
 	agency, err := postgres.AgencyOf(ctx, s.db.Pool, p)
 	if err != nil {
 		return nil, nil, err
@@ -218,7 +226,7 @@ func (s *Service) agencyFacts(ctx context.Context, p kho.Principal, a policies.A
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := s.decide(ctx, p, event, a, policies.Resource{Agency: agency, Procedure: proc}); err != nil {
+	if err := s.decide(ctx, p, event, a, policies.Resource{Store: st, Agency: agency, Procedure: proc}); err != nil {
 		return nil, nil, err
 	}
 	return agency, proc, nil
@@ -243,7 +251,7 @@ func (s *Service) ownStore(ctx context.Context, p kho.Principal, subjectID, onBe
 		id = own
 	}
 	if err := id.Validate(); err != nil {
-		return nil, kho.Errorf(kho.ENOTFOUND, "store not found")
+		return nil, policies.NotFound("store")
 	}
 	st, err := postgres.StoreByID(ctx, s.db.Pool, p, id)
 	if err != nil {
@@ -274,7 +282,10 @@ type Request struct {
 // same for every well-formed number; the subject is notified through the
 // outbox and sees the request in the access log.
 func (s *Service) RequestConsent(ctx context.Context, p kho.Principal, t Terms) (*Request, error) {
-	_, proc, err := s.agencyFacts(ctx, p, policies.RequestConsent, audit.ConsentRequested, t.Procedure)
+	if len(t.DocumentIDs) > 0 {
+		return nil, kho.Errorf(kho.EINVALID, "a consent request names document types; document_ids are the subject's to choose when granting")
+	}
+	_, proc, err := s.agencyFacts(ctx, p, policies.RequestConsent, audit.ConsentRequested, t.Procedure, t.SubjectID)
 	if err != nil {
 		return nil, err
 	}
@@ -494,6 +505,32 @@ const (
 	ReasonChildRequired    = "child_consent_required"
 )
 
+// wardGrantRefusal says why p may not, alone, make a ward's consent active
+// (by granting or resuming it), or nil when it may: only a guardian, and
+// only for a child under 7 (an adult ward has no child's consent to give).
+func wardGrantRefusal(st *policies.Store) error {
+	if st.Capacity != kho.CapacityGuardian {
+		return kho.Refusal(kho.EFORBIDDEN, ReasonGuardianRequired, "a minor's consent needs their guardian's: the agency sends a consent request, which both of you answer")
+	}
+	if st.ChildMustConsent {
+		return kho.Refusal(kho.EFORBIDDEN, ReasonChildRequired, "from age 7 the child's own consent is needed too: the agency sends a consent request, which both of you answer")
+	}
+	return nil
+}
+
+// recordRefusal records err, a refusal about st's store, on that store, and
+// returns it.
+func (s *Service) recordRefusal(ctx context.Context, p kho.Principal, event string, st *policies.Store, err error) error {
+	ev := audit.Event{Action: event, Outcome: audit.Denied, Actor: p, Reason: kho.ErrorReason(err), ActingFor: actingFor(st)}
+	if st != nil && st.Exists {
+		ev.Subject = st.Handle
+	}
+	if aerr := audit.RecordNow(ctx, s.db, ev); aerr != nil {
+		return aerr
+	}
+	return err
+}
+
 // Grant lets a subject (or their guardian or representative) give a consent
 // directly, without a request. A ward cannot grant alone; a guardian grants
 // alone only for a child under 7: from that age the child agrees too, which
@@ -503,11 +540,10 @@ func (s *Service) Grant(ctx context.Context, p kho.Principal, t Terms, onBehalfO
 	if err != nil {
 		return nil, err
 	}
-	if st.Ward && st.Capacity != kho.CapacityGuardian {
-		return nil, kho.Refusal(kho.EFORBIDDEN, ReasonGuardianRequired, "a minor's consent needs their guardian's: the agency sends a consent request, which both of you answer")
-	}
-	if st.Ward && st.ChildMustConsent {
-		return nil, kho.Refusal(kho.EFORBIDDEN, ReasonChildRequired, "from age 7 the child's own consent is needed too: the agency sends a consent request, which both of you answer")
+	if st.Ward {
+		if err := wardGrantRefusal(st); err != nil {
+			return nil, s.recordRefusal(ctx, p, audit.ConsentGranted, st, err)
+		}
 	}
 	if err := t.Grantee.Validate(); err != nil {
 		return nil, kho.Errorf(kho.EINVALID, "grantee must be an agency code")

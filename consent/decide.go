@@ -157,12 +157,21 @@ func (s *Service) decideFetch(ctx context.Context, req kho.FetchRequest, checkVa
 	if err != nil {
 		return nil, err
 	}
+	q := policies.ReuseQuery{Agency: string(p.Agency), AgencyKind: kind, Action: policies.ActionFetch, Procedure: proc,
+		DocumentID: string(d.ID), DocumentType: d.Type}
+	// What no consent could admit is refused from the policy alone, without
+	// reading the subject's consents or the document's state: the answer
+	// (and its cost) is then that of a document that does not exist.
+	withConsent := q
+	withConsent.Consent = true
+	if !s.engine.Decide(withConsent).Allowed {
+		return &Decision{Reason: ReasonNotAdmitted, Policy: s.engine.Decide(q), Query: q}, nil
+	}
 	consentID, why, err := s.consentLookup(ctx, d.Subject, p.Agency, proc.Code, d.Type, d.ID)
 	if err != nil {
 		return nil, err
 	}
-	q := policies.ReuseQuery{Agency: string(p.Agency), AgencyKind: kind, Action: policies.ActionFetch, Procedure: proc,
-		DocumentID: string(d.ID), DocumentType: d.Type, Consent: consentID != ""}
+	q.Consent = consentID != ""
 	ans := s.engine.Decide(q)
 	dec := &Decision{Policy: ans, Query: q}
 	valid := true
@@ -278,7 +287,7 @@ type AvailableDoc struct {
 // Types the policy does not let it see are "not_admitted", whether or not
 // such documents exist.
 func (s *Service) CheckAvailability(ctx context.Context, p kho.Principal, subjectID kho.SubjectID, procedureCode string) ([]Availability, error) {
-	agency, proc, err := s.agencyFacts(ctx, p, policies.CheckAvailability, audit.AvailabilityCheck, procedureCode)
+	agency, proc, err := s.agencyFacts(ctx, p, policies.CheckAvailability, audit.AvailabilityCheck, procedureCode, subjectID)
 	if err != nil {
 		return nil, err
 	}

@@ -228,6 +228,7 @@ func (s *Service) SetStatus(ctx context.Context, p kho.Principal, id, status, re
 	var c *Consent
 	var w *Withdrawal
 	var actedFor string
+	var refusedWard *policies.Store
 	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
 		var st *policies.Store
@@ -236,6 +237,15 @@ func (s *Service) SetStatus(ctx context.Context, p kho.Principal, id, status, re
 			return err
 		}
 		actedFor = actingFor(st)
+		// Either party may withdraw a ward's consent (pause, revoke) on
+		// their own; making it active again is giving it again, which needs
+		// every party a new consent needs.
+		if status == Active && st.Ward {
+			if err := wardGrantRefusal(st); err != nil {
+				refusedWard = st
+				return err
+			}
+		}
 		if eff := c.effectiveStatus(s.now()); eff == Expired && status != Revoked {
 			return kho.Errorf(kho.ECONFLICT, "the consent has expired")
 		}
@@ -278,6 +288,9 @@ func (s *Service) SetStatus(ctx context.Context, p kho.Principal, id, status, re
 		}
 		return notify(ctx, tx, action, c.Subject, map[string]any{"consent_id": c.ID, "agency": c.Grantee})
 	})
+	if refusedWard != nil {
+		return nil, nil, s.recordRefusal(ctx, p, audit.ConsentResumed, refusedWard, err)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

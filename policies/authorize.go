@@ -111,6 +111,7 @@ const (
 	ReasonErased         = "store_erased"
 	ReasonNotYours       = "not_yours_to_change"
 	ReasonAuthorisedOnly = "delegation_too_narrow"
+	ReasonGuardianNeeded = "guardian_required"
 )
 
 func allow() Decision { return Decision{Allowed: true} }
@@ -122,6 +123,10 @@ func refuse(code, reason, msg string) Decision {
 // notFound is the answer about anything the caller may not know exists: the
 // same for "someone else's" as for "no such thing".
 func notFound(what string) Decision { return refuse(kho.ENOTFOUND, ReasonNotFound, what+" not found") }
+
+// NotFound is the refusal about something the caller may not know exists:
+// the same for "someone else's" as for "no such thing".
+func NotFound(what string) error { return notFound(what).Err() }
 
 func wrongRole(msg string) Decision { return refuse(kho.EFORBIDDEN, ReasonWrongRole, msg) }
 
@@ -195,6 +200,9 @@ func Authorize(p kho.Principal, a Action, r Resource) Decision {
 		}
 		if r.Store.Capacity == kho.CapacityAuthorised {
 			return refuse(kho.EFORBIDDEN, ReasonAuthorisedOnly, "an authorised person may not erase the business's store; its legal representative may")
+		}
+		if r.Store.Ward && r.Store.Capacity == kho.CapacitySelf {
+			return refuse(kho.EFORBIDDEN, ReasonGuardianNeeded, "a minor's store is erased by their guardian")
 		}
 		return allow()
 

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -157,12 +158,57 @@ func capacity(p kho.Principal, st *policies.Store, guardian bool, role string) k
 	return kho.CapacityNone
 }
 
+type memoKey struct{}
+
+// memo keeps the catalogue and agency facts one request has read.
+type memo struct {
+	mu sync.Mutex
+	m  map[string]any
+}
+
+// WithMemo returns ctx with a memo for AgencyOf and Procedure: within one
+// request (a fetch decided first by storage, then by consent) each is read
+// once. The facts then are those of the request's start; decisions about
+// consents and documents still read PostgreSQL every time.
+func WithMemo(ctx context.Context) context.Context {
+	if _, ok := ctx.Value(memoKey{}).(*memo); ok {
+		return ctx
+	}
+	return context.WithValue(ctx, memoKey{}, &memo{m: map[string]any{}})
+}
+
+// memoized returns the memo's value for key, loading it once.
+func memoized[T any](ctx context.Context, key string, load func() (T, error)) (T, error) {
+	m, ok := ctx.Value(memoKey{}).(*memo)
+	if !ok {
+		return load()
+	}
+	m.mu.Lock()
+	v, hit := m.m[key]
+	m.mu.Unlock()
+	if hit {
+		return v.(T), nil
+	}
+	v, err := load()
+	if err != nil {
+		return v.(T), err
+	}
+	m.mu.Lock()
+	m.m[key] = v
+	m.mu.Unlock()
+	return v.(T), nil
+}
+
 // AgencyOf returns p's agency as registered, or nil when p acts for no
 // agency or for one kho does not know.
 func AgencyOf(ctx context.Context, q RowQuerier, p kho.Principal) (*policies.Agency, error) {
 	if p.Kind != kho.PrincipalAgency && p.Kind != kho.PrincipalAgencyOfficer {
 		return nil, nil
 	}
+	return memoized(ctx, "agency:"+string(p.Agency), func() (*policies.Agency, error) { return agencyOf(ctx, q, p) })
+}
+
+func agencyOf(ctx context.Context, q RowQuerier, p kho.Principal) (*policies.Agency, error) {
 	a := &policies.Agency{Code: p.Agency}
 	err := q.QueryRow(ctx, `SELECT kind FROM agencies WHERE code = $1`, string(p.Agency)).Scan(&a.Kind)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -191,6 +237,10 @@ func DocumentType(ctx context.Context, q RowQuerier, code string) (*policies.Doc
 // Procedure returns the catalogue's procedure code with the document types
 // it uses, or nil when there is none.
 func Procedure(ctx context.Context, q RowQuerier, code string) (*policies.Procedure, error) {
+	return memoized(ctx, "procedure:"+code, func() (*policies.Procedure, error) { return procedureOf(ctx, q, code) })
+}
+
+func procedureOf(ctx context.Context, q RowQuerier, code string) (*policies.Procedure, error) {
 	p := &policies.Procedure{Code: code}
 	err := q.QueryRow(ctx, `SELECT p.name_vi, p.name_en, p.handler_kinds,
 			coalesce(array_agg(t.document_type_code ORDER BY t.document_type_code) FILTER (WHERE t.required), '{}'),

@@ -78,9 +78,8 @@ type HoldRequest struct {
 
 func textBetween(field, v string, lo, hi int) error {
 	v = strings.TrimSpace(v)
-	if n := utf8.RuneCountInString(v); n < lo || n > hi || !utf8.ValidString(v) ||
-		strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 }) {
-		return kho.Errorf(kho.EINVALID, "%s must be %d to %d characters of plain text", field, lo, hi)
+	if n := utf8.RuneCountInString(v); n < lo || n > hi || !kho.PlainText(v, false) {
+		return kho.Errorf(kho.EINVALID, "%s must be %d to %d characters of plain text (no control or direction-changing characters)", field, lo, hi)
 	}
 	return nil
 }
@@ -100,22 +99,12 @@ func (s *Service) PlaceHold(ctx context.Context, p kho.Principal, h kho.SubjectH
 	if _, err := s.decide(ctx, p, audit.SubjectLegalHold, policies.PlaceHold, policies.Resource{Store: st, Agency: agency}); err != nil {
 		return nil, err
 	}
-	if err := textBetween("legal_basis", req.LegalBasis, 3, 200); err != nil {
-		return nil, err
-	}
-	if req.Reason != "" {
-		if err := textBetween("reason", req.Reason, 3, 1000); err != nil {
-			return nil, err
+	if err := s.checkHold(req); err != nil {
+		// An attempt to hold a store is on its record, even a malformed one.
+		if aerr := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.SubjectLegalHold, Outcome: audit.Denied, Actor: p, Subject: h, Reason: "invalid"}); aerr != nil {
+			return nil, aerr
 		}
-	}
-	now := s.now()
-	switch {
-	case req.Until == nil:
-		return nil, kho.Errorf(kho.EINVALID, "until is required: a legal hold ends on a stated date")
-	case !req.Until.After(now):
-		return nil, kho.Errorf(kho.EINVALID, "a legal hold cannot end in the past")
-	case req.Until.After(now.Add(s.maxHold)):
-		return nil, kho.Errorf(kho.EINVALID, "a legal hold may last at most %d days; place a new one when it ends", int(s.maxHold.Hours()/24))
+		return nil, err
 	}
 	hold := &Hold{ID: uuid.NewString(), Agency: p.Agency, LegalBasis: strings.TrimSpace(req.LegalBasis), Reason: strings.TrimSpace(req.Reason),
 		Until: req.Until.UTC().Truncate(time.Microsecond)}
@@ -142,6 +131,29 @@ func (s *Service) PlaceHold(ctx context.Context, p kho.Principal, h kho.SubjectH
 		return nil, err
 	}
 	return hold, nil
+}
+
+// checkHold checks what a hold states: a legal basis, an end within the
+// maximum, plain text.
+func (s *Service) checkHold(req HoldRequest) error {
+	if err := textBetween("legal_basis", req.LegalBasis, 3, 200); err != nil {
+		return err
+	}
+	if req.Reason != "" {
+		if err := textBetween("reason", req.Reason, 3, 1000); err != nil {
+			return err
+		}
+	}
+	now := s.now()
+	switch {
+	case req.Until == nil:
+		return kho.Errorf(kho.EINVALID, "until is required: a legal hold ends on a stated date")
+	case !req.Until.After(now):
+		return kho.Errorf(kho.EINVALID, "a legal hold cannot end in the past")
+	case req.Until.After(now.Add(s.maxHold)):
+		return kho.Errorf(kho.EINVALID, "a legal hold may last at most %d days; place a new one when it ends", int(s.maxHold.Hours()/24))
+	}
+	return nil
 }
 
 // ListHolds shows the owner's side every legal hold on their store, current
@@ -181,21 +193,27 @@ func (s *Service) ReleaseHold(ctx context.Context, p kho.Principal, h kho.Subjec
 			return kho.Errorf(kho.EINVALID, "an operator releasing a legal hold states why: reason must be 3 to 1000 characters")
 		}
 	}
-	return s.db.InTx(ctx, func(tx pgx.Tx) error {
-		var holder string
-		var released *time.Time
-		err := tx.QueryRow(ctx, `SELECT agency, released_at FROM legal_holds WHERE id = $1 AND subject_handle = $2 FOR UPDATE`, holdID, h).Scan(&holder, &released)
-		if _, perr := uuid.Parse(holdID); perr != nil || h.Validate() != nil || errors.Is(err, pgx.ErrNoRows) {
-			holder, err = "", nil
-		}
-		if err != nil {
+	st, err := postgres.StoreByHandle(ctx, s.db.Pool, p, h)
+	if err != nil {
+		return err
+	}
+	var holder string
+	if _, perr := uuid.Parse(holdID); perr == nil && h.Validate() == nil {
+		err := s.db.Pool.QueryRow(ctx, `SELECT agency FROM legal_holds WHERE id = $1 AND subject_handle = $2`, holdID, h).Scan(&holder)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return kho.WrapError(kho.EUNAVAILABLE, "storage: read legal hold", err)
 		}
-		if err := policies.Authorize(p, policies.ReleaseHold, policies.Resource{Holder: kho.AgencyCode(holder)}).Err(); err != nil {
-			return err
-		}
-		if holder == "" {
-			return kho.Errorf(kho.ENOTFOUND, "legal hold not found")
+	}
+	if _, err := s.decide(ctx, p, audit.SubjectHoldRelease, policies.ReleaseHold, policies.Resource{Store: st, Holder: kho.AgencyCode(holder)}); err != nil {
+		return err
+	}
+	if holder == "" {
+		return kho.Refusal(kho.ENOTFOUND, policies.ReasonNotFound, "legal hold not found")
+	}
+	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+		var released *time.Time
+		if err := tx.QueryRow(ctx, `SELECT released_at FROM legal_holds WHERE id = $1 FOR UPDATE`, holdID).Scan(&released); err != nil {
+			return kho.WrapError(kho.EUNAVAILABLE, "storage: read legal hold", err)
 		}
 		if released != nil {
 			return kho.Errorf(kho.ECONFLICT, "the legal hold was already released")
@@ -248,10 +266,11 @@ func (s *Service) Erase(ctx context.Context, p kho.Principal, h kho.SubjectHandl
 		}
 		// Tombstones keep the type, dates, issuer and hash (what the audit
 		// trail refers to); what could identify the person or describe the
-		// case goes: name, number, summary, scope, dossier, reasons.
+		// case goes: name, number, summary, scope, dossier and result codes,
+		// reasons.
 		rows, err := tx.Query(ctx, `UPDATE documents d SET status = 'erased', erased_at = now(), status_changed_at = now(),
 				object_name = NULL, wrapped_key = NULL, key_version = NULL,
-				name = '', number = '', summary = '', scope = '', dossier_code = NULL, revoke_reason = NULL
+				name = '', number = '', summary = '', scope = '', dossier_code = NULL, result_code = NULL, revoke_reason = NULL
 			FROM documents old WHERE old.id = d.id AND d.subject_handle = $1
 			RETURNING old.object_name`, h)
 		if err != nil {
@@ -268,6 +287,11 @@ func (s *Service) Erase(ctx context.Context, p kho.Principal, h kho.SubjectHandl
 		}
 		if _, err := tx.Exec(ctx, `UPDATE subjects SET erased_at = coalesce(erased_at, now()), id = NULL WHERE handle = $1`, h); err != nil {
 			return kho.WrapError(kho.EUNAVAILABLE, "storage: erase subject", err)
+		}
+		// Ended holds keep their agency, legal basis and dates; an agency's
+		// words about the case go.
+		if _, err := tx.Exec(ctx, `UPDATE legal_holds SET reason = '', release_reason = NULL WHERE subject_handle = $1`, h); err != nil {
+			return kho.WrapError(kho.EUNAVAILABLE, "storage: erase legal holds", err)
 		}
 		if s.erasers != nil {
 			if consents, err = s.erasers.EraseStore(ctx, tx, p, h); err != nil {

@@ -229,6 +229,7 @@ func (s *Service) openReadable(ctx context.Context, p kho.Principal, d *docRow, 
 // lock, recording the read and counting the consent's use, before the first
 // byte: a use is never spent on a document that fails its integrity checks.
 func (s *Service) Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID, procedure string, rng *ByteRange) (*Content, error) {
+	ctx = postgres.WithMemo(ctx)
 	proc, err := postgres.Procedure(ctx, s.db.Pool, procedure)
 	if err != nil {
 		return nil, err

@@ -185,7 +185,7 @@ func (s *Service) StoreFor(ctx context.Context, p kho.Principal, action policies
 		id = own
 	}
 	if err := id.Validate(); err != nil {
-		return nil, kho.Errorf(kho.ENOTFOUND, "store not found")
+		return nil, policies.NotFound("store")
 	}
 	st, err := postgres.StoreByID(ctx, s.db.Pool, p, id)
 	if err != nil {
@@ -327,13 +327,15 @@ func (s *Service) loadFor(ctx context.Context, p kho.Principal, event string, a 
 		return nil, policies.Decision{}, err
 	}
 	r := policies.Resource{}
+	if a == policies.FetchDocument {
+		// Read whether or not the document exists: a refusal costs the
+		// same either way.
+		if r.Agency, err = postgres.AgencyOf(ctx, s.db.Pool, p); err != nil {
+			return nil, policies.Decision{}, err
+		}
+	}
 	if d != nil {
 		r.Document, r.Store = &d.Document, d.store
-		if a == policies.FetchDocument {
-			if r.Agency, err = postgres.AgencyOf(ctx, s.db.Pool, p); err != nil {
-				return nil, policies.Decision{}, err
-			}
-		}
 	}
 	dec, err := s.decide(ctx, p, event, a, r)
 	if err != nil {

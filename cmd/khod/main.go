@@ -199,6 +199,7 @@ func run(ctx context.Context, cfg *Config) error {
 		return err
 	}
 
+	go srv.Run(ctx)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
