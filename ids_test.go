@@ -26,6 +26,7 @@ func TestParseSubjectID(t *testing.T) {
 		{"fail/province 097", "097090000001", "", "", false},
 		{"fail/hyphen in wrong place", "010123456-7001", "", "", false},
 		{"fail/unicode digits", "００１090000001", "", "", false},
+		{"fail/born in the future", "001299000123", "", "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

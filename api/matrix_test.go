@@ -335,7 +335,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 			return call{method: "GET", path: "/v1/consents/" + tg.consent + "/receipt"}
 		}, own: map[string]int{"citizen": 200, "guardian": 200, "business-rep": 200, "agency-reuser": 200, "agency-not-issuer": 200}},
 		consentAction("POST /v1/consents/:id/pause", "/pause"),
-		consentAction("POST /v1/consents/:id/resume", "/resume"),
+		// Making a ward's consent active again needs both parties.
+		withOwn(consentAction("POST /v1/consents/:id/resume", "/resume"), "guardian", 403),
 		consentAction("POST /v1/consents/:id/revocation", "/revocation?preview=true"),
 		{route: "POST /v1/pdf-signatures/verification", req: func(target, who, bool) call {
 			return call{method: "POST", path: "/v1/pdf-signatures/verification", ctype: "application/pdf", body: "not a pdf"}
@@ -454,6 +455,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if unexpected > 0 {
 		t.Errorf("%d unexpected 2xx answers", unexpected)
 	}
+}
+
+func withOwn(r row, who string, status int) row {
+	r.own[who] = status
+	return r
 }
 
 func meRowConsents(onBehalfQ func(target, who, bool) string, agencies, staff []string) row {

@@ -70,6 +70,34 @@ func TestWardConsentNeedsGuardianAndChild(t *testing.T) {
 	if consents(guardian, "?on_behalf_of=001215000004") != 1 || consents(ward, "") != 1 {
 		t.Fatal("the ward's consent is not listed for both")
 	}
+	// Either may withdraw it; neither may make it active again alone.
+	cid := c["id"].(string)
+	if st, out := post(guardian, "/v1/consents/"+cid+"/pause", `{}`); st != 200 {
+		t.Fatalf("guardian pauses: %d %v", st, out)
+	}
+	if st, out := post(ward, "/v1/consents/"+cid+"/resume", `{}`); st != 403 || out["reason"] != "guardian_required" {
+		t.Fatalf("the minor resumes alone: %d %v", st, out)
+	}
+	if st, out := post(guardian, "/v1/consents/"+cid+"/resume", `{}`); st != 403 || out["reason"] != "child_consent_required" {
+		t.Fatalf("the guardian resumes alone: %d %v", st, out)
+	}
+	if st, out := post(ward, "/v1/consents/"+cid+"/revocation", `{}`); st != 200 {
+		t.Fatalf("the minor revokes: %d %v", st, out)
+	}
+	// A minor does not erase their store alone.
+	resp, b := d.call(t, ward, "POST", "/v1/subjects/resolve", "application/json", strings.NewReader(`{"subject_id":"001215000004"}`), nil)
+	var h struct{ Handle string }
+	if resp.StatusCode != 200 || json.Unmarshal(b, &h) != nil {
+		t.Fatalf("resolve: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := d.call(t, ward, "POST", "/v1/subjects/"+h.Handle+"/erasure", "", nil, nil); resp.StatusCode != 403 {
+		t.Fatalf("the minor erases alone: %d %s", resp.StatusCode, b)
+	}
+	// Every refusal above is on the ward's record.
+	var refusals int
+	if err := d.docs.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM audit_events WHERE subject_handle = $1 AND outcome = 'denied'`, h.Handle).Scan(&refusals); err != nil || refusals < 6 {
+		t.Fatalf("refusals on the ward's record: %d %v", refusals, err)
+	}
 	// The guardian's answer is on the ward's record, with the capacity.
 	var actingFor string
 	if err := d.docs.DB.Pool.QueryRow(t.Context(), `SELECT acting_for FROM audit_events WHERE action = 'consent.granted' AND outcome = 'success' ORDER BY seq DESC LIMIT 1`).
@@ -94,6 +122,31 @@ func TestTrustAttacksOverHTTP(t *testing.T) {
 		if resp, b := d.call(t, claimant, "GET", path, "", nil, nil); resp.StatusCode != 404 {
 			t.Errorf("%s for a business not represented: %d %s", path, resp.StatusCode, b)
 		}
+	}
+	// on_behalf_of where a route does not take it is refused, not ignored.
+	for _, path := range []string{"/v1/me?on_behalf_of=001215000004", "/v1/subjects/resolve?on_behalf_of=001215000004"} {
+		method, body := "GET", ""
+		if strings.Contains(path, "resolve") {
+			method, body = "POST", `{"subject_id":"001090000001"}`
+		}
+		if resp, b := d.call(t, guardian, method, path, "application/json", strings.NewReader(body), nil); resp.StatusCode != 400 {
+			t.Errorf("%s: %d %s", path, resp.StatusCode, b)
+		}
+	}
+	// A consent request names types; documents are the subject's choice.
+	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	resp, b = d.call(t, police, "POST", "/v1/consent-requests", "application/json", strings.NewReader(`{"subject_id":"001090000001","procedure":"CHC",
+		"purpose":"Cấp hộ chiếu / passport","document_types":["GKS"],"document_ids":["01a20484-198b-7000-8000-000000000000"],"valid_until":"`+until+`","mode":"once","data_life_days":1}`), nil)
+	if resp.StatusCode != 400 {
+		t.Fatalf("a request naming documents: %d %s", resp.StatusCode, b)
+	}
+	// An agency that does not handle the procedure is refused, and the
+	// refusal is on the subject's record.
+	resp, _ = d.call(t, justice, "POST", "/v1/availability", "application/json", strings.NewReader(`{"subject_id":"001090000001","procedure":"CHC"}`), nil)
+	var n int
+	if err := d.docs.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM audit_events a JOIN subjects s ON s.handle = a.subject_handle
+		WHERE s.id = '001090000001' AND a.action = 'availability.checked' AND a.outcome = 'denied' AND a.reason = 'not_handler'`).Scan(&n); err != nil || resp.StatusCode != 403 || n != 1 {
+		t.Fatalf("refused availability: %d, recorded %d %v", resp.StatusCode, n, err)
 	}
 	// Bad dates and media that are not what they claim.
 	for name, meta := range map[string]string{

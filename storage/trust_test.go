@@ -231,7 +231,9 @@ func (g *gatedReader) Read(p []byte) (int, error) {
 // erased store, and leaves no subject key behind.
 func TestDepositRacingAnErasure(t *testing.T) {
 	f := newFixture(t)
-	first := f.deposit(t, asAgencyJ, meta(citizenA, "GKS", "text/plain"), []byte("first"))
+	coded := meta(citizenA, "GKS", "text/plain")
+	coded.DossierCode, coded.ResultNo, coded.Number, coded.Summary = "000.06.16.G09-240115-0009", 1, "123/GKS", "khai sinh của ..."
+	first := f.deposit(t, asAgencyJ, coded, []byte("first"))
 	g := &gatedReader{first: bytes.Repeat([]byte("a"), 1000), rest: bytes.Repeat([]byte("b"), 100_000),
 		waiting: make(chan struct{}), release: make(chan struct{})}
 	done := make(chan error, 1)
@@ -255,7 +257,8 @@ func TestDepositRacingAnErasure(t *testing.T) {
 		t.Fatalf("deposit racing an erasure: %v", err)
 	}
 	var readable int
-	if err := f.db.Pool.QueryRow(f.ctx, `SELECT count(*) FROM documents WHERE subject_handle = $1 AND (status <> 'erased' OR object_name IS NOT NULL OR name <> '')`,
+	if err := f.db.Pool.QueryRow(f.ctx, `SELECT count(*) FROM documents WHERE subject_handle = $1 AND (status <> 'erased' OR object_name IS NOT NULL
+		OR name <> '' OR number <> '' OR summary <> '' OR dossier_code IS NOT NULL OR result_code IS NOT NULL)`,
 		first.Subject).Scan(&readable); err != nil || readable != 0 {
 		t.Fatalf("documents left in the erased store: %d %v", readable, err)
 	}
@@ -284,10 +287,17 @@ func TestLegalHoldsNeedABasisAndAnEnd(t *testing.T) {
 		"no end":         {LegalBasis: "QĐ 4/QĐ (mẫu)"},
 		"past the max":   {LegalBasis: "QĐ 4/QĐ (mẫu)", Until: &far},
 		"control chars":  {LegalBasis: "QĐ\x00 4", Until: &soon},
+		"C1 control":     {LegalBasis: "QĐ\u0085 4", Until: &soon},
+		"bidi override":  {LegalBasis: "QĐ \u202e4/QĐ", Until: &soon},
 	} {
 		if _, err := f.svc.PlaceHold(f.ctx, asAgencyP, d.Subject, req); kho.ErrorCode(err) != kho.EINVALID {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+	var invalid int
+	if err := f.db.Pool.QueryRow(f.ctx, `SELECT count(*) FROM audit_events WHERE subject_handle = $1 AND action = 'subject.legal_hold' AND outcome = 'denied'`,
+		d.Subject).Scan(&invalid); err != nil || invalid != 6 {
+		t.Fatalf("malformed holds on the store's record: %d %v", invalid, err)
 	}
 	if _, err := f.svc.PlaceHold(f.ctx, asCitizenA, d.Subject, storage.HoldRequest{LegalBasis: "QĐ 4/QĐ (mẫu)", Until: &soon}); kho.ErrorCode(err) != kho.EFORBIDDEN {
 		t.Fatalf("a citizen places a hold: %v", err)
@@ -312,9 +322,14 @@ func TestLegalHoldsNeedABasisAndAnEnd(t *testing.T) {
 		d.Subject).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("refused erasure recorded: %d %v", n, err)
 	}
-	// Another agency cannot release it; an operator needs a reason.
+	// Another agency cannot release it, and its attempt is on the record;
+	// an operator needs a reason.
 	if err := f.svc.ReleaseHold(f.ctx, asAgencyJ, d.Subject, hold.ID, ""); kho.ErrorCode(err) != kho.ENOTFOUND {
 		t.Fatalf("release by another agency: %v", err)
+	}
+	if err := f.db.Pool.QueryRow(f.ctx, `SELECT count(*) FROM audit_events WHERE subject_handle = $1 AND action = 'subject.legal_hold_released' AND outcome = 'denied'
+		AND actor_agency = $2`, d.Subject, string(agencyJ)).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("refused release on the record: %d %v", n, err)
 	}
 	if err := f.svc.ReleaseHold(f.ctx, asOperator, d.Subject, hold.ID, ""); kho.ErrorCode(err) != kho.EINVALID {
 		t.Fatalf("operator release without a reason: %v", err)
