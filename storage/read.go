@@ -245,7 +245,7 @@ func (s *Service) Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID,
 		return s.openReadable(ctx, p, d, rng)
 	}
 	if s.reuse == nil {
-		return nil, policies.Authorize(p, policies.ReadDocument, policies.Resource{}).Err()
+		return nil, policies.NotFound("document")
 	}
 	req := kho.FetchRequest{Principal: p, Document: &d.Document, Procedure: proc.Code}
 	if err := s.reuse.PrecheckFetch(ctx, req); err != nil {
