@@ -230,15 +230,16 @@ func (m *DepositMetadata) Validate() error {
 		return Errorf(EINVALID, "type must be a catalogue code (upper-case letters, digits, . _ -)")
 	}
 	checks := []struct {
-		field string
-		v     string
-		min   int
-		max   int
+		field     string
+		v         string
+		min       int
+		max       int
+		multiline bool
 	}{
-		{"name", m.Name, 1, 500},
-		{"number", m.Number, 0, 100},
-		{"summary", m.Summary, 0, 4000},
-		{"scope", m.Scope, 0, 500},
+		{"name", m.Name, 1, 500, false},
+		{"number", m.Number, 0, 100, false},
+		{"summary", m.Summary, 0, 4000, true},
+		{"scope", m.Scope, 0, 500, true},
 	}
 	for _, c := range checks {
 		if !utf8.ValidString(c.v) {
@@ -248,8 +249,8 @@ func (m *DepositMetadata) Validate() error {
 		if n < c.min || utf8.RuneCountInString(c.v) > c.max {
 			return Errorf(EINVALID, "%s must have %d to %d characters", c.field, c.min, c.max)
 		}
-		if !PlainText(c.v, true) {
-			return Errorf(EINVALID, "%s contains control or direction-changing characters", c.field)
+		if !PlainText(c.v, c.multiline) {
+			return Errorf(EINVALID, "%s contains control, invisible or direction-changing characters (or line breaks in a one-line field)", c.field)
 		}
 	}
 	if err := m.checkDates(time.Now()); err != nil {
@@ -276,9 +277,11 @@ func (m *DepositMetadata) Validate() error {
 }
 
 // PlainText reports whether s is valid UTF-8 without control characters
-// (C0, DEL, C1; newlines and tabs only when multiline) or the invisible
-// characters that change the direction text is shown in (which can make a
-// name or a legal basis read as something else).
+// (C0, DEL, C1; newlines and tabs only when multiline), line or paragraph
+// separators, or format characters (Unicode category Cf: the marks that
+// change the direction text is shown in, zero-width characters, tags),
+// which can make a name, a purpose or a legal basis read as something it
+// is not. Vietnamese needs none of them.
 func PlainText(s string, multiline bool) bool {
 	if !utf8.ValidString(s) {
 		return false
@@ -287,9 +290,7 @@ func PlainText(s string, multiline bool) bool {
 		switch {
 		case multiline && (r == '\n' || r == '\t'):
 			return false
-		case unicode.IsControl(r):
-			return true
-		case r >= 0x202A && r <= 0x202E, r >= 0x2066 && r <= 0x2069, r == 0x200E, r == 0x200F, r == 0x061C:
+		case unicode.IsControl(r), unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp):
 			return true
 		}
 		return false

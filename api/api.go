@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -135,10 +136,21 @@ var delegatingQueries = map[string]bool{
 }
 
 // refuseStrayDelegation refuses an on_behalf_of where a route does not read
-// it: a guardian acting for a ward must never be answered as themself.
+// it, or that names no single store, and a query Go's parser would drop
+// keys of (semicolons): a guardian acting for a ward must never be answered
+// as themself.
 func refuseStrayDelegation() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if c.Request.URL.Query().Has("on_behalf_of") && !delegatingQueries[c.Request.Method+" "+c.FullPath()] {
+		if _, err := url.ParseQuery(c.Request.URL.RawQuery); err != nil {
+			errorf(c, kho.EINVALID, "the query string is malformed (use & between parameters)")
+			return
+		}
+		q := c.Request.URL.Query()
+		if q.Has("on_behalf_of") && (len(q["on_behalf_of"]) != 1 || q.Get("on_behalf_of") == "") {
+			errorf(c, kho.EINVALID, "on_behalf_of names exactly one store: give it once, with the identification number")
+			return
+		}
+		if q.Has("on_behalf_of") && !delegatingQueries[c.Request.Method+" "+c.FullPath()] {
 			errorf(c, kho.EINVALID, "this route does not take on_behalf_of in its query: acting for someone else is said in the JSON body where a route allows it, and a document or store in the path already names whose it is")
 			return
 		}

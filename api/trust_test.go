@@ -10,6 +10,11 @@ import (
 	"kho"
 )
 
+func strconvQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
 var (
 	guardian = citizen // 001090000001 is the demo minor's guardian
 	ward     = kho.Principal{Kind: kho.PrincipalCitizen, Person: "001215000004"}
@@ -133,6 +138,18 @@ func TestTrustAttacksOverHTTP(t *testing.T) {
 			t.Errorf("%s: %d %s", path, resp.StatusCode, b)
 		}
 	}
+	// Nor is it lost by giving it twice, empty, or in a query Go would cut.
+	for _, path := range []string{"/v1/me/documents?on_behalf_of=&on_behalf_of=001215000004", "/v1/me/documents?on_behalf_of=",
+		"/v1/me/documents?on_behalf_of;=001215000004"} {
+		if resp, b := d.call(t, guardian, "GET", path, "", nil, nil); resp.StatusCode != 400 {
+			t.Errorf("%s: %d %s", path, resp.StatusCode, b)
+		}
+	}
+	dup := `{"grantee":"000.00.15.H29","procedure":"CHC","purpose":"Cấp hộ chiếu / passport","document_types":["GKS"],
+		"valid_until":"` + time.Now().Add(time.Hour).UTC().Format(time.RFC3339) + `","mode":"once","data_life_days":1,"on_behalf_of":"001215000004","on_behalf_of":""}`
+	if resp, b := d.call(t, guardian, "POST", "/v1/me/consents", "application/json", strings.NewReader(dup), nil); resp.StatusCode != 400 || !bytes.Contains(b, []byte("twice")) {
+		t.Errorf("on_behalf_of twice in a body: %d %s", resp.StatusCode, b)
+	}
 	// A consent request names types; documents are the subject's choice.
 	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
 	resp, b = d.call(t, police, "POST", "/v1/consent-requests", "application/json", strings.NewReader(`{"subject_id":"001090000001","procedure":"CHC",
@@ -148,11 +165,24 @@ func TestTrustAttacksOverHTTP(t *testing.T) {
 		WHERE s.id = '001090000001' AND a.action = 'availability.checked' AND a.outcome = 'denied' AND a.reason = 'not_handler'`).Scan(&n); err != nil || resp.StatusCode != 403 || n != 1 {
 		t.Fatalf("refused availability: %d, recorded %d %v", resp.StatusCode, n, err)
 	}
+	// Free text an agency writes for the citizen to read is plain text.
+	for _, purpose := range []string{"Cấp hộ chiếu ‮taht ecnerefer‬ ok", "Cấp hộ chiếu [31m đỏ", "Cấp hộ chiếu​ ẩn", "Cấp hộ  chiếu"} {
+		body := `{"subject_id":"001090000001","procedure":"CHC","purpose":` + strconvQuote(purpose) + `,"document_types":["GKS"],"valid_until":"` + until + `","mode":"once","data_life_days":1}`
+		if resp, b := d.call(t, police, "POST", "/v1/consent-requests", "application/json", strings.NewReader(body), nil); resp.StatusCode != 400 {
+			t.Errorf("purpose %q: %d %s", purpose, resp.StatusCode, b)
+		}
+	}
+	// A body where a route takes none is refused, not ignored.
+	if resp, b := d.call(t, citizen, "POST", "/v1/subjects/00000000-0000-0000-0000-000000000000/erasure", "application/json", strings.NewReader(`{"on_behalf_of":"001215000004"}`), nil); resp.StatusCode != 400 {
+		t.Errorf("erasure with a body: %d %s", resp.StatusCode, b)
+	}
 	// Bad dates and media that are not what they claim.
 	for name, meta := range map[string]string{
 		"issued in the future":      strings.Replace(textMeta, "2024-01-15", "9999-12-31", 1),
 		"valid until before issued": strings.Replace(textMeta, `"media_type"`, `"valid_until":"2020-01-01","media_type"`, 1),
 		"json that is not":          strings.Replace(textMeta, "text/plain", "application/json", 1),
+		"a name on two lines":       strings.Replace(textMeta, `"Giấy khai sinh"`, `"Giấy khai\nsinh"`, 1),
+		"a zero-width name":         strings.Replace(textMeta, `"Giấy khai sinh"`, `"Giấy khai\u200bsinh"`, 1),
 	} {
 		ct, body := multipartBody(t, meta, []byte("{not json"))
 		if resp, b := d.call(t, justice, "POST", "/v1/documents", ct, body, nil); resp.StatusCode != 400 {

@@ -127,8 +127,8 @@ func (c *Consent) effectiveStatus(now time.Time) string {
 
 // validate checks terms against the catalogue's procedure.
 func (t *Terms) validate(now time.Time, proc *policies.Procedure) error {
-	if n := utf8.RuneCountInString(strings.TrimSpace(t.Purpose)); n < 10 || n > 500 {
-		return kho.Errorf(kho.EINVALID, "the purpose must be stated in 10 to 500 characters")
+	if n := utf8.RuneCountInString(strings.TrimSpace(t.Purpose)); n < 10 || n > 500 || !kho.PlainText(t.Purpose, false) {
+		return kho.Errorf(kho.EINVALID, "the purpose must be stated in 10 to 500 characters of plain text (one line, no control or invisible characters)")
 	}
 	if len(t.DocumentTypes) == 0 {
 		return kho.Errorf(kho.EINVALID, "a consent names the document types it covers; none is implied")
@@ -400,16 +400,26 @@ func party(st *policies.Store) string {
 // created. Either party's denial ends the request. onBehalfOf, when given,
 // must name the request's store (a guardian answering for a ward).
 func (s *Service) Answer(ctx context.Context, p kho.Principal, requestID string, approve bool, onBehalfOf kho.SubjectID) (*Answer, error) {
-	var h kho.SubjectHandle
-	if _, err := uuid.Parse(requestID); err == nil {
-		err := s.db.Pool.QueryRow(ctx, `SELECT subject_handle FROM consent_requests WHERE id = $1`, requestID).Scan(&h)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return nil, kho.WrapError(kho.EUNAVAILABLE, "consent: read request", err)
-		}
+	// One round trip whether or not the request exists, so a refusal costs
+	// the same either way.
+	var st *policies.Store
+	var x postgres.StoreScan
+	id := requestID
+	if _, err := uuid.Parse(requestID); err != nil {
+		id = uuid.Nil.String()
 	}
-	st, err := postgres.StoreByHandle(ctx, s.db.Pool, p, h)
-	if err != nil {
-		return nil, err
+	err := s.db.Pool.QueryRow(ctx, `SELECT `+postgres.StoreColumns("$2")+` FROM consent_requests r JOIN subjects s ON s.handle = r.subject_handle WHERE r.id = $1`,
+		id, postgres.Person(p)).Scan(x.Targets()...)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "consent: read request", err)
+	default:
+		st = x.Store(p)
+	}
+	var h kho.SubjectHandle
+	if st != nil {
+		h = st.Handle
 	}
 	if onBehalfOf != "" && (st == nil || st.Subject != onBehalfOf) {
 		st = nil // a ward other than the request's: nothing to answer

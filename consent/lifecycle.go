@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -225,6 +226,9 @@ func (s *Service) SetStatus(ctx context.Context, p kho.Principal, id, status, re
 		return nil, nil, kho.Errorf(kho.EINVALID, "status must be paused, active or revoked")
 	}
 	reason = strings.TrimSpace(reason)
+	if utf8.RuneCountInString(reason) > 1000 || !kho.PlainText(reason, true) {
+		return nil, nil, kho.Errorf(kho.EINVALID, "the reason must be at most 1000 characters of plain text (no control or invisible characters)")
+	}
 	var c *Consent
 	var w *Withdrawal
 	var actedFor string

@@ -24,8 +24,8 @@ func (s *Service) Revoke(ctx context.Context, p kho.Principal, id kho.DocumentID
 		return nil, err
 	}
 	reason = strings.TrimSpace(reason)
-	if n := utf8.RuneCountInString(reason); n < 3 || n > 1000 || !utf8.ValidString(reason) {
-		return nil, kho.Errorf(kho.EINVALID, "a revocation needs a reason of 3 to 1000 characters")
+	if n := utf8.RuneCountInString(reason); n < 3 || n > 1000 || !kho.PlainText(reason, true) {
+		return nil, kho.Errorf(kho.EINVALID, "a revocation needs a reason of 3 to 1000 characters of plain text (no control or invisible characters)")
 	}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		cur, err := s.load(ctx, tx, p, id, true)
