@@ -13,7 +13,7 @@ TEST_FLAGS ?= -count=1 -timeout 30m
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/kho ./cmd/kho
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/kho ./cmd/kho
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/khod ./cmd/khod
 
 ## run: start the stack, migrate, seed the demo data, run khod in the foreground

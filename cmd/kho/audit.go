@@ -30,29 +30,15 @@ func runAudit(_ context.Context, args []string, stdout io.Writer) error {
 	key := fs.String("key", "", "the log's verifier key, as served at /audit/key [required, or --key-file]")
 	keyFile := fs.String("key-file", "", "file holding the verifier key")
 	origin := fs.String("origin", "kho.local/audit", "the log's origin (khod's --audit-origin)")
-	// The export is the one positional argument, before or after the flags.
-	var file string
-	rest := args[1:]
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		file, rest = rest[0], rest[1:]
-	}
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(rest); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, "Usage: kho audit verify EXPORT.jsonl --key KEY [--origin ORIGIN]")
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
-		}
+	// The export is the one argument, before or after the flags.
+	pos, err := parseArgs(fs, args[1:], stdout, 1)
+	if err != nil {
 		return err
 	}
-	if file == "" && fs.NArg() == 1 {
-		file = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		return fmt.Errorf("audit verify: unexpected argument %q", fs.Arg(0))
+	if len(pos) == 0 {
+		return usagef("audit verify: name the export file")
 	}
-	if file == "" {
-		return errors.New("audit verify: name the export file")
-	}
+	file := pos[0]
 	if *keyFile != "" {
 		b, err := os.ReadFile(*keyFile)
 		if err != nil {
@@ -87,17 +73,14 @@ func runVerify(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	rootFile := fs.String("root", "", "PEM file of the deployment's root CA (default: the dev stack's)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	var file string
-	rest := args
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		file, rest = rest[0], rest[1:]
-	}
-	if err := parseFlags(fs, rest, stdout); err != nil {
+	pos, err := parseArgs(fs, args, stdout, 1)
+	if err != nil {
 		return err
 	}
-	if file == "" {
-		return errors.New("verify: name the PDF to verify")
+	if len(pos) == 0 {
+		return usagef("verify: name the PDF to verify")
 	}
+	file := pos[0]
 	pdf, err := os.ReadFile(file)
 	if err != nil {
 		return fmt.Errorf("verify: %v", err)

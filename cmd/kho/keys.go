@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"kho"
@@ -185,16 +184,15 @@ func runCatalogue(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("catalogue load", flag.ContinueOnError)
 	var dbf databaseFlags
 	dbf.register(fs)
-	rest := args[1:]
-	var file string
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		file, rest = rest[0], rest[1:]
-	}
-	if err := parseFlags(fs, rest, stdout); err != nil {
+	pos, err := parseArgs(fs, args[1:], stdout, 1)
+	if err != nil {
 		return err
 	}
+	var file string
+	if len(pos) == 1 {
+		file = pos[0]
+	}
 	var cat *policies.Catalogue
-	var err error
 	if file == "" {
 		cat, err = policies.DefaultCatalogue()
 	} else {

@@ -53,8 +53,15 @@ Usage:
   kho policy explain --agency CODE --kind KIND --procedure P --type T [--consent] [--action fetch|list]
                       say whether the reuse policy admits a request, and why
 
-Run "kho <command> -h" for a command's options.
+  kho version         print the version
+
+Flags may come before or after a command's arguments. Run "kho <command> -h"
+for a command's options and an example. Exit status: 0 success, 1 the
+command failed, 2 the command line was not understood.
 `
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -65,6 +72,11 @@ func main() {
 	}
 	if errors.Is(err, errReported) {
 		os.Exit(1)
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(os.Stderr, "kho: "+errorLine(err))
+		os.Exit(2)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kho: "+errorLine(err))
@@ -93,6 +105,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	switch args[0] {
+	case "version", "--version":
+		fmt.Fprintln(stdout, "kho "+version)
+		return nil
 	case "dev":
 		return runDev(ctx, args[1:], stdout, stderr)
 	case "migrate":
@@ -117,26 +132,78 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "verify":
 		return runVerify(ctx, args[1:], stdout)
 	default:
-		return fmt.Errorf("unknown command %q (kho -h lists the commands)", args[0])
+		return usagef("unknown command %q (kho -h lists the commands)", args[0])
 	}
 }
 
-// parseFlags parses a subcommand's flags, turning flag's multi-line complaints
-// into one line and printing usage only for -h.
+// usageError is a command line kho cannot make sense of: it exits 2, as
+// opposed to 1 for a command that ran and failed.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
+
+// examples shows each command's use in one line, under its -h.
+var examples = map[string]string{
+	"dev up":         "kho dev up",
+	"dev down":       "kho dev down",
+	"dev status":     "kho dev status",
+	"dev env":        "eval \"$(kho dev env)\"",
+	"dev token":      "kho dev token --as citizen:001090000001",
+	"dev khod":       "kho dev khod --listen 127.0.0.1:8480",
+	"migrate":        "kho migrate --status",
+	"demo seed":      "kho demo seed",
+	"init":           "VAULT_TOKEN=... MINIO_ROOT_USER=... MINIO_ROOT_PASSWORD=... kho init --vault-addr https://vault:8200 --minio-endpoint https://minio:9000 --out /etc/kho/secrets --khod-cidr 10.0.1.0/24",
+	"keys rotate":    "kho keys rotate --subject 001090000001",
+	"keys rewrap":    "kho keys rewrap --batch 200",
+	"reconcile":      "kho reconcile --grace 1h",
+	"audit verify":   "kho audit verify audit.jsonl --key-file audit.key",
+	"catalogue load": "kho catalogue load policies/catalogue/catalogue.json",
+	"verify":         "kho verify signed.pdf --root root.pem --json",
+	"policy explain": "kho policy explain --agency 000.00.15.H29 --kind police --procedure CHC --type GKS --consent",
+}
+
+// parseFlags parses a subcommand's flags, which take no argument besides
+// its flags, turning flag's multi-line complaints into one line and printing
+// usage (with an example) only for -h.
 func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	_, err := parseArgs(fs, args, stdout, 0)
+	return err
+}
+
+// parseArgs parses a subcommand's flags and up to max arguments, which may
+// come before, between or after the flags (after "--", everything is an
+// argument).
+func parseArgs(fs *flag.FlagSet, args []string, stdout io.Writer, max int) ([]string, error) {
 	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(stdout)
-		fmt.Fprintf(stdout, "Usage of kho %s:\n", fs.Name())
-		fs.PrintDefaults()
-		return err
+	var positional []string
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fmt.Fprintf(stdout, "Usage of kho %s:\n", fs.Name())
+			fs.PrintDefaults()
+			if ex := examples[fs.Name()]; ex != "" {
+				fmt.Fprintf(stdout, "\nExample:\n  %s\n", ex)
+			}
+			return nil, err
+		}
+		if err != nil {
+			return nil, usagef("%s: %v (kho %s -h lists its options)", fs.Name(), err, fs.Name())
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if len(args) > 0 && len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional, args = append(positional, rest[0]), rest[1:]
 	}
-	if err != nil {
-		return fmt.Errorf("%s: %v", fs.Name(), err)
+	if len(positional) > max {
+		return nil, usagef("%s: unexpected argument %q", fs.Name(), positional[max])
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
-	}
-	return nil
+	return positional, nil
 }
