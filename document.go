@@ -1,7 +1,6 @@
 package kho
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -174,10 +173,10 @@ func (d *Document) EffectiveStatus(now time.Time) DocumentStatus {
 // from outside and is checked by ParseDepositMetadata.
 type DepositMetadata struct {
 	SubjectID     SubjectID   `json:"subject_id"`
-	Type          string      `json:"type"`
-	Name          string      `json:"name"`
+	Type          string      `json:"type" required:"true"`
+	Name          string      `json:"name" required:"true"`
 	Number        string      `json:"number,omitempty"`
-	IssuedOn      Date        `json:"issued_on"`
+	IssuedOn      Date        `json:"issued_on" required:"true"`
 	Summary       string      `json:"summary,omitempty"`
 	ValidFrom     *Date       `json:"valid_from,omitempty"`
 	ValidUntil    *Date       `json:"valid_until,omitempty"`
@@ -185,7 +184,7 @@ type DepositMetadata struct {
 	DossierCode   DossierCode `json:"dossier_code,omitempty"`
 	ProcedureCode string      `json:"procedure_code,omitempty"`
 	ResultNo      int         `json:"result_no,omitempty"`
-	MediaType     string      `json:"media_type"`
+	MediaType     string      `json:"media_type" required:"true"`
 }
 
 // MaxMetadataSize bounds the JSON of deposit metadata.
@@ -199,18 +198,9 @@ func ParseDepositMetadata(b []byte) (*DepositMetadata, error) {
 	if len(b) > MaxMetadataSize {
 		return nil, Errorf(ETOOLARGE, "metadata is larger than %d bytes", MaxMetadataSize)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var m DepositMetadata
-	if err := dec.Decode(&m); err != nil {
-		var ke *Error
-		if errorsAs(err, &ke) {
-			return nil, ke
-		}
-		return nil, Errorf(EINVALID, "metadata is not valid JSON for a deposit: %s", truncate(jsonErrorText(err), 120))
-	}
-	if dec.More() {
-		return nil, Errorf(EINVALID, "metadata has content after the JSON object")
+	if err := DecodeObject(b, &m); err != nil {
+		return nil, err
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
@@ -223,11 +213,11 @@ func ParseDepositMetadata(b []byte) (*DepositMetadata, error) {
 func (m *DepositMetadata) Validate() error {
 	if m.SubjectID != "" {
 		if err := m.SubjectID.Validate(); err != nil {
-			return err
+			return FieldErrorf("subject_id", "%s", ErrorMessage(err))
 		}
 	}
 	if !codeRE.MatchString(m.Type) {
-		return Errorf(EINVALID, "type must be a catalogue code (upper-case letters, digits, . _ -)")
+		return FieldErrorf("type", "type must be a catalogue code (upper-case letters, digits, . _ -)")
 	}
 	checks := []struct {
 		field     string
@@ -243,14 +233,14 @@ func (m *DepositMetadata) Validate() error {
 	}
 	for _, c := range checks {
 		if !utf8.ValidString(c.v) {
-			return Errorf(EINVALID, "%s is not valid UTF-8", c.field)
+			return FieldErrorf(c.field, "%s is not valid UTF-8", c.field)
 		}
 		n := utf8.RuneCountInString(strings.TrimSpace(c.v))
 		if n < c.min || utf8.RuneCountInString(c.v) > c.max {
-			return Errorf(EINVALID, "%s must have %d to %d characters", c.field, c.min, c.max)
+			return FieldErrorf(c.field, "%s must have %d to %d characters", c.field, c.min, c.max)
 		}
 		if !PlainText(c.v, c.multiline) {
-			return Errorf(EINVALID, "%s contains control, invisible or direction-changing characters (or line breaks in a one-line field)", c.field)
+			return FieldErrorf(c.field, "%s contains control, invisible or direction-changing characters (or line breaks in a one-line field)", c.field)
 		}
 	}
 	if err := m.checkDates(time.Now()); err != nil {
@@ -258,20 +248,20 @@ func (m *DepositMetadata) Validate() error {
 	}
 	if m.DossierCode != "" {
 		if err := m.DossierCode.Validate(); err != nil {
-			return err
+			return FieldErrorf("dossier_code", "%s", ErrorMessage(err))
 		}
 	}
 	if m.ProcedureCode != "" && !codeRE.MatchString(m.ProcedureCode) {
-		return Errorf(EINVALID, "procedure_code must be a catalogue code")
+		return FieldErrorf("procedure_code", "procedure_code must be a catalogue code")
 	}
 	if m.ResultNo < 0 || m.ResultNo > 999 {
-		return Errorf(EINVALID, "result_no must be between 1 and 999")
+		return FieldErrorf("result_no", "result_no must be between 1 and 999")
 	}
 	if m.ResultNo > 0 && m.DossierCode == "" {
-		return Errorf(EINVALID, "result_no needs the dossier_code it is a result of")
+		return FieldErrorf("dossier_code", "result_no needs the dossier_code it is a result of")
 	}
 	if !AllowedMediaType(m.MediaType) {
-		return Errorf(EINVALID, "media_type must be one of %s", strings.Join(AllowedMediaTypes(), ", "))
+		return FieldErrorf("media_type", "media_type must be one of %s", strings.Join(AllowedMediaTypes(), ", "))
 	}
 	return nil
 }
@@ -306,22 +296,22 @@ var earliestDate = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
 // earlier than from then.
 func (m *DepositMetadata) checkDates(now time.Time) error {
 	if m.IssuedOn.IsZero() {
-		return Errorf(EINVALID, "issued_on is required")
+		return FieldErrorf("issued_on", "issued_on is required")
 	}
 	if m.IssuedOn.Before(earliestDate) || m.IssuedOn.After(now.AddDate(0, 0, 1)) {
-		return Errorf(EINVALID, "issued_on must be a date between 1900-01-01 and today")
+		return FieldErrorf("issued_on", "issued_on must be a date between 1900-01-01 and today")
 	}
 	if m.ValidFrom != nil && m.ValidFrom.Before(m.IssuedOn.Time) {
-		return Errorf(EINVALID, "valid_from is before issued_on")
+		return FieldErrorf("valid_from", "valid_from is before issued_on")
 	}
 	if m.ValidUntil != nil && m.ValidUntil.Before(m.IssuedOn.Time) {
-		return Errorf(EINVALID, "valid_until is before issued_on")
+		return FieldErrorf("valid_until", "valid_until is before issued_on")
 	}
 	if m.ValidFrom != nil && m.ValidUntil != nil && m.ValidUntil.Before(m.ValidFrom.Time) {
-		return Errorf(EINVALID, "valid_until is before valid_from")
+		return FieldErrorf("valid_until", "valid_until is before valid_from")
 	}
 	if m.ValidUntil != nil && m.ValidUntil.After(m.IssuedOn.AddDate(200, 0, 0)) {
-		return Errorf(EINVALID, "valid_until is more than 200 years after issued_on")
+		return FieldErrorf("valid_until", "valid_until is more than 200 years after issued_on")
 	}
 	return nil
 }

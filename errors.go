@@ -32,6 +32,9 @@ type Error struct {
 	// (consent_required, consent_revoked, ...), shown as "reason" in
 	// problem+json so clients can act on it.
 	Reason string
+	// Fields names the fields of a request that are wrong, for EINVALID
+	// (problem+json's "errors" member).
+	Fields []FieldError
 }
 
 // Error returns the safe message followed by the wrapped detail.

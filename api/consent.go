@@ -55,8 +55,8 @@ func (s *Server) jwks(c *gin.Context) {
 
 func (s *Server) availability(c *gin.Context) {
 	var body struct {
-		SubjectID kho.SubjectID `json:"subject_id"`
-		Procedure string        `json:"procedure"`
+		SubjectID kho.SubjectID `json:"subject_id" required:"true"`
+		Procedure string        `json:"procedure" required:"true"`
 	}
 	if err := decodeJSON(c, &body); err != nil {
 		writeError(c, err)

@@ -1,11 +1,9 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -256,7 +254,7 @@ func (s *Server) download(c *gin.Context) {
 
 func (s *Server) revoke(c *gin.Context) {
 	var body struct {
-		Reason string `json:"reason"`
+		Reason string `json:"reason" required:"true"`
 	}
 	if err := decodeJSON(c, &body); err != nil {
 		writeError(c, err)
@@ -272,7 +270,7 @@ func (s *Server) revoke(c *gin.Context) {
 
 func (s *Server) resolve(c *gin.Context) {
 	var body struct {
-		SubjectID kho.SubjectID `json:"subject_id"`
+		SubjectID kho.SubjectID `json:"subject_id" required:"true"`
 	}
 	if err := decodeJSON(c, &body); err != nil {
 		writeError(c, err)
@@ -403,10 +401,8 @@ func (s *Server) erase(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"erased_documents": n})
 }
 
-// decodeJSON reads a small JSON body strictly: unknown fields, a field given
-// twice (which decoders resolve differently, so "on_behalf_of" could be read
-// as one thing and meant as another) and content after the object are
-// refused.
+// decodeJSON reads a small JSON body strictly (kho.DecodeObject): every
+// wrong, unknown, repeated or missing field is named in the answer.
 func decodeJSON(c *gin.Context, v any) error {
 	if ct, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type")); ct != "application/json" {
 		return kho.Errorf(kho.EINVALID, "the body must be application/json")
@@ -418,22 +414,7 @@ func decodeJSON(c *gin.Context, v any) error {
 	if len(b) > 64<<10 {
 		return kho.Errorf(kho.ETOOLARGE, "a JSON body may be at most 64 KiB")
 	}
-	if name, dup := duplicateKey(b); dup {
-		return kho.Errorf(kho.EINVALID, "the field %q is given twice", name)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var ke *kho.Error
-		if errors.As(err, &ke) {
-			return ke
-		}
-		return kho.Errorf(kho.EINVALID, "the body is not the expected JSON object")
-	}
-	if dec.More() {
-		return kho.Errorf(kho.EINVALID, "the body has content after the JSON object")
-	}
-	return nil
+	return kho.DecodeObject(b, v)
 }
 
 // noBody refuses a body on a route that takes none, rather than ignoring
@@ -443,63 +424,4 @@ func noBody(c *gin.Context) error {
 		return kho.Errorf(kho.EINVALID, "this route takes no body")
 	}
 	return nil
-}
-
-// duplicateKey reports the first object key that appears twice in the
-// same object of a JSON text, at any depth.
-func duplicateKey(b []byte) (string, bool) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	type frame struct {
-		object bool
-		keys   map[string]bool
-		key    bool // the next string token is a key
-	}
-	var stack []*frame
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return "", false // malformed JSON is the decoder's to report
-		}
-		top := func() *frame {
-			if len(stack) == 0 {
-				return nil
-			}
-			return stack[len(stack)-1]
-		}
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{':
-				if f := top(); f != nil && f.object {
-					f.key = true
-				}
-				stack = append(stack, &frame{object: true, keys: map[string]bool{}, key: true})
-				continue
-			case '[':
-				if f := top(); f != nil && f.object {
-					f.key = true
-				}
-				stack = append(stack, &frame{})
-				continue
-			default:
-				stack = stack[:len(stack)-1]
-				if len(stack) == 0 {
-					return "", false
-				}
-				continue
-			}
-		case string:
-			if f := top(); f != nil && f.object && f.key {
-				if f.keys[t] {
-					return t, true
-				}
-				f.keys[t] = true
-				f.key = false
-				continue
-			}
-		}
-		if f := top(); f != nil && f.object {
-			f.key = true
-		}
-	}
 }

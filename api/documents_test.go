@@ -265,7 +265,7 @@ func TestDocumentRoutesRefuseWrongPrincipalsAndBadInput(t *testing.T) {
 		{"fail/other agency supersedes", police, "POST", "/v1/documents/" + id + "/versions", ct, body.String(), 404},
 		{"fail/stranger lists the store", stranger, "GET", "/v1/subjects/" + string(doc.Subject) + "/documents", "", "", 404},
 		{"fail/stranger erases the store", stranger, "POST", "/v1/subjects/" + string(doc.Subject) + "/erasure", "", "", 404},
-		{"fail/citizen places a legal hold", citizen, "POST", "/v1/subjects/" + string(doc.Subject) + "/legal-holds", "application/json", `{"reason":"mine"}`, 403},
+		{"fail/citizen places a legal hold", citizen, "POST", "/v1/subjects/" + string(doc.Subject) + "/legal-holds", "application/json", `{"legal_basis":"QĐ 9/QĐ","until":"2099-01-01"}`, 403},
 		{"fail/stranger resolves another's store", stranger, "POST", "/v1/subjects/resolve", "application/json", `{"subject_id":"001090000001"}`, 404},
 		{"fail/malformed document id", citizen, "GET", "/v1/documents/not-a-uuid", "", "", 404},
 		{"fail/revocation without json", justice, "POST", "/v1/documents/" + id + "/revocation", "text/plain", "wrong", 400},

@@ -20,6 +20,10 @@ type Problem struct {
 	Code      string `json:"code"`
 	Reason    string `json:"reason,omitempty"` // a stable refusal reason, when there is one
 	RequestID string `json:"request_id,omitempty"`
+	// Errors names each field of the request that is wrong (RFC 9457
+	// extension member): a JSON pointer into the body and what was
+	// expected.
+	Errors []kho.FieldError `json:"errors,omitempty"`
 }
 
 // statusOf maps error codes to HTTP statuses; the one place that does.
@@ -69,6 +73,7 @@ func writeProblem(c *gin.Context, status int, code string, err error) {
 		Code:      code,
 		Reason:    kho.ErrorReason(err),
 		RequestID: requestID(c),
+		Errors:    kho.ErrorFields(err),
 	}
 	if status == http.StatusUnauthorized {
 		c.Header("WWW-Authenticate", `Bearer realm="kho"`)

@@ -76,12 +76,12 @@ func New(db *postgres.DB, engine *policies.Engine, signer Signer) (*Service, err
 type Terms struct {
 	SubjectID     kho.SubjectID    `json:"subject_id,omitempty"`
 	Grantee       kho.AgencyCode   `json:"grantee,omitempty"`
-	Procedure     string           `json:"procedure"`
-	Purpose       string           `json:"purpose"`
-	DocumentTypes []string         `json:"document_types"`
+	Procedure     string           `json:"procedure" required:"true"`
+	Purpose       string           `json:"purpose" required:"true"`
+	DocumentTypes []string         `json:"document_types" required:"true"`
 	DocumentIDs   []kho.DocumentID `json:"document_ids,omitempty"`
-	ValidUntil    time.Time        `json:"valid_until"`
-	Mode          string           `json:"mode"` // once or standing
+	ValidUntil    time.Time        `json:"valid_until" required:"true"`
+	Mode          string           `json:"mode" required:"true"` // once or standing
 	MaxUses       *int             `json:"max_uses,omitempty"`
 	DataLifeDays  int              `json:"data_life_days"`
 }
@@ -128,40 +128,40 @@ func (c *Consent) effectiveStatus(now time.Time) string {
 // validate checks terms against the catalogue's procedure.
 func (t *Terms) validate(now time.Time, proc *policies.Procedure) error {
 	if n := utf8.RuneCountInString(strings.TrimSpace(t.Purpose)); n < 10 || n > 500 || !kho.PlainText(t.Purpose, false) {
-		return kho.Errorf(kho.EINVALID, "the purpose must be stated in 10 to 500 characters of plain text (one line, no control or invisible characters)")
+		return kho.FieldErrorf("purpose", "the purpose must be stated in 10 to 500 characters of plain text (one line, no control or invisible characters)")
 	}
 	if len(t.DocumentTypes) == 0 {
-		return kho.Errorf(kho.EINVALID, "a consent names the document types it covers; none is implied")
+		return kho.FieldErrorf("document_types", "a consent names the document types it covers; none is implied")
 	}
 	for _, dt := range t.DocumentTypes {
 		if !slices.Contains(proc.Types(), dt) {
-			return kho.Errorf(kho.EINVALID, "procedure %s does not use document type %s: one purpose per consent", proc.Code, dt)
+			return kho.FieldErrorf("document_types", "procedure %s does not use document type %s: one purpose per consent", proc.Code, dt)
 		}
 	}
 	for _, id := range t.DocumentIDs {
 		if id.Validate() != nil {
-			return kho.Errorf(kho.EINVALID, "document_ids must be document ids")
+			return kho.FieldErrorf("document_ids", "document_ids must be document ids")
 		}
 	}
 	if !t.ValidUntil.After(now) || t.ValidUntil.After(now.AddDate(1, 0, 1)) {
-		return kho.Errorf(kho.EINVALID, "valid_until must be in the future and at most one year away")
+		return kho.FieldErrorf("valid_until", "valid_until must be in the future and at most one year away")
 	}
 	switch t.Mode {
 	case "once":
 		one := 1
 		if t.MaxUses != nil && *t.MaxUses != 1 {
-			return kho.Errorf(kho.EINVALID, "a one-time consent is used once")
+			return kho.FieldErrorf("max_uses", "a one-time consent is used once")
 		}
 		t.MaxUses = &one
 	case "standing":
 		if t.MaxUses != nil && (*t.MaxUses < 1 || *t.MaxUses > 10000) {
-			return kho.Errorf(kho.EINVALID, "max_uses must be between 1 and 10000")
+			return kho.FieldErrorf("max_uses", "max_uses must be between 1 and 10000")
 		}
 	default:
-		return kho.Errorf(kho.EINVALID, "mode must be once or standing")
+		return kho.FieldErrorf("mode", "mode must be once or standing")
 	}
 	if t.DataLifeDays < 0 || t.DataLifeDays > 3650 {
-		return kho.Errorf(kho.EINVALID, "data_life_days must be between 0 and 3650")
+		return kho.FieldErrorf("data_life_days", "data_life_days must be between 0 and 3650")
 	}
 	return nil
 }
@@ -173,7 +173,9 @@ func procedure(ctx context.Context, q postgres.RowQuerier, code string) (*polici
 		return nil, err
 	}
 	if p == nil {
-		return nil, kho.Refusal(kho.EINVALID, "unknown_procedure", "procedure %s is not in the catalogue", code)
+		e := kho.FieldErrorf("procedure", "procedure %s is not in the catalogue", code)
+		e.Reason = "unknown_procedure"
+		return nil, e
 	}
 	return p, nil
 }
@@ -212,7 +214,7 @@ func actingFor(st *policies.Store) string {
 // consent requests); a refusal is recorded on that store when it exists.
 func (s *Service) agencyFacts(ctx context.Context, p kho.Principal, a policies.Action, event, code string, subjectID kho.SubjectID) (*policies.Agency, *policies.Procedure, error) {
 	if err := subjectID.Validate(); err != nil {
-		return nil, nil, err
+		return nil, nil, kho.FieldErrorf("subject_id", "%s", kho.ErrorMessage(err))
 	}
 	st, err := postgres.StoreByID(ctx, s.db.Pool, p, subjectID)
 	if err != nil {
@@ -283,7 +285,7 @@ type Request struct {
 // outbox and sees the request in the access log.
 func (s *Service) RequestConsent(ctx context.Context, p kho.Principal, t Terms) (*Request, error) {
 	if len(t.DocumentIDs) > 0 {
-		return nil, kho.Errorf(kho.EINVALID, "a consent request names document types; document_ids are the subject's to choose when granting")
+		return nil, kho.FieldErrorf("document_ids", "a consent request names document types; document_ids are the subject's to choose when granting")
 	}
 	_, proc, err := s.agencyFacts(ctx, p, policies.RequestConsent, audit.ConsentRequested, t.Procedure, t.SubjectID)
 	if err != nil {
@@ -556,14 +558,14 @@ func (s *Service) Grant(ctx context.Context, p kho.Principal, t Terms, onBehalfO
 		}
 	}
 	if err := t.Grantee.Validate(); err != nil {
-		return nil, kho.Errorf(kho.EINVALID, "grantee must be an agency code")
+		return nil, kho.FieldErrorf("grantee", "grantee must be an agency code")
 	}
 	grantee, err := postgres.AgencyOf(ctx, s.db.Pool, kho.Principal{Kind: kho.PrincipalAgency, Agency: t.Grantee})
 	if err != nil {
 		return nil, err
 	}
 	if grantee == nil {
-		return nil, kho.Errorf(kho.EINVALID, "grantee %s is not a registered agency", t.Grantee)
+		return nil, kho.FieldErrorf("grantee", "grantee %s is not a registered agency", t.Grantee)
 	}
 	proc, err := procedure(ctx, s.db.Pool, t.Procedure)
 	if err != nil {

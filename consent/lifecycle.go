@@ -227,7 +227,7 @@ func (s *Service) SetStatus(ctx context.Context, p kho.Principal, id, status, re
 	}
 	reason = strings.TrimSpace(reason)
 	if utf8.RuneCountInString(reason) > 1000 || !kho.PlainText(reason, true) {
-		return nil, nil, kho.Errorf(kho.EINVALID, "the reason must be at most 1000 characters of plain text (no control or invisible characters)")
+		return nil, nil, kho.FieldErrorf("reason", "the reason must be at most 1000 characters of plain text (no control or invisible characters)")
 	}
 	var c *Consent
 	var w *Withdrawal

@@ -88,6 +88,8 @@ type Decision struct {
 	// Reuse is set when a fetch is left to the reuse policy and consent:
 	// the caller is an agency that neither issued nor owns the document.
 	Reuse bool
+	// Field names the request's field a refusal is about, when one is.
+	Field string
 }
 
 // Err returns the refusal as a *kho.Error, or nil when allowed.
@@ -95,7 +97,11 @@ func (d Decision) Err() error {
 	if d.Allowed {
 		return nil
 	}
-	return kho.Refusal(d.Code, d.Reason, "%s", d.Message)
+	e := kho.Refusal(d.Code, d.Reason, "%s", d.Message)
+	if d.Field != "" {
+		e.Fields = []kho.FieldError{{Pointer: "/" + d.Field, Detail: d.Message}}
+	}
+	return e
 }
 
 // Stable reasons of refusals.
@@ -240,7 +246,9 @@ func Authorize(p kho.Principal, a Action, r Resource) Decision {
 			return refuse(kho.EFORBIDDEN, ReasonUnregistered, "agency "+string(p.Agency)+" is not registered in kho")
 		}
 		if r.Procedure == nil {
-			return refuse(kho.EINVALID, "unknown_procedure", "the procedure is not in the catalogue")
+			d := refuse(kho.EINVALID, "unknown_procedure", "the procedure is not in the catalogue")
+			d.Field = "procedure"
+			return d
 		}
 		if !slices.Contains(r.Procedure.HandlerKinds, r.Agency.Kind) {
 			return refuse(kho.EFORBIDDEN, ReasonNotHandler, "agency "+string(p.Agency)+" does not handle procedure "+r.Procedure.Code)
@@ -323,7 +331,7 @@ func authorizeDeposit(p kho.Principal, r Resource) Decision {
 			return refuse(kho.EFORBIDDEN, ReasonUnregistered, "agency "+string(p.Agency)+" is not registered in kho")
 		}
 		if r.DocType == nil {
-			return refuse(kho.EINVALID, ReasonUnknownType, "the document type is not in the catalogue")
+			return unknownType()
 		}
 		if !slices.Contains(r.DocType.IssuerKinds, r.Agency.Kind) {
 			return refuse(kho.EFORBIDDEN, ReasonNotIssuer, "agency "+string(p.Agency)+" ("+r.Agency.Kind+") does not issue "+r.DocType.Code+" ("+r.DocType.NameEN+")")
@@ -338,7 +346,7 @@ func authorizeDeposit(p kho.Principal, r Resource) Decision {
 			return notFound("store")
 		}
 		if r.DocType == nil {
-			return refuse(kho.EINVALID, ReasonUnknownType, "the document type is not in the catalogue")
+			return unknownType()
 		}
 		d = Decision{Allowed: true, Source: kho.SourceSelfDeclared}
 	default:
@@ -351,7 +359,15 @@ func authorizeDeposit(p kho.Principal, r Resource) Decision {
 		return refuse(kho.ECONFLICT, ReasonErased, "this store was erased and takes no new documents")
 	}
 	if !slices.Contains(r.DocType.StoreKinds(), string(r.Store.Kind)) {
-		return refuse(kho.EINVALID, ReasonWrongStoreKind, "document type "+r.DocType.Code+" does not belong in a "+string(r.Store.Kind)+"'s store")
+		d := refuse(kho.EINVALID, ReasonWrongStoreKind, "document type "+r.DocType.Code+" does not belong in a "+string(r.Store.Kind)+"'s store")
+		d.Field = "type"
+		return d
 	}
+	return d
+}
+
+func unknownType() Decision {
+	d := refuse(kho.EINVALID, ReasonUnknownType, "the document type is not in the catalogue")
+	d.Field = "type"
 	return d
 }

@@ -25,7 +25,7 @@ func (s *Service) Revoke(ctx context.Context, p kho.Principal, id kho.DocumentID
 	}
 	reason = strings.TrimSpace(reason)
 	if n := utf8.RuneCountInString(reason); n < 3 || n > 1000 || !kho.PlainText(reason, true) {
-		return nil, kho.Errorf(kho.EINVALID, "a revocation needs a reason of 3 to 1000 characters of plain text (no control or invisible characters)")
+		return nil, kho.FieldErrorf("reason", "a revocation needs a reason of 3 to 1000 characters of plain text (no control or invisible characters)")
 	}
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
 		cur, err := s.load(ctx, tx, p, id, true)
@@ -71,15 +71,15 @@ type Hold struct {
 // number of the decision or the article that obliges it to keep the
 // records), until when, and optionally why in its own words.
 type HoldRequest struct {
-	LegalBasis string     `json:"legal_basis"`
+	LegalBasis string     `json:"legal_basis" required:"true"`
 	Reason     string     `json:"reason,omitempty"`
-	Until      *time.Time `json:"until"`
+	Until      *time.Time `json:"until" required:"true"`
 }
 
 func textBetween(field, v string, lo, hi int) error {
 	v = strings.TrimSpace(v)
 	if n := utf8.RuneCountInString(v); n < lo || n > hi || !kho.PlainText(v, false) {
-		return kho.Errorf(kho.EINVALID, "%s must be %d to %d characters of plain text (no control or direction-changing characters)", field, lo, hi)
+		return kho.FieldErrorf(field, "%s must be %d to %d characters of plain text (no control or direction-changing characters)", field, lo, hi)
 	}
 	return nil
 }
@@ -147,11 +147,11 @@ func (s *Service) checkHold(req HoldRequest) error {
 	now := s.now()
 	switch {
 	case req.Until == nil:
-		return kho.Errorf(kho.EINVALID, "until is required: a legal hold ends on a stated date")
+		return kho.FieldErrorf("until", "until is required: a legal hold ends on a stated date")
 	case !req.Until.After(now):
-		return kho.Errorf(kho.EINVALID, "a legal hold cannot end in the past")
+		return kho.FieldErrorf("until", "a legal hold cannot end in the past")
 	case req.Until.After(now.Add(s.maxHold)):
-		return kho.Errorf(kho.EINVALID, "a legal hold may last at most %d days; place a new one when it ends", int(s.maxHold.Hours()/24))
+		return kho.FieldErrorf("until", "a legal hold may last at most %d days; place a new one when it ends", int(s.maxHold.Hours()/24))
 	}
 	return nil
 }
@@ -190,7 +190,7 @@ func (s *Service) ListHolds(ctx context.Context, p kho.Principal, id kho.Subject
 func (s *Service) ReleaseHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, holdID, reason string) error {
 	if p.Kind == kho.PrincipalOperator {
 		if err := textBetween("reason", reason, 3, 1000); err != nil {
-			return kho.Errorf(kho.EINVALID, "an operator releasing a legal hold states why: reason must be 3 to 1000 characters")
+			return kho.FieldErrorf("reason", "an operator releasing a legal hold states why: reason must be 3 to 1000 characters")
 		}
 	}
 	st, err := postgres.StoreByHandle(ctx, s.db.Pool, p, h)

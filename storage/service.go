@@ -145,7 +145,7 @@ func (s *Service) newObjectName() string {
 // store exists. Every resolution is recorded, and the owner sees it.
 func (s *Service) Resolve(ctx context.Context, p kho.Principal, id kho.SubjectID) (kho.SubjectHandle, error) {
 	if err := id.Validate(); err != nil {
-		return "", err
+		return "", kho.FieldErrorf("subject_id", "%s", kho.ErrorMessage(err))
 	}
 	st, err := postgres.StoreByID(ctx, s.db.Pool, p, id)
 	if err != nil {
