@@ -58,11 +58,30 @@ type Config struct {
 	MaxUploadSize int64
 	// Limits bound each caller and the memory-heavy work of all.
 	Limits Limits
+	// Observer, when set, is told of every request, refusal, reuse
+	// decision and document byte (metrics).
+	Observer Observer
 	// TrustedProxies are the addresses (or CIDRs) of load balancers whose
 	// X-Forwarded-For is believed; by default none, so a client cannot
 	// pose as many sources to dodge the limits on failed logins.
 	TrustedProxies []string
 }
+
+// Observer is told what the API does, with no personal data: route
+// patterns, codes and stable reasons only. *metrics.Metrics meets it.
+type Observer interface {
+	ObserveRequest(route, method string, status int, d time.Duration)
+	ObserveRefusal(route, code, reason string)
+	ObserveDecision(allowed bool, reason string)
+	ObserveBytes(direction string, n int64)
+}
+
+type noObserver struct{}
+
+func (noObserver) ObserveRequest(string, string, int, time.Duration) {}
+func (noObserver) ObserveRefusal(string, string, string)             {}
+func (noObserver) ObserveDecision(bool, string)                      {}
+func (noObserver) ObserveBytes(string, int64)                        {}
 
 // Server routes kho's HTTP API.
 type Server struct {
@@ -95,6 +114,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.CheckTimeout = 2 * time.Second
 	}
 	cfg.Limits.defaults()
+	if cfg.Observer == nil {
+		cfg.Observer = noObserver{}
+	}
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	if err := e.SetTrustedProxies(cfg.TrustedProxies); err != nil {
@@ -102,7 +124,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	e.HandleMethodNotAllowed = true
 	e.ContextWithFallback = true
-	e.Use(withRequestID(), withSecurityHeaders(), withLogging(cfg.Logger), withRecovery(cfg.Logger), withDeadlines(cfg.Limits))
+	e.Use(withRequestID(), withSecurityHeaders(), withLogging(cfg.Logger, cfg.Observer), withRecovery(cfg.Logger), withDeadlines(cfg.Limits))
 	e.NoRoute(func(c *gin.Context) { errorf(c, kho.ENOTFOUND, "no such route") })
 	e.NoMethod(func(c *gin.Context) {
 		writeProblem(c, http.StatusMethodNotAllowed, kho.EINVALID, kho.Errorf(kho.EINVALID, "method not allowed on this route"))

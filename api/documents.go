@@ -116,6 +116,7 @@ func (s *Server) deposit(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
+	s.cfg.Observer.ObserveBytes("deposited", d.Size)
 	c.Header("Location", "/v1/documents/"+string(d.ID))
 	c.JSON(http.StatusCreated, d)
 }
@@ -131,6 +132,7 @@ func (s *Server) supersede(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
+	s.cfg.Observer.ObserveBytes("deposited", d.Size)
 	c.Header("Location", "/v1/documents/"+string(d.ID))
 	c.JSON(http.StatusCreated, d)
 }
@@ -213,6 +215,12 @@ func (s *Server) download(c *gin.Context) {
 	var err error
 	if procedure != "" {
 		content, err = s.cfg.Documents.Fetch(ctx, p, id, procedure, nil)
+		switch code := kho.ErrorCode(err); code {
+		case "":
+			s.cfg.Observer.ObserveDecision(true, "")
+		case kho.EFORBIDDEN, kho.ENOTFOUND, kho.EINVALID:
+			s.cfg.Observer.ObserveDecision(false, kho.ErrorReason(err))
+		}
 	} else {
 		content, err = s.cfg.Documents.Open(ctx, p, id, rng)
 	}
@@ -244,7 +252,9 @@ func (s *Server) download(c *gin.Context) {
 	}
 	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	c.Status(status)
-	if _, err := io.Copy(c.Writer, content.Body); err != nil {
+	n, err := io.Copy(c.Writer, content.Body)
+	s.cfg.Observer.ObserveBytes("served", n)
+	if err != nil {
 		_ = c.Error(err)
 		if kho.ErrorCode(err) == kho.EINTEGRITY {
 			panic(http.ErrAbortHandler)

@@ -41,11 +41,16 @@ func requestID(c *gin.Context) string { return c.GetString(requestIDKey) }
 // withLogging writes one JSON line per request. It logs the route pattern,
 // never the raw path or query (they can carry identifiers), and the
 // principal through its LogValue (kind, agency, token id only).
-func withLogging(log *slog.Logger) gin.HandlerFunc {
+func withLogging(log *slog.Logger, obs Observer) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		start := time.Now()
 		c.Next()
 		status := c.Writer.Status()
+		obs.ObserveRequest(c.FullPath(), c.Request.Method, status, time.Since(start))
+		if status >= 400 && len(c.Errors) > 0 {
+			err := c.Errors.Last().Err
+			obs.ObserveRefusal(c.FullPath(), kho.ErrorCode(err), kho.ErrorReason(err))
+		}
 		attrs := []any{
 			"request_id", requestID(c),
 			"method", c.Request.Method,

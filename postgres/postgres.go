@@ -36,7 +36,11 @@ type Option func(*options)
 type options struct {
 	schema   string
 	maxConns int32
+	tracer   pgx.QueryTracer
 }
+
+// WithTracer has every statement traced (metrics).
+func WithTracer(t pgx.QueryTracer) Option { return func(o *options) { o.tracer = t } }
 
 // WithSchema puts every connection's search path on schema, creating it when
 // missing. Tests use one schema each; production uses the default, public.
@@ -64,6 +68,9 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	}
 	if o.maxConns > 0 {
 		cfg.MaxConns = o.maxConns
+	}
+	if o.tracer != nil {
+		cfg.ConnConfig.Tracer = o.tracer
 	}
 	cfg.ConnConfig.RuntimeParams["search_path"] = o.schema
 	cfg.ConnConfig.RuntimeParams["application_name"] = "kho"

@@ -33,6 +33,8 @@ type MinIOConfig struct {
 	// is 5 MiB). Measured here, 8 MiB keeps a 1 GiB deposit's heap growth
 	// near 20 MiB (35 MiB at 16 MiB) at no throughput cost beyond noise.
 	PartSize uint64
+	// WrapTransport, when set, wraps the HTTP transport (metrics).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // MinIO is a BlobStore over one MinIO bucket.
@@ -90,10 +92,14 @@ func NewMinIO(cfg MinIOConfig) (*MinIO, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	tr.ResponseHeaderTimeout = 30 * time.Second
+	var rt http.RoundTripper = tr
+	if cfg.WrapTransport != nil {
+		rt = cfg.WrapTransport(tr)
+	}
 	client, err := minio.New(host, &minio.Options{
 		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 		Secure:    secure,
-		Transport: tr,
+		Transport: rt,
 		// One attempt per call: callers decide about retries, and a probe
 		// must see an outage at once rather than after minio-go's backoff.
 		MaxRetries: 1,

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"sync"
 	"time"
@@ -36,6 +37,8 @@ type Config struct {
 	// Timeout bounds each call to Vault (default 10s).
 	Timeout time.Duration
 	Logger  *slog.Logger
+	// WrapTransport, when set, wraps the HTTP transport (metrics).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // Client is an authenticated Vault client whose token is kept alive in the
@@ -68,6 +71,10 @@ func ValidateAddress(addr string) error {
 // (which may be empty). The operator's CLI uses it with the root token for
 // bootstrap; khod never does.
 func NewAPIClient(addr, token string, timeout time.Duration) (*vaultapi.Client, error) {
+	return newAPIClient(addr, token, timeout, nil)
+}
+
+func newAPIClient(addr, token string, timeout time.Duration, wrap func(http.RoundTripper) http.RoundTripper) (*vaultapi.Client, error) {
 	if err := ValidateAddress(addr); err != nil {
 		return nil, err
 	}
@@ -75,6 +82,9 @@ func NewAPIClient(addr, token string, timeout time.Duration) (*vaultapi.Client, 
 	cfg.Address = addr
 	if timeout > 0 {
 		cfg.Timeout = timeout
+	}
+	if wrap != nil {
+		cfg.HttpClient.Transport = wrap(cfg.HttpClient.Transport)
 	}
 	cfg.MaxRetries = 0
 	c, err := vaultapi.NewClient(cfg)
@@ -104,7 +114,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	api, err := NewAPIClient(cfg.Address, "", cfg.Timeout)
+	api, err := newAPIClient(cfg.Address, "", cfg.Timeout, cfg.WrapTransport)
 	if err != nil {
 		return nil, err
 	}

@@ -53,6 +53,8 @@ type Config struct {
 	DevIdPKey      string
 	TrustedProxies stringList
 
+	MetricsListen string
+
 	RateLimit      float64
 	RateBurst      int
 	MaxInMemory    int
@@ -143,6 +145,7 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.Var(&cfg.TrustedIssuers, "trusted-issuer", "trust tokens from `ISSUER=JWKS_URL` (repeatable; the JWKS URL must be https outside --mode=dev)")
 	fs.Var(&cfg.IssuerKinds, "issuer-kinds", "`ISSUER=KIND+KIND...`: the principal kinds a trusted issuer may assert (citizen, business_rep, agency, agency_officer, security_officer, operator); required for each --trusted-issuer")
 	fs.Var(&cfg.TrustedProxies, "trusted-proxy", "`address or CIDR` of a load balancer whose X-Forwarded-For is believed (repeatable; default none)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "127.0.0.1:9480", "`address` to serve Prometheus metrics on, apart from the API (empty: none)")
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 50, "requests per second each caller may make (then 429 with Retry-After)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", 100, "requests a caller may make at once above --rate-limit")
 	fs.IntVar(&cfg.MaxInMemory, "max-in-memory", 4, "documents checked in memory at once (PDF, JSON, XML deposits; PDF verifications, each); past it, 503")
@@ -288,6 +291,14 @@ func (c *Config) resolveSecrets() error {
 func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("--listen %q is not host:port", c.Listen)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen %q is not host:port", c.MetricsListen)
+		}
+		if c.MetricsListen == c.Listen {
+			return errors.New("--metrics-listen must differ from --listen: metrics stay off the public port")
+		}
 	}
 	switch c.Mode {
 	case ModeProduction, ModeDev:

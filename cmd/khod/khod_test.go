@@ -147,6 +147,9 @@ func startKhod(t *testing.T, env map[string]string) *running {
 	t.Helper()
 	port := freePort(t)
 	env["KHO_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", port)
+	if _, set := env["KHO_METRICS_LISTEN"]; !set {
+		env["KHO_METRICS_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	}
 	cmd := exec.Command(khodBin)
 	cmd.Env = testenv.Env(t, env)
 	r := &running{cmd: cmd, base: fmt.Sprintf("http://127.0.0.1:%d", port), stderr: &lockedBuffer{}, done: make(chan error, 1)}

@@ -26,6 +26,7 @@ import (
 	"kho/audit"
 	"kho/consent"
 	"kho/internal/devidp"
+	"kho/metrics"
 	"kho/policies"
 	"kho/postgres"
 	"kho/signing"
@@ -66,7 +67,8 @@ func run(ctx context.Context, cfg *Config) error {
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 
-	db, err := postgres.Open(startCtx, cfg.DatabaseURL, postgres.WithSchema(cfg.DatabaseSchema))
+	m := metrics.New()
+	db, err := postgres.Open(startCtx, cfg.DatabaseURL, postgres.WithSchema(cfg.DatabaseSchema), postgres.WithTracer(m.PostgresTracer()))
 	if err != nil {
 		return err
 	}
@@ -90,7 +92,8 @@ func run(ctx context.Context, cfg *Config) error {
 
 	blobs, err := storage.NewMinIO(storage.MinIOConfig{
 		Endpoint: cfg.MinIOEndpoint, AccessKey: cfg.MinIOAccessKey, SecretKey: cfg.MinIOSecretKey, Bucket: cfg.MinIOBucket,
-		PartSize: cfg.UploadPartSize,
+		PartSize:      cfg.UploadPartSize,
+		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { return m.Transport("minio", metrics.MinIOOperation, rt) },
 	})
 	if err != nil {
 		return err
@@ -102,6 +105,7 @@ func run(ctx context.Context, cfg *Config) error {
 	vc, err := vault.New(startCtx, vault.Config{
 		Address: cfg.VaultAddr, RoleID: cfg.VaultRoleID, SecretID: cfg.VaultSecretID,
 		AppRoleMount: cfg.VaultAppRoleMount, Logger: log.With("component", "vault"),
+		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { return m.Transport("vault", metrics.VaultOperation, rt) },
 	})
 	if err != nil {
 		return err
@@ -146,7 +150,7 @@ func run(ctx context.Context, cfg *Config) error {
 	}
 	go checkpointLoop(ctx, log, db, trail, cfg.CheckpointInterval, cfg.CheckpointEvents)
 	if cfg.ReconcileInterval > 0 {
-		go reconcileLoop(ctx, log, docs, cfg.ReconcileInterval, cfg.ReconcileGrace)
+		go reconcileLoop(ctx, log, docs, m, cfg.ReconcileInterval, cfg.ReconcileGrace)
 	}
 
 	issuers, devJWKS, err := trustedIssuers(cfg)
@@ -174,6 +178,7 @@ func run(ctx context.Context, cfg *Config) error {
 		},
 		ReceiptKeys:    func(ctx context.Context) (jwk.Set, error) { return transit.JWKS(ctx, consent.ReceiptKey) },
 		MaxUploadSize:  cfg.MaxDocumentSize + 1<<20,
+		Observer:       m,
 		TrustedProxies: cfg.TrustedProxies,
 		Limits: api.Limits{RequestsPerSecond: cfg.RateLimit, Burst: cfg.RateBurst, InMemory: cfg.MaxInMemory,
 			RequestTimeout: cfg.RequestTimeout, TransferTimeout: cfg.UploadTimeout},
@@ -200,6 +205,20 @@ func run(ctx context.Context, cfg *Config) error {
 	}
 
 	go srv.Run(ctx)
+	m.WatchState(func(ctx context.Context) (metrics.State, error) { return readState(ctx, db) })
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("listen on %s (--metrics-listen): %w", cfg.MetricsListen, err)
+		}
+		ms := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
+		go func() { _ = ms.Serve(mln) }()
+		go func() {
+			<-ctx.Done()
+			_ = ms.Close()
+		}()
+		log.Info("metrics serving", "addr", mln.Addr().String())
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
@@ -235,7 +254,7 @@ func run(ctx context.Context, cfg *Config) error {
 
 // reconcileLoop removes orphan objects every interval until ctx ends. Every
 // replica runs it; an advisory lock lets one at a time do the work.
-func reconcileLoop(ctx context.Context, log *slog.Logger, docs *storage.Service, interval, grace time.Duration) {
+func reconcileLoop(ctx context.Context, log *slog.Logger, docs *storage.Service, m *metrics.Metrics, interval, grace time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -243,7 +262,12 @@ func reconcileLoop(ctx context.Context, log *slog.Logger, docs *storage.Service,
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := docs.Reconcile(ctx, grace); err != nil && ctx.Err() == nil {
+			n, err := docs.Reconcile(ctx, grace)
+			if ctx.Err() != nil {
+				return
+			}
+			m.ObserveReconcile(n, err)
+			if err != nil {
 				log.Warn("reconciler failed; will retry", "err", err.Error())
 			}
 		}
@@ -282,6 +306,20 @@ func checkpointLoop(ctx context.Context, log *slog.Logger, db *postgres.DB, trai
 			last, lastAt = cp.Size, time.Now()
 		}
 	}
+}
+
+// readState reads what the metrics show of the audit trail and the outbox.
+func readState(ctx context.Context, db *postgres.DB) (metrics.State, error) {
+	var st metrics.State
+	var cpAt *time.Time
+	err := db.Pool.QueryRow(ctx, `SELECT (SELECT size FROM audit_head WHERE id = 1),
+		coalesce((SELECT max(size) FROM audit_checkpoints), 0),
+		(SELECT created_at FROM audit_checkpoints ORDER BY size DESC LIMIT 1),
+		(SELECT count(*) FROM outbox WHERE delivered_at IS NULL)`).Scan(&st.AuditEvents, &st.CheckpointSize, &cpAt, &st.OutboxBacklog)
+	if cpAt != nil {
+		st.CheckpointAt = *cpAt
+	}
+	return st, err
 }
 
 // trustedIssuers builds the issuer list from the options; in dev mode it adds
