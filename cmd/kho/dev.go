@@ -202,6 +202,9 @@ func devKhod(ctx context.Context, s *devstack.Stack, args []string, stdout, stde
   Readiness of PostgreSQL, MinIO and Vault:
     curl -s %[1]s/readyz
 
+  Prometheus metrics (apart from the API; deploy/prometheus and deploy/grafana to chart them):
+    curl -s http://127.0.0.1:9480/metrics
+
   Who am I? As the demo citizen 001090000001:
     curl -s -H "Authorization: Bearer $(%[2]s dev token --as citizen:001090000001)" %[1]s/v1/me
 

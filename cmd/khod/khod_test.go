@@ -97,7 +97,8 @@ func TestBadConfigStopsWithOneLine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := map[string]string{"KHO_DATABASE_SCHEMA": schema, "KHO_LISTEN": fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+			env := map[string]string{"KHO_DATABASE_SCHEMA": schema, "KHO_LISTEN": fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+				"KHO_METRICS_LISTEN": fmt.Sprintf("127.0.0.1:%d", freePort(t))}
 			for k, v := range tt.env {
 				env[k] = v
 			}

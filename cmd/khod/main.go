@@ -206,9 +206,14 @@ func run(ctx context.Context, cfg *Config) error {
 
 	go srv.Run(ctx)
 	m.WatchState(func(ctx context.Context) (metrics.State, error) { return readState(ctx, db) })
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
+			ln.Close()
 			return fmt.Errorf("listen on %s (--metrics-listen): %w", cfg.MetricsListen, err)
 		}
 		ms := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
@@ -219,10 +224,7 @@ func run(ctx context.Context, cfg *Config) error {
 		}()
 		log.Info("metrics serving", "addr", mln.Addr().String())
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
+
 	hs := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
