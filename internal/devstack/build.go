@@ -33,10 +33,11 @@ func (s *Stack) minioBinary(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(tmp)
-	cmd := exec.CommandContext(ctx, "go", "install", "-trimpath", "-ldflags=-s -w", MinIOModule)
+	cmd := exec.CommandContext(ctx, "go", "install", "-v", "-trimpath", "-ldflags=-s -w", MinIOModule)
 	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOFLAGS=-mod=mod")
 	cmd.Dir = os.TempDir()
-	if err := s.runWithProgress(ctx, "minio", cmd, filepath.Join(s.CacheDir, "minio-build.log")); err != nil {
+	plan := buildPlan{expect: 6 * time.Minute, mainPkg: "github.com/minio/minio"}
+	if err := s.runWithProgress(ctx, "minio", cmd, filepath.Join(s.CacheDir, "minio-build.log"), plan); err != nil {
 		return "", err
 	}
 	if err := os.Rename(filepath.Join(tmp, "minio"), bin); err != nil {
@@ -64,10 +65,22 @@ func (s *Stack) vaultBinary(ctx context.Context) (string, error) {
 	}
 	s.say("vault is not on PATH: building Vault %s once into %s (module downloads, then about 12 minutes of compiling on 2 cores)", VaultVersion, filepath.Dir(bin))
 	tmp := bin + ".building"
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", tmp, ".")
-	cmd.Dir = src
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=readonly", "GOWORK=off")
-	if err := s.runWithProgress(ctx, "vault", cmd, filepath.Join(s.CacheDir, "vault-build.log")); err != nil {
+	env := append(os.Environ(), "GOFLAGS=-mod=readonly", "GOWORK=off")
+	plan := buildPlan{expect: 12 * time.Minute, mainPkg: "kho/internal/tools/vaultserver"}
+	// The modules first, so the count of packages to compile can be known.
+	dl := exec.CommandContext(ctx, "go", "mod", "download", "-x")
+	dl.Dir, dl.Env = src, env
+	if err := s.runWithProgress(ctx, "vault (modules)", dl, filepath.Join(s.CacheDir, "vault-download.log"), buildPlan{expect: 2 * time.Minute}); err != nil {
+		return "", err
+	}
+	list := exec.CommandContext(ctx, "go", "list", "-deps", ".")
+	list.Dir, list.Env = src, env
+	if out, err := list.Output(); err == nil {
+		plan.packages = strings.Count(string(out), "\n")
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-v", "-trimpath", "-ldflags=-s -w", "-o", tmp, ".")
+	cmd.Dir, cmd.Env = src, env
+	if err := s.runWithProgress(ctx, "vault", cmd, filepath.Join(s.CacheDir, "vault-build.log"), plan); err != nil {
 		os.Remove(tmp)
 		return "", err
 	}
@@ -77,10 +90,53 @@ func (s *Stack) vaultBinary(ctx context.Context) (string, error) {
 	return bin, nil
 }
 
+// buildPlan is what a build's progress is measured against.
+type buildPlan struct {
+	expect   time.Duration // about how long it takes on 2 cores (0: unknown)
+	mainPkg  string        // the last package go build -v names before linking
+	packages int           // packages to compile (0: unknown)
+}
+
+// phase reads a build's log (go build -v, go mod download -x) and says
+// where it is: resolving, downloading n modules, compiling n of m
+// packages, or linking.
+func phase(log string, plan buildPlan) string {
+	var downloads, packages int
+	linking := false
+	for _, l := range strings.Split(log, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "go: downloading "), strings.HasPrefix(l, "# get ") && strings.HasSuffix(l, ".zip"):
+			downloads++
+		case l == "" || strings.HasPrefix(l, "go: ") || strings.HasPrefix(l, "#") || strings.ContainsAny(l, " \t"):
+		default:
+			packages++
+			if plan.mainPkg != "" && l == plan.mainPkg {
+				linking = true
+			}
+		}
+	}
+	switch {
+	case linking:
+		return "linking"
+	case packages > 0 && plan.packages > 0:
+		return fmt.Sprintf("compiling %d of %d packages", min(packages, plan.packages), plan.packages)
+	case packages > 0:
+		return fmt.Sprintf("compiling (%d packages so far)", packages)
+	case downloads > 0:
+		return fmt.Sprintf("downloading modules (%d so far)", downloads)
+	}
+	return "resolving modules"
+}
+
 // runWithProgress runs a long build with its output in logPath, printing
-// every 15 seconds which build runs, for how long, and its latest line, so a
-// first run never looks hung.
-func (s *Stack) runWithProgress(ctx context.Context, what string, cmd *exec.Cmd, logPath string) error {
+// every 15 seconds which build runs, its phase, how long it has run and
+// about how long it takes, so a first run never looks hung.
+func (s *Stack) runWithProgress(ctx context.Context, what string, cmd *exec.Cmd, logPath string, plans ...buildPlan) error {
+	var plan buildPlan
+	if len(plans) > 0 {
+		plan = plans[0]
+	}
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return err
 	}
@@ -107,21 +163,14 @@ func (s *Stack) runWithProgress(ctx context.Context, what string, cmd *exec.Cmd,
 			s.say("built %s in %s", what, time.Since(start).Round(time.Second))
 			return nil
 		case <-t.C:
-			last := lastLine(logPath)
-			if last == "" {
-				last = "compiling"
+			b, _ := os.ReadFile(logPath)
+			of := ""
+			if plan.expect > 0 {
+				of = " of about " + plan.expect.String()
 			}
-			s.say("  building %s: %s elapsed — %s", what, time.Since(start).Round(time.Second), last)
+			s.say("  building %s: %s — %s elapsed%s", what, phase(string(b), plan), time.Since(start).Round(time.Second), of)
 		}
 	}
-}
-
-func lastLine(path string) string {
-	l := strings.TrimSpace(tail(path, 1))
-	if len(l) > 100 {
-		l = l[:100] + "…"
-	}
-	return l
 }
 
 func isExecutable(p string) bool {
