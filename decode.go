@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // FieldError is one field of a request that is wrong: where (a JSON pointer
@@ -51,6 +52,13 @@ var vietnam = time.FixedZone("ICT", 7*3600)
 // date YYYY-MM-DD is also accepted and means until the end of that day in
 // Vietnam (the next midnight, UTC+7), as bounds are exclusive.
 func DecodeObject(b []byte, v any) error {
+	if !utf8.Valid(b) {
+		return &Error{Code: EINVALID, Message: "the body is not valid UTF-8", Fields: []FieldError{{Pointer: "", Detail: "UTF-8 text"}}}
+	}
+	if !json.Valid(b) {
+		return &Error{Code: EINVALID, Message: "the body is not one well-formed JSON object",
+			Fields: []FieldError{{Pointer: "", Detail: "a JSON object"}}}
+	}
 	var raw map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&raw); err != nil || raw == nil {
@@ -62,7 +70,9 @@ func DecodeObject(b []byte, v any) error {
 			Fields: []FieldError{{Pointer: "", Detail: "one JSON object"}}}
 	}
 	if name, dup := duplicateKey(b); dup {
-		return FieldErrorf(name, "the field %q is given twice", name)
+		e := Errorf(EINVALID, "a field is given twice in %q", truncate(name, 64))
+		e.Fields = []FieldError{{Pointer: "/" + pointerEscape(truncate(name, 64)), Detail: "has a field given twice"}}
+		return e
 	}
 	fields := map[string]reflect.Value{}
 	required := map[string]bool{}
@@ -76,12 +86,21 @@ func DecodeObject(b []byte, v any) error {
 	for _, k := range keys {
 		f, ok := fields[k]
 		if !ok {
-			errs = append(errs, FieldError{Pointer: "/" + pointerEscape(k), Detail: "unknown field"})
+			errs = append(errs, FieldError{Pointer: "/" + pointerEscape(truncate(k, 64)), Detail: "unknown field"})
 			continue
 		}
 		val := raw[k]
+		// PostgreSQL keeps no NUL in text, and no kho field needs one.
+		if bytes.Contains(bytes.ToLower(val), []byte(`\u0000`)) {
+			errs = append(errs, FieldError{Pointer: "/" + pointerEscape(k), Detail: "contains a NUL character"})
+			continue
+		}
 		if isMoment(f.Type()) {
-			val = dateAsMoment(val)
+			var far bool
+			if val, far = dateAsMoment(val); far {
+				errs = append(errs, FieldError{Pointer: "/" + pointerEscape(k), Detail: "is a date too far in the future"})
+				continue
+			}
 		}
 		if err := json.Unmarshal(val, f.Addr().Interface()); err != nil {
 			detail := "must be " + expectation(f.Type())
@@ -142,18 +161,22 @@ func isMoment(t reflect.Type) bool {
 }
 
 // dateAsMoment turns "YYYY-MM-DD" into the next midnight in Vietnam, RFC
-// 3339; anything else is left for the decoder to judge.
-func dateAsMoment(raw json.RawMessage) json.RawMessage {
+// 3339; anything else is left for the decoder to judge. far reports a date
+// past year 9000, which no bound of kho's needs.
+func dateAsMoment(raw json.RawMessage) (out json.RawMessage, far bool) {
 	var s string
 	if json.Unmarshal(raw, &s) != nil || len(s) != len(time.DateOnly) {
-		return raw
+		return raw, false
 	}
 	d, err := time.ParseInLocation(time.DateOnly, s, vietnam)
 	if err != nil {
-		return raw
+		return raw, false
+	}
+	if d.Year() > 9000 {
+		return raw, true
 	}
 	b, _ := json.Marshal(d.AddDate(0, 0, 1).Format(time.RFC3339))
-	return b
+	return b, false
 }
 
 // expectation says in words what a field of type t takes.
@@ -184,8 +207,8 @@ func pointerEscape(s string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
 }
 
-// duplicateKey reports the first object key that appears twice in the
-// same object of a JSON text, at any depth.
+// duplicateKey reports, for the first object key that appears twice in the
+// same object of a JSON text (at any depth), the top-level field it is in.
 func duplicateKey(b []byte) (string, bool) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	type frame struct {
@@ -194,6 +217,7 @@ func duplicateKey(b []byte) (string, bool) {
 		key    bool // the next string token is a key
 	}
 	var stack []*frame
+	var field string // the top-level field being read
 	top := func() *frame {
 		if len(stack) == 0 {
 			return nil
@@ -225,8 +249,11 @@ func duplicateKey(b []byte) (string, bool) {
 			continue
 		}
 		if s, ok := tok.(string); ok && f.key {
+			if len(stack) == 1 {
+				field = s
+			}
 			if f.keys[s] {
-				return s, true
+				return field, true
 			}
 			f.keys[s], f.key = true, false
 			continue

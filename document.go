@@ -347,9 +347,16 @@ func SniffMatches(declared, sniffed string) bool {
 	return false
 }
 
+// Truncate shortens s to n bytes (on a rune boundary) with an ellipsis, for
+// echoing a caller's input in a message.
+func Truncate(s string, n int) string { return truncate(s, n) }
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

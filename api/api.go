@@ -168,6 +168,14 @@ func refuseStrayDelegation() gin.HandlerFunc {
 			return
 		}
 		q := c.Request.URL.Query()
+		for name, values := range q {
+			for _, v := range values {
+				if !kho.PlainText(v, false) {
+					writeError(c, kho.FieldErrorf(truncateQ(name), "the query parameter %q must be plain text (UTF-8, no control characters)", truncateQ(name)))
+					return
+				}
+			}
+		}
 		if q.Has("on_behalf_of") && (len(q["on_behalf_of"]) != 1 || q.Get("on_behalf_of") == "") {
 			errorf(c, kho.EINVALID, "on_behalf_of names exactly one store: give it once, with the identification number")
 			return
@@ -178,6 +186,13 @@ func refuseStrayDelegation() gin.HandlerFunc {
 		}
 		c.Next()
 	}
+}
+
+func truncateQ(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 // Handler returns the http.Handler serving every route.

@@ -48,6 +48,11 @@ func TestMalformedBodiesNameTheField(t *testing.T) {
 		{"revocation/wrong type", justice, "/v1/documents/" + string(doc.ID) + "/revocation", `{"reason":["a","b"]}`, "/reason"},
 		{"approval/on_behalf_of wrong type", citizen, "/v1/consent-requests/" + string(kho.NewDocumentID()) + "/approval", `{"on_behalf_of":true}`, "/on_behalf_of"},
 		{"not an object", police, "/v1/subjects/resolve", `["001090000001"]`, ""},
+		{"trailing bracket", police, "/v1/subjects/resolve", `{"subject_id":"001090000001"}}`, ""},
+		{"invalid UTF-8", police, "/v1/subjects/resolve", "{\"subject_id\":\"00109\xff0000001\"}", ""},
+		{"NUL in a field", police, "/v1/availability", `{"subject_id":"001090000001","procedure":"CHC\u0000x"}`, "/procedure"},
+		{"nested field twice", police, "/v1/consent-requests", `{"subject_id":"001090000001",` + terms + `,"valid_until":"` + future + `","document_types":[{"x":1,"x":2}]}`, "/document_types"},
+		{"date too far", police, "/v1/subjects/" + h + "/legal-holds", `{"legal_basis":"QĐ 1/QĐ","until":"9999-12-31"}`, "/until"},
 	}
 	for _, r := range rows {
 		t.Run(r.name, func(t *testing.T) {
@@ -69,6 +74,13 @@ func TestMalformedBodiesNameTheField(t *testing.T) {
 			resp, b := d.call(t, justice, "POST", "/v1/documents", ct, body, nil)
 			assertNamesField(t, resp.StatusCode, b, r.pointer)
 		})
+	}
+	// A query that is not plain text is a 400 naming it, never a 503.
+	for _, q := range []string{"/v1/documents/" + string(doc.ID) + "/content?procedure=%ff", "/v1/subjects/" + h + "/documents?type=%00"} {
+		resp, b := d.call(t, police, "GET", q, "", nil, nil)
+		if resp.StatusCode != 400 || !strings.Contains(string(b), `"errors"`) {
+			t.Errorf("%s: %d %s", q, resp.StatusCode, b)
+		}
 	}
 	// Where a day is meant, a date is enough: until the end of that day.
 	resp, b := d.call(t, police, "POST", "/v1/consent-requests", "application/json",

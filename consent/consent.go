@@ -173,7 +173,7 @@ func procedure(ctx context.Context, q postgres.RowQuerier, code string) (*polici
 		return nil, err
 	}
 	if p == nil {
-		e := kho.FieldErrorf("procedure", "procedure %s is not in the catalogue", code)
+		e := kho.FieldErrorf("procedure", "procedure %q is not in the catalogue", kho.Truncate(code, 40))
 		e.Reason = "unknown_procedure"
 		return nil, e
 	}

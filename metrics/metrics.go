@@ -70,19 +70,36 @@ func New() *Metrics {
 	return m
 }
 
-// Handler serves the metrics in Prometheus's text format.
+// Handler serves the metrics in Prometheus's text format at /metrics, and
+// nothing else.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	return mux
+}
+
+// methods are the HTTP methods counted by name; any other is "other", so a
+// client cannot put a string of its own into a label.
+var methods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true, http.MethodPatch: true,
+	http.MethodDelete: true, http.MethodOptions: true,
+}
+
+func method(m string) string {
+	if methods[m] {
+		return m
+	}
+	return "other"
 }
 
 // ObserveRequest counts an HTTP request by route pattern ("" for a path no
 // route matched), method and status.
-func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration) {
+func (m *Metrics) ObserveRequest(route, verb string, status int, d time.Duration) {
 	if route == "" {
 		route = "unmatched"
 	}
-	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-	m.latency.WithLabelValues(route, method).Observe(d.Seconds())
+	m.requests.WithLabelValues(route, method(verb), strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(route, method(verb)).Observe(d.Seconds())
 }
 
 // ObserveRefusal counts a refused request by route pattern, error code and

@@ -50,6 +50,7 @@ func TestOperationsCarryNoNames(t *testing.T) {
 func TestDashboardQueriesExistingMetrics(t *testing.T) {
 	m := metrics.New()
 	m.ObserveRequest("/v1/me", "GET", 200, time.Millisecond)
+	m.ObserveRequest("", "FOO001090000001", 405, time.Millisecond) // a method of the client's own
 	m.ObserveRefusal("/v1/me", "forbidden", "wrong_role")
 	m.ObserveDecision(false, "consent_required")
 	m.ObserveBytes("served", 10)
@@ -66,13 +67,20 @@ func TestDashboardQueriesExistingMetrics(t *testing.T) {
 	}
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
-	resp, err := http.Get(srv.URL)
+	resp, err := http.Get(srv.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	exposed, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"kho_audit_events_since_checkpoint 2", "kho_outbox_backlog 2", `kho_reconciler_runs_total{outcome="error"} 1`} {
+	if strings.Contains(string(exposed), "001090000001") {
+		t.Error("a method of the client's own became a label")
+	}
+	if r, err := http.Get(srv.URL + "/debug/pprof/"); err != nil || r.StatusCode != 404 {
+		t.Errorf("the metrics server serves more than /metrics: %v", r)
+	}
+	for _, want := range []string{"kho_audit_events_since_checkpoint 2", "kho_outbox_backlog 2", `kho_reconciler_runs_total{outcome="error"} 1`,
+		`kho_http_requests_total{method="other",route="unmatched",status="405"} 1`} {
 		if !strings.Contains(string(exposed), want) {
 			t.Errorf("metrics lack %s", want)
 		}

@@ -235,7 +235,7 @@ func (s *Service) Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID,
 		return nil, err
 	}
 	if proc == nil {
-		return nil, kho.Refusal(kho.EINVALID, "unknown_procedure", "procedure %s is not in the catalogue", procedure)
+		return nil, kho.Refusal(kho.EINVALID, "unknown_procedure", "procedure %q is not in the catalogue", kho.Truncate(procedure, 40))
 	}
 	d, dec, err := s.loadFor(ctx, p, audit.DocumentRead, policies.FetchDocument, id)
 	if err != nil {

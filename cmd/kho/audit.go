@@ -24,7 +24,7 @@ import (
 // /audit/key; obtain it from a source you trust, not from the export).
 func runAudit(_ context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "verify" {
-		return errors.New(`audit needs a command: verify`)
+		return usagef(`audit needs a command: verify`)
 	}
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
 	key := fs.String("key", "", "the log's verifier key, as served at /audit/key [required, or --key-file]")
@@ -47,7 +47,7 @@ func runAudit(_ context.Context, args []string, stdout io.Writer) error {
 		*key = strings.TrimSpace(string(b))
 	}
 	if *key == "" {
-		return errors.New("audit verify: --key (or --key-file) is required: the log's public key, from a source you trust")
+		return usagef("audit verify: --key (or --key-file) is required: the log's public key, from a source you trust")
 	}
 	f, err := os.Open(file)
 	if err != nil {

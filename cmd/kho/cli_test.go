@@ -85,7 +85,18 @@ func TestFlagsBeforeAndAfterArguments(t *testing.T) {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}
 	}
+	for _, args := range [][]string{{"dev"}, {"dev", "nosuch"}, {"keys"}, {"version", "extra"}, {"dev", "token"}, {"policy", "explain", "--agency", "X"}} {
+		if _, err := runKho(t, args...); !errors.As(err, &ue) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
 	if out, err := runKho(t, "version"); err != nil || !strings.HasPrefix(out, "kho ") {
 		t.Fatalf("version: %q %v", out, err)
+	}
+	// A group's -h is help, not an error.
+	for _, g := range []string{"dev", "keys", "audit", "catalogue", "policy", "demo"} {
+		if out, err := runKho(t, g, "-h"); err != nil || !strings.Contains(out, "kho "+g) {
+			t.Errorf("kho %s -h: %v", g, err)
+		}
 	}
 }

@@ -30,7 +30,7 @@ func openStack(out io.Writer) (*devstack.Stack, error) {
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New(`dev needs a command: up, down, status, env, token or khod (kho -h)`)
+		return usagef(`dev needs a command: up, down, status, env, token or khod (kho -h)`)
 	}
 	s, err := openStack(stderr)
 	if err != nil {
@@ -76,7 +76,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "khod":
 		return devKhod(ctx, s, args[1:], stdout, stderr)
 	default:
-		return fmt.Errorf("unknown dev command %q: use up, down, status, env, token or khod", args[0])
+		return usagef("unknown dev command %q: use up, down, status, env, token or khod", args[0])
 	}
 }
 
@@ -116,7 +116,7 @@ func devToken(s *devstack.Stack, args []string, stdout io.Writer) error {
 		return err
 	}
 	if *as == "" {
-		return errors.New("dev token: --as is required, e.g. --as citizen:001090000001")
+		return usagef("dev token: --as is required, e.g. --as citizen:001090000001")
 	}
 	if *ttl <= 0 || *ttl > 12*time.Hour {
 		return errors.New("dev token: --ttl must be between 1s and 12h")

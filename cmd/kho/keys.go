@@ -97,7 +97,7 @@ func (f *serviceFlags) open(ctx context.Context) (*storage.Service, func(), erro
 
 func runKeys(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New(`keys needs a command: rotate or rewrap`)
+		return usagef(`keys needs a command: rotate or rewrap`)
 	}
 	var sf serviceFlags
 	switch args[0] {
@@ -179,7 +179,7 @@ func runReconcile(ctx context.Context, args []string, stdout io.Writer) error {
 
 func runCatalogue(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "load" {
-		return errors.New(`catalogue needs a command: load [FILE]`)
+		return usagef(`catalogue needs a command: load [FILE]`)
 	}
 	fs := flag.NewFlagSet("catalogue load", flag.ContinueOnError)
 	var dbf databaseFlags
@@ -224,7 +224,7 @@ func runCatalogue(ctx context.Context, args []string, stdout io.Writer) error {
 // kho policy explain --agency CODE --kind KIND --procedure P --type T [--consent] [--action fetch|list]
 func runPolicy(_ context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "explain" {
-		return errors.New(`policy needs a command: explain`)
+		return usagef(`policy needs a command: explain`)
 	}
 	fs := flag.NewFlagSet("policy explain", flag.ContinueOnError)
 	agency := fs.String("agency", "", "requesting agency's code [required]")
@@ -237,10 +237,10 @@ func runPolicy(_ context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if *agency == "" || *kind == "" || *proc == "" || *typ == "" {
-		return errors.New("policy explain: --agency, --kind, --procedure and --type are required")
+		return usagef("policy explain: --agency, --kind, --procedure and --type are required")
 	}
 	if *action != policies.ActionFetch && *action != policies.ActionList {
-		return errors.New("policy explain: --action must be fetch or list")
+		return usagef("policy explain: --action must be fetch or list")
 	}
 	cat, err := policies.DefaultCatalogue()
 	if err != nil {

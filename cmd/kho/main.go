@@ -104,8 +104,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
+	if groups[args[0]] && len(args) > 1 && (args[1] == "-h" || args[1] == "--help" || args[1] == "help") {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
 	switch args[0] {
 	case "version", "--version":
+		if len(args) > 1 && (args[1] == "-h" || args[1] == "--help") {
+			fmt.Fprintln(stdout, "Usage of kho version: print kho's version.\n\nExample:\n  kho version")
+			return nil
+		}
+		if len(args) > 1 {
+			return usagef("version: unexpected argument %q", args[1])
+		}
 		fmt.Fprintln(stdout, "kho "+version)
 		return nil
 	case "dev":
@@ -114,7 +125,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runMigrate(ctx, args[1:], stdout)
 	case "demo":
 		if len(args) < 2 || args[1] != "seed" {
-			return errors.New(`unknown demo command: use "kho demo seed"`)
+			return usagef(`unknown demo command: use "kho demo seed"`)
 		}
 		return runSeed(ctx, args[2:], stdout)
 	case "init":
@@ -135,6 +146,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usagef("unknown command %q (kho -h lists the commands)", args[0])
 	}
 }
+
+// groups are the commands that take a command of their own.
+var groups = map[string]bool{"dev": true, "demo": true, "keys": true, "audit": true, "catalogue": true, "policy": true}
 
 // usageError is a command line kho cannot make sense of: it exits 2, as
 // opposed to 1 for a command that ran and failed.

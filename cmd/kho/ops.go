@@ -163,7 +163,7 @@ func runInit(ctx context.Context, args []string, stdout io.Writer) error {
 	rootUser, rootPass := os.Getenv("MINIO_ROOT_USER"), os.Getenv("MINIO_ROOT_PASSWORD")
 	switch {
 	case *out == "":
-		return errors.New("init: --out is required")
+		return usagef("init: --out is required")
 	case *vaultAddr == "" || token == "":
 		return errors.New("init: give --vault-addr (or VAULT_ADDR) and the operator's VAULT_TOKEN")
 	case *minioEndpoint == "" || rootUser == "" || rootPass == "":
