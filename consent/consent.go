@@ -133,6 +133,14 @@ func (t *Terms) validate(now time.Time, proc *policies.Procedure) error {
 	if len(t.DocumentTypes) == 0 {
 		return kho.FieldErrorf("document_types", "a consent names the document types it covers; none is implied")
 	}
+	if len(t.DocumentTypes) > len(proc.Types()) || len(t.DocumentIDs) > 100 {
+		return kho.FieldErrorf("document_types", "a consent names each document type once, only those of its procedure, and at most 100 documents")
+	}
+	for i, dt := range t.DocumentTypes {
+		if slices.Contains(t.DocumentTypes[:i], dt) {
+			return kho.FieldErrorf("document_types", "document type %s is named twice", kho.Truncate(dt, 40))
+		}
+	}
 	for _, dt := range t.DocumentTypes {
 		if !slices.Contains(proc.Types(), dt) {
 			return kho.FieldErrorf("document_types", "procedure %s does not use document type %s: one purpose per consent", proc.Code, dt)
