@@ -19,6 +19,7 @@ import (
 type Audit interface {
 	Record(ctx context.Context, ev audit.Event) error
 	LatestCheckpoint(ctx context.Context) (*audit.Checkpoint, error)
+	MakeCheckpoint(ctx context.Context) (*audit.Checkpoint, error)
 	VerifierKey() string
 	Consistency(ctx context.Context, size1, size2 uint64) ([][]byte, error)
 	Search(ctx context.Context, f audit.Filter) (*audit.Page, error)
@@ -173,11 +174,19 @@ func (s *Server) auditExport(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	// Recorded before the first line is sent, like every read.
+	// Recorded before the first line is sent, like every read; then a
+	// checkpoint is signed that covers it, and the export stops there:
+	// every event in it, the export's own included, is proven.
 	if err := s.cfg.Audit.Record(ctx, audit.Event{Action: audit.AuditExported, Outcome: audit.Success, Actor: principal(c), Subject: f.Subject}); err != nil {
 		writeError(c, err)
 		return
 	}
+	cp, err := s.cfg.Audit.MakeCheckpoint(ctx)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	f.UpTo = cp.Size
 	c.Header("Content-Type", "application/x-ndjson")
 	c.Header("Content-Disposition", fmt.Sprintf(`attachment; filename="kho-audit-%s.jsonl"`, time.Now().UTC().Format("20060102T150405Z")))
 	c.Status(http.StatusOK)

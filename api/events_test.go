@@ -11,6 +11,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"kho"
+	"kho/audit"
 	"kho/internal/testenv"
 )
 
@@ -154,5 +155,26 @@ func TestCitizenAccessLogOverHTTP(t *testing.T) {
 	resp, b = request(t, "GET", d.url+"/audit/key", "", "", nil, nil)
 	if resp.StatusCode != 200 || !bytes.HasPrefix(b, []byte("kho.test/audit+")) {
 		t.Fatalf("key: %d %s", resp.StatusCode, b)
+	}
+}
+
+// An export over HTTP ends at a checkpoint signed for it: every event in it,
+// the export's own included, is proven, and `kho audit verify` finds none
+// outside the checkpoints.
+func TestExportIsCutAtACheckpoint(t *testing.T) {
+	d := newDocServer(t, 0)
+	d.deposit(t, justice, textMeta, []byte("a result"))
+	officer := kho.Principal{Kind: kho.PrincipalSecurityOfficer, Staff: "so01"}
+	resp, b := d.call(t, officer, "GET", "/v1/audit/export", "", nil, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("export: %d %s", resp.StatusCode, b)
+	}
+	r, err := audit.VerifyExport(bytes.NewReader(b), d.docs.Log.VerifierKey(), "kho.test/audit")
+	if err != nil || !r.OK() || r.Outside != 0 || r.Covered != r.Events || r.Events == 0 {
+		t.Fatalf("export: %+v %v", r, err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if last := lines[len(lines)-2]; !strings.Contains(last, `"action":"audit.exported"`) {
+		t.Fatalf("the export's own event is not its last: %s", last)
 	}
 }

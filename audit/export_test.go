@@ -3,6 +3,9 @@ package audit_test
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,16 +21,30 @@ import (
 func TestExportVerifiesOffline(t *testing.T) {
 	f := newLog(t)
 	f.fill(t, 30, 8)
+	vkey := f.log.VerifierKey()
+	// Checkpoints at 8, 16 and 24: an export of the log as it stands has a
+	// tail of 6 events nothing proves, and does not verify.
 	var buf bytes.Buffer
-	n, err := f.log.Export(f.ctx, &buf, audit.Filter{})
+	if n, err := f.log.Export(f.ctx, &buf, audit.Filter{}); err != nil || n != 30 {
+		t.Fatalf("export: %d %v", n, err)
+	}
+	r, err := audit.VerifyExport(bytes.NewReader(buf.Bytes()), vkey, origin)
+	if err != nil || r.OK() || r.Outside != 6 || r.Covered != 24 {
+		t.Fatalf("export with an unproven tail: %+v %v", r, err)
+	}
+	// Cut at a checkpoint signed for it, the export is proven to its end.
+	cp, err := f.log.MakeCheckpoint(f.ctx)
+	if err != nil || cp.Size != 30 {
+		t.Fatalf("checkpoint: %+v %v", cp, err)
+	}
+	buf.Reset()
+	n, err := f.log.Export(f.ctx, &buf, audit.Filter{UpTo: cp.Size})
 	if err != nil || n != 30 {
 		t.Fatalf("export: %d %v", n, err)
 	}
 	export := buf.Bytes()
-	vkey := f.log.VerifierKey()
-
-	r, err := audit.VerifyExport(bytes.NewReader(export), vkey, origin)
-	if err != nil || !r.OK() || r.Events != 30 || r.Checkpoints != 3 || r.Proofs != 24 {
+	r, err = audit.VerifyExport(bytes.NewReader(export), vkey, origin)
+	if err != nil || !r.OK() || r.Events != 30 || r.Checkpoints != 4 || r.Proofs != 30 || r.Outside != 0 || r.Covered != 30 {
 		t.Fatalf("untouched export: %+v %v %v", r, r.First, err)
 	}
 
@@ -65,6 +82,20 @@ func TestExportVerifiesOffline(t *testing.T) {
 			return append(ls[:i], ls[i+1:]...)
 		}, 5},
 		{"fail/the end cut off", func(ls []string) []string { return ls[:eventLine(ls, 20)] }, 20},
+		{"fail/the last event edited", func(ls []string) []string {
+			i := eventLine(ls, 29)
+			ls[i] = strings.Replace(ls[i], `"outcome":"success"`, `"outcome":"denied"`, 1)
+			return ls
+		}, 29},
+		{"fail/the last event cut off, the end line fixed", func(ls []string) []string {
+			i := eventLine(ls, 29)
+			return append(ls[:i], `{"type":"end","events":29}`)
+		}, 29},
+		{"fail/an event added after the last", func(ls []string) []string {
+			i := eventLine(ls, 29)
+			extra := strings.Replace(strings.Replace(ls[i], `"index":29,`, `"index":30,`, 1), `"proof"`, `"x"`, 1)
+			return append(ls[:i+1], extra, `{"type":"end","events":31}`)
+		}, 30},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -214,5 +245,68 @@ func BenchmarkRecord8Writers(b *testing.B) {
 	r, err := f.log.Verify(f.ctx)
 	if err != nil || !r.OK() || r.Events != uint64(n.Load()) {
 		b.Fatalf("chain after concurrent appends: %+v %v", r, err)
+	}
+}
+
+// A verifier that shares no code with kho (JavaScript, from the format the
+// README documents) accepts an export cut at a checkpoint, and refuses one
+// whose served bytes were changed.
+func TestExportVerifiesWithAnIndependentVerifier(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is needed for the independent verifier (scripts/ensure-tools installs it)")
+	}
+	f := newLog(t)
+	f.fill(t, 21, 8)
+	cp, err := f.log.MakeCheckpoint(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := f.log.Export(f.ctx, &buf, audit.Filter{UpTo: cp.Size}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	run := func(export []byte) (string, error) {
+		p := filepath.Join(dir, "export.jsonl")
+		if err := os.WriteFile(p, export, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(node, "testdata/verify-export.mjs", p, f.log.VerifierKey()).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(buf.Bytes()); err != nil || !strings.Contains(out, "valid: 21 events") {
+		t.Fatalf("independent verifier: %v\n%s", err, out)
+	}
+	// The served fields and the hashed bytes are the same data.
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var line audit.ExportLine
+		if err := json.Unmarshal([]byte(l), &line); err != nil {
+			t.Fatal(err)
+		}
+		if line.Type == "event" {
+			var e audit.Entry
+			if err := json.Unmarshal([]byte(line.Canonical), &e); err != nil || e.ID != line.Entry.ID || e.Index != line.Entry.Index {
+				t.Fatalf("canonical bytes and fields differ: %s", l)
+			}
+		}
+	}
+	for name, mod := range map[string]func(string) string{
+		"an outcome changed in the canonical bytes": func(s string) string {
+			return strings.Replace(s, `\"outcome\":\"success\"`, `\"outcome\":\"denied\"`, 1)
+		},
+		"the last event removed": func(s string) string {
+			lines := strings.Split(strings.TrimSpace(s), "\n")
+			for i := len(lines) - 1; i >= 0; i-- {
+				if strings.Contains(lines[i], `"type":"event"`) {
+					return strings.Join(append(lines[:i], lines[i+1:]...), "\n")
+				}
+			}
+			return s
+		},
+	} {
+		if out, err := run([]byte(mod(buf.String()))); err == nil || !strings.Contains(out, "NOT VALID") {
+			t.Errorf("%s: accepted\n%s", name, out)
+		}
 	}
 }

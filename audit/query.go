@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -15,9 +16,22 @@ import (
 // Record of the trail as it is shown: the entry, its leaf hash, and, when a
 // checkpoint covers it, its inclusion proof.
 type Listed struct {
-	Entry    *Entry          `json:"entry"`
-	LeafHash string          `json:"leaf_hash"`
-	Proof    *InclusionProof `json:"proof,omitempty"`
+	Entry *Entry `json:"entry"`
+	// Canonical is the entry exactly as hashed: its leaf hash is
+	// SHA-256(0x00 || Canonical). Entry is the same data for reading; a
+	// verifier hashes Canonical.
+	Canonical string          `json:"canonical"`
+	LeafHash  string          `json:"leaf_hash"`
+	Proof     *InclusionProof `json:"proof,omitempty"`
+}
+
+// canonical returns e's hashed bytes, as a string.
+func canonical(e *Entry) string {
+	b, err := e.Bytes()
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }
 
 // Page is a page of the trail, newest first, with the checkpoint its proofs
@@ -39,6 +53,9 @@ type Filter struct {
 	From, To time.Time
 	Cursor   string // leaf index to continue below
 	Limit    int    // 1 to 500 (default 100)
+	// UpTo, for an export, leaves out events at this index and after: the
+	// export then ends at a checkpoint that covers every event in it.
+	UpTo uint64
 }
 
 func (f *Filter) where() (string, []any, error) {
@@ -116,7 +133,7 @@ func (l *Log) Search(ctx context.Context, f Filter) (*Page, error) {
 	}
 	args = append(args, f.Limit+1)
 	err = l.scanEntries(ctx, where+" ORDER BY leaf_index DESC LIMIT $"+strconv.Itoa(len(args)), args, func(e *Entry, leaf []byte) error {
-		page.Events = append(page.Events, Listed{Entry: e, LeafHash: leafHex(leaf)})
+		page.Events = append(page.Events, Listed{Entry: e, Canonical: canonical(e), LeafHash: leafHex(leaf)})
 		return nil
 	})
 	if err != nil {
@@ -155,6 +172,7 @@ type ExportLine struct {
 	To          uint64          `json:"to,omitempty"`
 	Hashes      [][]byte        `json:"hashes,omitempty"`
 	Entry       *Entry          `json:"entry,omitempty"`
+	Canonical   string          `json:"canonical,omitempty"` // the entry as hashed: leaf = SHA-256(0x00 || canonical)
 	LeafHash    string          `json:"leaf_hash,omitempty"`
 	Proof       *InclusionProof `json:"proof,omitempty"`
 	Events      uint64          `json:"events,omitempty"`
@@ -163,15 +181,21 @@ type ExportLine struct {
 
 // Export writes the events f selects, oldest first, as JSON Lines: a header,
 // every checkpoint with consistency proofs between them, then each event with
-// its inclusion proof in the latest checkpoint. With an empty filter the
-// export is the whole log ("full") and a verifier recomputes chain and tree;
-// otherwise it is a "slice" checked by its proofs.
+// its canonical bytes and its inclusion proof in the latest checkpoint. With
+// no filter but UpTo the export is the whole log ("full") and a verifier
+// recomputes chain and tree; otherwise it is a "slice" checked by its proofs.
+// With UpTo set to a checkpoint's size, the export stops there: every event
+// in it is covered by a signed checkpoint.
 func (l *Log) Export(ctx context.Context, w io.Writer, f Filter) (uint64, error) {
 	where, args, err := f.where()
 	if err != nil {
 		return 0, err
 	}
-	full := f == (Filter{})
+	if f.UpTo > 0 {
+		args = append(args, int64(f.UpTo))
+		where += " AND leaf_index < $" + strconv.Itoa(len(args))
+	}
+	full := f == (Filter{UpTo: f.UpTo})
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(bw)
 	scope := "slice"
@@ -181,7 +205,11 @@ func (l *Log) Export(ctx context.Context, w io.Writer, f Filter) (uint64, error)
 	if err := enc.Encode(ExportLine{Type: "header", Origin: l.origin, Scope: scope, ExportedAt: time.Now().UTC().Format(time.RFC3339), VerifierKey: l.vkey}); err != nil {
 		return 0, err
 	}
-	rows, err := l.db.Pool.Query(ctx, `SELECT size, note FROM audit_checkpoints ORDER BY size`)
+	upTo := int64(-1)
+	if f.UpTo > 0 {
+		upTo = int64(f.UpTo)
+	}
+	rows, err := l.db.Pool.Query(ctx, `SELECT size, note FROM audit_checkpoints WHERE $1 < 0 OR size <= $1 ORDER BY size`, upTo)
 	if err != nil {
 		return 0, kho.WrapError(kho.EUNAVAILABLE, "audit: read checkpoints", err)
 	}
@@ -215,7 +243,7 @@ func (l *Log) Export(ctx context.Context, w io.Writer, f Filter) (uint64, error)
 	}
 	var n uint64
 	err = l.scanEntries(ctx, where+" ORDER BY leaf_index", args, func(e *Entry, leaf []byte) error {
-		line := ExportLine{Type: "event", Entry: e, LeafHash: leafHex(leaf)}
+		line := ExportLine{Type: "event", Entry: e, Canonical: canonical(e), LeafHash: leafHex(leaf)}
 		if e.Index < latest {
 			p, err := l.Inclusion(ctx, e.Index, latest)
 			if err != nil {
@@ -272,6 +300,9 @@ func VerifyExport(r io.Reader, vkey, origin string) (*Result, error) {
 			if err != nil {
 				return nil, kho.Errorf(kho.EINVALID, "export line %d has a malformed leaf hash", line)
 			}
+			if l.Canonical != "" && l.Canonical != canonical(l.Entry) {
+				vf.fail(l.Entry.Index, l.Entry.ID, "its canonical bytes differ from its fields")
+			}
 			vf.AddEntry(l.Entry, leaf, l.Proof)
 		case "end":
 			sawEnd, ended = true, l.Events
@@ -288,6 +319,9 @@ func VerifyExport(r io.Reader, vkey, origin string) (*Result, error) {
 	}
 	if sawEnd && ended != res.Events && res.First == nil {
 		res.First = &Problem{Index: res.Events, Reason: "the export's end line counts another number of events"}
+	}
+	if res.Outside > 0 && res.First == nil {
+		res.First = &Problem{Index: res.Covered, Reason: fmt.Sprintf("%d events lie beyond the last signed checkpoint (which covers events 0 to %d): nothing proves them", res.Outside, int64(res.Covered)-1)}
 	}
 	return &res, nil
 }

@@ -34,6 +34,8 @@ type Result struct {
 	Checkpoints int      `json:"checkpoints"` // signed checkpoints matched
 	Proofs      int      `json:"proofs"`      // inclusion proofs checked
 	Unchained   int      `json:"unchained"`   // events from before the chain began
+	Covered     uint64   `json:"covered"`     // the largest signed checkpoint: events 0 to Covered-1 are proven
+	Outside     uint64   `json:"outside"`     // events at or beyond Covered, which no checkpoint proves
 	First       *Problem `json:"first_problem,omitempty"`
 }
 
@@ -78,6 +80,7 @@ func (vf *Verifier) AddCheckpoint(text string) {
 		return
 	}
 	vf.checkpoints[c.Size] = c
+	vf.res.Covered = max(vf.res.Covered, c.Size)
 }
 
 // AddConsistency checks that the checkpoint of size1 is a prefix of that of
@@ -101,6 +104,9 @@ func (vf *Verifier) AddUnchained() { vf.res.Unchained++ }
 // against one of the checkpoints.
 func (vf *Verifier) AddEntry(e *Entry, storedLeaf []byte, p *InclusionProof) {
 	vf.res.Events++
+	if e.Index >= vf.res.Covered {
+		vf.res.Outside++
+	}
 	if !vf.started {
 		vf.started, vf.full, vf.next = true, e.Index == 0, e.Index
 		vf.rng = rangeFactory.NewEmptyRange(0)

@@ -59,10 +59,11 @@ func runAudit(_ context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("audit verify: %v", err)
 	}
 	fmt.Fprintf(stdout, "%d events, %d signed checkpoints matched, %d inclusion proofs checked\n", res.Events, res.Checkpoints, res.Proofs)
+	fmt.Fprintf(stdout, "the signed checkpoints cover events 0 to %d; %d events in the export lie outside them\n", int64(res.Covered)-1, res.Outside)
 	if !res.OK() {
 		return fmt.Errorf("audit verify: NOT VALID: first problem at %s", res.First)
 	}
-	fmt.Fprintln(stdout, "valid: the export is complete and unaltered as far as the signed checkpoints reach")
+	fmt.Fprintln(stdout, "valid: every event in the export is covered by a signed checkpoint, complete and unaltered")
 	return nil
 }
 
