@@ -284,3 +284,46 @@ func TestCertificateRenewal(t *testing.T) {
 		t.Fatalf("pdfsig after renewal:\n%s", r.Raw)
 	}
 }
+
+// The time a signature claims for itself proves nothing: judged years after
+// its certificate expired, a signature is not trusted, whatever signing time
+// it carries; a timestamp by a trusted authority proves when it existed, and
+// then the chain is judged at that time. A timestamp by an authority nobody
+// trusts proves no time.
+func TestChainIsJudgedAtAProvenTime(t *testing.T) {
+	url, tsaCert := tsa(t)
+	f := newFixture(t, func(c *signing.Config) { c.TSA = url })
+	signed, err := f.signer.Sign(f.ctx, samplePDF("judged later"), signing.Options{Agency: agencyJ})
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().AddDate(30, 0, 0) // long after the agency's certificate expired
+	trusted := x509.NewCertPool()
+	trusted.AddCert(tsaCert)
+	tests := []struct {
+		name     string
+		opts     signing.VerifyOptions
+		trusted  bool
+		tsProves bool
+	}{
+		{"ok/now", signing.VerifyOptions{Root: f.root, TSARoots: trusted}, true, true},
+		{"fail/later, no trusted timestamp authority", signing.VerifyOptions{Root: f.root, Now: later}, false, false},
+		{"ok/later, the timestamp proves the time", signing.VerifyOptions{Root: f.root, TSARoots: trusted, Now: later}, true, true},
+		{"fail/later, the timestamp's authority is not trusted", signing.VerifyOptions{Root: f.root, TSARoots: x509.NewCertPool(), Now: later}, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rep, err := signing.VerifyWith(signed, tt.opts)
+			if err != nil || len(rep.Signatures) != 1 {
+				t.Fatalf("report: %+v %v", rep, err)
+			}
+			s := rep.Signatures[0]
+			if !s.Valid || s.ChainTrusted != tt.trusted || s.Timestamp == nil || s.Timestamp.Trusted != tt.tsProves || s.SigningTime.IsZero() {
+				t.Fatalf("signature: %+v timestamp %+v", s, s.Timestamp)
+			}
+			if !tt.trusted && !strings.Contains(s.ChainError, "expired") {
+				t.Fatalf("chain error %q does not say expired", s.ChainError)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/digitorus/pkcs7"
@@ -45,7 +46,8 @@ type SignatureReport struct {
 
 // TimestampReport describes a signature's RFC 3161 timestamp.
 type TimestampReport struct {
-	Valid     bool      `json:"valid"`
+	Valid     bool      `json:"valid"`   // the token verifies and is over this signature
+	Trusted   bool      `json:"trusted"` // its authority chains to a trusted TSA root: its time counts
 	Time      time.Time `json:"time"`
 	Authority string    `json:"authority"`
 	Error     string    `json:"error,omitempty"`
@@ -54,7 +56,28 @@ type TimestampReport struct {
 // Verify checks every signature of pdf; root is the deployment's root CA.
 // It takes files from anyone: a panic while parsing one is a refusal of that
 // file, not a crash.
-func Verify(pdf []byte, root *x509.Certificate) (rep *Report, err error) {
+func Verify(pdf []byte, root *x509.Certificate) (*Report, error) {
+	return VerifyWith(pdf, VerifyOptions{Root: root})
+}
+
+// VerifyOptions says what to trust and when "now" is.
+type VerifyOptions struct {
+	Root *x509.Certificate // the deployment's root CA
+	// TSARoots are the timestamp authorities' roots whose tokens prove
+	// when a signature existed; without them no timestamp proves a time.
+	TSARoots *x509.CertPool
+	Now      time.Time // default time.Now()
+}
+
+// VerifyWith checks every signature of pdf as opts says. A signer's chain
+// is evaluated at the time a trusted timestamp proves, else now: the time a
+// signature claims for itself (CMS signing-time or /M) proves nothing, so a
+// back-dated signature by an expired certificate is not trusted.
+func VerifyWith(pdf []byte, opts VerifyOptions) (rep *Report, err error) {
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
+	}
+	root := opts.Root
 	defer func() {
 		if r := recover(); r != nil {
 			rep, err = nil, kho.Errorf(kho.EINVALID, "the file is not a PDF kho can read")
@@ -115,7 +138,7 @@ func Verify(pdf []byte, root *x509.Certificate) (rep *Report, err error) {
 					name = *s
 				}
 			}
-			rep.Signatures = append(rep.Signatures, verifyOne(pdf, xt, name, sig, root))
+			rep.Signatures = append(rep.Signatures, verifyOne(pdf, xt, name, sig, root, opts))
 		}
 	}
 	walk(fields, 0)
@@ -126,8 +149,11 @@ func Verify(pdf []byte, root *x509.Certificate) (rep *Report, err error) {
 	return rep, nil
 }
 
-func verifyOne(pdf []byte, xt *model.XRefTable, field string, sig types.Dict, root *x509.Certificate) SignatureReport {
+func verifyOne(pdf []byte, xt *model.XRefTable, field string, sig types.Dict, root *x509.Certificate, opts VerifyOptions) SignatureReport {
 	r := SignatureReport{Field: field, Level: "B-B"}
+	if sf := sig.NameEntry("SubFilter"); sf != nil && *sf != "ETSI.CAdES.detached" {
+		r.Level = "not PAdES (" + *sf + ")"
+	}
 	fail := func(format string, args ...any) SignatureReport {
 		r.Error = fmt.Sprintf(format, args...)
 		return r
@@ -168,10 +194,30 @@ func verifyOne(pdf []byte, xt *model.XRefTable, field string, sig types.Dict, ro
 	}
 	r.Signer, r.Issuer, r.Serial = leaf.Subject.CommonName, leaf.Issuer.CommonName, leaf.SerialNumber.Text(16)
 	_ = p7.UnmarshalSignedAttribute(pkcs7.OIDAttributeSigningTime, &r.SigningTime)
+	if r.SigningTime.IsZero() {
+		// PAdES baseline puts the claimed time in /M, not in the CMS.
+		if m, ok := sig.Find("M"); ok {
+			if s, err := types.StringOrHexLiteral(m); err == nil && s != nil {
+				if t, ok := types.DateTime(*s, true); ok {
+					r.SigningTime = t
+				}
+			}
+		}
+	}
 	if err := p7.Verify(); err != nil {
 		return fail("the signed bytes were changed or the signature is broken: %v", err)
 	}
 	r.Valid = true
+	if len(p7.Signers) == 1 {
+		for _, a := range p7.Signers[0].UnauthenticatedAttributes {
+			if a.Type.Equal(oidTimeStampToken) {
+				if !strings.HasPrefix(r.Level, "not") {
+					r.Level = "B-T"
+				}
+				r.Timestamp = checkTimestamp(a.Value.Bytes, p7.Signers[0].EncryptedDigest, opts.TSARoots)
+			}
+		}
+	}
 	if root != nil {
 		roots := x509.NewCertPool()
 		roots.AddCert(root)
@@ -181,9 +227,11 @@ func verifyOne(pdf []byte, xt *model.XRefTable, field string, sig types.Dict, ro
 				inter.AddCert(c)
 			}
 		}
-		at := r.SigningTime
-		if at.IsZero() {
-			at = time.Now()
+		// The claimed signing time is only a claim: a trusted timestamp
+		// proves when the signature existed, else it is judged now.
+		at := opts.Now
+		if r.Timestamp != nil && r.Timestamp.Valid && r.Timestamp.Trusted {
+			at = r.Timestamp.Time
 		}
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 			r.ChainError = err.Error()
@@ -193,18 +241,13 @@ func verifyOne(pdf []byte, xt *model.XRefTable, field string, sig types.Dict, ro
 	} else {
 		r.ChainError = "no deployment root given"
 	}
-	if len(p7.Signers) == 1 {
-		for _, a := range p7.Signers[0].UnauthenticatedAttributes {
-			if a.Type.Equal(oidTimeStampToken) {
-				r.Level = "B-T"
-				r.Timestamp = checkTimestamp(a.Value.Bytes, p7.Signers[0].EncryptedDigest)
-			}
-		}
-	}
 	return r
 }
 
-func checkTimestamp(token, signature []byte) *TimestampReport {
+// checkTimestamp verifies an RFC 3161 token over a signature. A token that
+// carries no certificate cannot be verified and is not valid; a valid one
+// proves a time only when its authority chains to a trusted TSA root.
+func checkTimestamp(token, signature []byte, tsaRoots *x509.CertPool) *TimestampReport {
 	t := &TimestampReport{}
 	ts, err := timestamp.Parse(token)
 	if err != nil {
@@ -212,15 +255,29 @@ func checkTimestamp(token, signature []byte) *TimestampReport {
 		return t
 	}
 	t.Time = ts.Time
-	if len(ts.Certificates) > 0 {
-		t.Authority = ts.Certificates[0].Subject.CommonName
+	if len(ts.Certificates) == 0 {
+		t.Error = "the timestamp token carries no certificate to verify it with"
+		return t
 	}
+	t.Authority = ts.Certificates[0].Subject.CommonName
 	sum := sha256.Sum256(signature)
 	if !bytes.Equal(ts.HashedMessage, sum[:]) {
 		t.Error = "the timestamp is for another signature"
 		return t
 	}
 	t.Valid = true
+	if tsaRoots != nil {
+		inter := x509.NewCertPool()
+		for _, c := range ts.Certificates[1:] {
+			inter.AddCert(c)
+		}
+		_, err := ts.Certificates[0].Verify(x509.VerifyOptions{Roots: tsaRoots, Intermediates: inter, CurrentTime: ts.Time,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageTimeStamping}})
+		t.Trusted = err == nil
+		if err != nil {
+			t.Error = "the timestamp authority is not trusted: " + err.Error()
+		}
+	}
 	return t
 }
 
