@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -224,6 +227,62 @@ func TestConsentReceiptVerifiesWithGoJose(t *testing.T) {
 		len(artefact.History) != 2 || artefact.History[1].Status != "paused" {
 		t.Fatalf("receipt artefact: %s", payload)
 	}
+	// The receipt says what ISO/IEC TS 27560 and the Account Aggregator
+	// artefact ask, and who issued it when.
+	var claims struct {
+		Iss          string `json:"iss"`
+		Jti          string `json:"jti"`
+		Sub          string `json:"sub"`
+		Iat          int64  `json:"iat"`
+		Jurisdiction string `json:"jurisdiction"`
+		Language     string `json:"language"`
+		Controller   struct {
+			Name    string `json:"name"`
+			Contact string `json:"contact"`
+		} `json:"controller"`
+		LegalBasis string `json:"legal_basis"`
+		Categories []struct {
+			Code   string `json:"code"`
+			NameVI string `json:"name_vi"`
+		} `json:"pii_categories"`
+		Recipients []struct {
+			Agency string `json:"agency"`
+		} `json:"recipients"`
+		Withdrawal struct {
+			API string `json:"api"`
+		} `json:"withdrawal"`
+		PolicyVersion string `json:"policy_version"`
+		DataLife      struct {
+			Unit string `json:"unit"`
+		} `json:"data_life"`
+		F string `json:"fetch_type"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	if claims.Iss == "" || claims.Jti == "" || claims.Sub == "" || claims.Iat == 0 || claims.Controller.Name == "" || claims.Controller.Contact == "" ||
+		!strings.Contains(claims.LegalBasis, "13/2023") || claims.Jurisdiction != "VN" || claims.Language != "vi" ||
+		len(claims.Categories) != 1 || claims.Categories[0].NameVI != "Giấy khai sinh" || len(claims.Recipients) != 1 || claims.Recipients[0].Agency != "000.00.15.H29" ||
+		!strings.Contains(claims.Withdrawal.API, c.ID) || claims.PolicyVersion == "" || claims.F != "ONETIME" || claims.DataLife.Unit != "DAY" {
+		t.Fatalf("receipt claims: %s", payload)
+	}
+	if strings.Contains(string(payload), "001090000001") {
+		t.Fatal("the receipt carries the person's number")
+	}
+	// A verifier sharing no code with kho (JavaScript, Node's own crypto)
+	// verifies it with the published JWKS.
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is needed for the independent verifier (scripts/ensure-tools installs it)")
+	}
+	dir := t.TempDir()
+	rf, jf := filepath.Join(dir, "receipt.jws"), filepath.Join(dir, "jwks.json")
+	_ = os.WriteFile(rf, receipt, 0o600)
+	_ = os.WriteFile(jf, jwksBody, 0o600)
+	out, err := exec.Command(node, "testdata/verify-receipt.mjs", rf, jf).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"jti":"`+claims.Jti+`"`) {
+		t.Fatalf("independent verifier: %v\n%s", err, out)
+	}
 	// A byte changed in the payload breaks it.
 	parts := strings.Split(string(receipt), ".")
 	parts[1] = strings.Replace(parts[1], parts[1][10:11], flipB64(parts[1][10:11]), 1)
@@ -231,6 +290,10 @@ func TestConsentReceiptVerifiesWithGoJose(t *testing.T) {
 		if _, err := forged.Verify(keys[0]); err == nil {
 			t.Fatal("a forged receipt verifies")
 		}
+	}
+	_ = os.WriteFile(rf, []byte(strings.Join(parts, ".")), 0o600)
+	if out, err := exec.Command(node, "testdata/verify-receipt.mjs", rf, jf).CombinedOutput(); err == nil {
+		t.Fatalf("the independent verifier accepts a forged receipt:\n%s", out)
 	}
 	_ = kho.StatusValid
 }

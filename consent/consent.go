@@ -56,20 +56,46 @@ type Signer interface {
 
 // Service keeps consents and decides fetches.
 type Service struct {
-	db     *postgres.DB
-	engine *policies.Engine
-	signer Signer
-	now    func() time.Time
+	db         *postgres.DB
+	engine     *policies.Engine
+	signer     Signer
+	now        func() time.Time
+	controller Controller
+	issuer     string
 }
 
 var _ kho.ReuseDecider = (*Service)(nil)
 
+// Controller is who answers for the processing a consent allows (ISO/IEC TS
+// 27560's controller): the deployment's operator, named in every receipt.
+type Controller struct {
+	Name    string `json:"name"`
+	Contact string `json:"contact"`
+}
+
+// Option configures the service.
+type Option func(*Service)
+
+// WithController names the controller in receipts, and the receipts' issuer
+// (their iss claim, e.g. the portal's URL).
+func WithController(c Controller, issuer string) Option {
+	return func(s *Service) { s.controller, s.issuer = c, issuer }
+}
+
 // New validates its arguments.
-func New(db *postgres.DB, engine *policies.Engine, signer Signer) (*Service, error) {
+func New(db *postgres.DB, engine *policies.Engine, signer Signer, opts ...Option) (*Service, error) {
 	if db == nil || engine == nil || signer == nil {
 		return nil, kho.Errorf(kho.EINVALID, "consent: a database, a policy engine and a receipt signer are required")
 	}
-	return &Service{db: db, engine: engine, signer: signer, now: time.Now}, nil
+	s := &Service{db: db, engine: engine, signer: signer, now: time.Now,
+		controller: Controller{Name: "kho (mẫu / sample deployment)", Contact: "dpo@kho.invalid"}, issuer: "urn:kho:consent"}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.controller.Name == "" || s.controller.Contact == "" || s.issuer == "" {
+		return nil, kho.Errorf(kho.EINVALID, "consent: the controller's name and contact and the receipts' issuer are required")
+	}
+	return s, nil
 }
 
 // Terms are what a consent grants, as asked in a request or given directly.
@@ -641,7 +667,11 @@ func (s *Service) changed(ctx context.Context, tx pgx.Tx, p kho.Principal, c *Co
 	ch := Change{At: s.now().UTC().Truncate(time.Microsecond), Status: status, ActorKind: string(p.Kind), ActorRef: p.TokenID, Reason: reason}
 	c.History = append(c.History, ch)
 	c.Status = status
-	payload, err := json.Marshal(c)
+	r, err := s.receipt(ctx, tx, c, ch.At)
+	if err != nil {
+		return err
+	}
+	payload, err := json.Marshal(r)
 	if err != nil {
 		return kho.WrapError(kho.EINTERNAL, "consent: encode receipt", err)
 	}

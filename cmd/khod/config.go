@@ -55,6 +55,10 @@ type Config struct {
 
 	MetricsListen string
 
+	ControllerName    string
+	ControllerContact string
+	ReceiptIssuer     string
+
 	RateLimit      float64
 	RateBurst      int
 	MaxInMemory    int
@@ -145,6 +149,9 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.Var(&cfg.TrustedIssuers, "trusted-issuer", "trust tokens from `ISSUER=JWKS_URL` (repeatable; the JWKS URL must be https outside --mode=dev)")
 	fs.Var(&cfg.IssuerKinds, "issuer-kinds", "`ISSUER=KIND+KIND...`: the principal kinds a trusted issuer may assert (citizen, business_rep, agency, agency_officer, security_officer, operator); required for each --trusted-issuer")
 	fs.Var(&cfg.TrustedProxies, "trusted-proxy", "`address or CIDR` of a load balancer whose X-Forwarded-For is believed (repeatable; default none)")
+	fs.StringVar(&cfg.ControllerName, "controller-name", "kho (mẫu / sample deployment)", "the controller named in consent receipts (the body answering for the processing)")
+	fs.StringVar(&cfg.ControllerContact, "controller-contact", "dpo@kho.invalid", "how a person reaches the controller, named in consent receipts")
+	fs.StringVar(&cfg.ReceiptIssuer, "receipt-issuer", "urn:kho:consent", "the iss claim of consent receipts (the portal's URL, say)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "127.0.0.1:9480", "`address` to serve Prometheus metrics on, apart from the API (empty: none)")
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 50, "requests per second each caller may make (then 429 with Retry-After)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", 100, "requests a caller may make at once above --rate-limit")
@@ -377,6 +384,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AuditOrigin == "" || strings.ContainsAny(c.AuditOrigin, " \n\r") {
 		return errors.New("--audit-origin must be one word such as kho.gov.vn/audit")
+	}
+	if strings.TrimSpace(c.ControllerName) == "" || strings.TrimSpace(c.ControllerContact) == "" || strings.TrimSpace(c.ReceiptIssuer) == "" {
+		return errors.New("--controller-name, --controller-contact and --receipt-issuer must not be empty: consent receipts name them")
 	}
 	if c.RateLimit <= 0 || c.RateBurst < 1 || c.MaxInMemory < 1 {
 		return errors.New("--rate-limit, --rate-burst and --max-in-memory must be positive")

@@ -124,7 +124,8 @@ func run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	consents, err := consent.New(db, engine, transit)
+	consents, err := consent.New(db, engine, transit,
+		consent.WithController(consent.Controller{Name: cfg.ControllerName, Contact: cfg.ControllerContact}, cfg.ReceiptIssuer))
 	if err != nil {
 		return err
 	}
