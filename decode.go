@@ -207,6 +207,10 @@ func pointerEscape(s string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
 }
 
+// DuplicateKey reports whether a JSON text has an object with a key given
+// twice, and the top-level field it is in.
+func DuplicateKey(b []byte) (string, bool) { return duplicateKey(b) }
+
 // duplicateKey reports, for the first object key that appears twice in the
 // same object of a JSON text (at any depth), the top-level field it is in.
 func duplicateKey(b []byte) (string, bool) {

@@ -105,6 +105,45 @@ func TestExportVerifiesOffline(t *testing.T) {
 			}
 		})
 	}
+	t.Run("fail/event 0 dropped from a full export, an event forged without its proof", func(t *testing.T) {
+		r := edit(t, func(ls []string) []string {
+			i := eventLine(ls, 0)
+			ls = append(ls[:i], ls[i+1:]...)
+			j := eventLine(ls, 11)
+			ls[j] = strings.Replace(ls[j], `"proof"`, `"x"`, 1)
+			return ls
+		})
+		if r.OK() || r.First.Index != 0 {
+			t.Fatalf("first problem %v, want event 0", r.First)
+		}
+	})
+	t.Run("fail/an empty full export", func(t *testing.T) {
+		r := edit(t, func(ls []string) []string { return []string{ls[0], `{"type":"end"}`} })
+		if r.OK() {
+			t.Fatal("an empty full export verifies")
+		}
+	})
+	t.Run("fail/the entry shown differs from what was hashed", func(t *testing.T) {
+		r := edit(t, func(ls []string) []string {
+			i := eventLine(ls, 7)
+			ls[i] = strings.Replace(ls[i], `"entry":{`, `"entry":{"ACTION":"something.else",`, 1)
+			return ls
+		})
+		if r.OK() || r.First.Index != 7 {
+			t.Fatalf("first problem %v, want event 7", r.First)
+		}
+	})
+	t.Run("fail/the scope changed to slice to skip the chain", func(t *testing.T) {
+		r := edit(t, func(ls []string) []string {
+			ls[0] = strings.Replace(ls[0], `"scope":"full"`, `"scope":"slice"`, 1)
+			i := eventLine(ls, 3)
+			ls[i] = strings.Replace(ls[i], `"proof"`, `"x"`, 1)
+			return ls
+		})
+		if r.OK() {
+			t.Fatal("a slice with an event without proof verifies")
+		}
+	})
 	t.Run("fail/a forged checkpoint", func(t *testing.T) {
 		r := edit(t, func(ls []string) []string {
 			for i, l := range ls {
@@ -248,6 +287,25 @@ func BenchmarkRecord8Writers(b *testing.B) {
 	}
 }
 
+// A slice that holds event 0 is a slice all the same: each event is proven
+// by its inclusion proof, and it verifies.
+func TestSliceWithEventZeroVerifies(t *testing.T) {
+	f := newLog(t)
+	f.fill(t, 12, 4)
+	cp, err := f.log.MakeCheckpoint(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := f.log.Export(f.ctx, &buf, audit.Filter{Action: audit.DocumentRead, UpTo: cp.Size}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := audit.VerifyExport(bytes.NewReader(buf.Bytes()), f.log.VerifierKey(), origin)
+	if err != nil || !r.OK() || r.Events == 0 || r.Proofs != int(r.Events) {
+		t.Fatalf("slice: %+v %v", r, err)
+	}
+}
+
 // A verifier that shares no code with kho (JavaScript, from the format the
 // README documents) accepts an export cut at a checkpoint, and refuses one
 // whose served bytes were changed.
@@ -294,6 +352,9 @@ func TestExportVerifiesWithAnIndependentVerifier(t *testing.T) {
 	for name, mod := range map[string]func(string) string{
 		"an outcome changed in the canonical bytes": func(s string) string {
 			return strings.Replace(s, `\"outcome\":\"success\"`, `\"outcome\":\"denied\"`, 1)
+		},
+		"the entry shown differs from the canonical bytes": func(s string) string {
+			return strings.Replace(s, `"entry":{`, `"entry":{"ACTION":"x",`, 1)
 		},
 		"the last event removed": func(s string) string {
 			lines := strings.Split(strings.TrimSpace(s), "\n")

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"reflect"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -275,24 +276,39 @@ func VerifyExport(r io.Reader, vkey, origin string) (*Result, error) {
 	dec := json.NewDecoder(bufio.NewReaderSize(r, 64<<10))
 	var sawEnd, sawHeader bool
 	var ended uint64
+	var scope string
 	for line := 1; ; line++ {
-		var l ExportLine
-		if err := dec.Decode(&l); err == io.EOF {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err == io.EOF {
 			break
 		} else if err != nil {
 			return nil, kho.Errorf(kho.EINVALID, "export line %d is not JSON", line)
 		}
+		var l ExportLine
+		if err := json.Unmarshal(raw, &l); err != nil {
+			return nil, kho.Errorf(kho.EINVALID, "export line %d is not an export line", line)
+		}
 		switch l.Type {
 		case "header":
-			sawHeader = true
+			if sawHeader {
+				return nil, kho.Errorf(kho.EINVALID, "export line %d is a second header", line)
+			}
+			sawHeader, scope = true, l.Scope
 			if l.Origin != origin {
 				return nil, kho.Errorf(kho.EINVALID, "the export is of log %q, not %q", l.Origin, origin)
 			}
+			if scope != "full" && scope != "slice" {
+				return nil, kho.Errorf(kho.EINVALID, "the export's scope is %q, not full or slice", scope)
+			}
+			vf.SetScope(scope == "full")
 		case "checkpoint":
 			vf.AddCheckpoint(l.Note)
 		case "consistency":
 			vf.AddConsistency(l.From, l.To, l.Hashes)
 		case "event":
+			if !sawHeader {
+				return nil, kho.Errorf(kho.EINVALID, "export line %d comes before the header", line)
+			}
 			if l.Entry == nil {
 				return nil, kho.Errorf(kho.EINVALID, "export line %d has no event", line)
 			}
@@ -300,8 +316,13 @@ func VerifyExport(r io.Reader, vkey, origin string) (*Result, error) {
 			if err != nil {
 				return nil, kho.Errorf(kho.EINVALID, "export line %d has a malformed leaf hash", line)
 			}
-			if l.Canonical != "" && l.Canonical != canonical(l.Entry) {
-				vf.fail(l.Entry.Index, l.Entry.ID, "its canonical bytes differ from its fields")
+			// What a reader sees (entry) must be exactly what was hashed
+			// (canonical): key for key, as any JSON reader reads them.
+			if !sameJSON(servedEntry(raw), l.Canonical) {
+				vf.fail(l.Entry.Index, l.Entry.ID, "the entry shown differs from its canonical bytes")
+			}
+			if scope == "slice" && l.Proof == nil {
+				vf.fail(l.Entry.Index, l.Entry.ID, "an event of a slice comes without its inclusion proof")
 			}
 			vf.AddEntry(l.Entry, leaf, l.Proof)
 		case "end":
@@ -320,10 +341,41 @@ func VerifyExport(r io.Reader, vkey, origin string) (*Result, error) {
 	if sawEnd && ended != res.Events && res.First == nil {
 		res.First = &Problem{Index: res.Events, Reason: "the export's end line counts another number of events"}
 	}
+	if scope == "full" && res.Events == 0 && res.First == nil {
+		res.First = &Problem{Index: 0, Reason: "a full export holds no event"}
+	}
 	if res.Outside > 0 && res.First == nil {
 		res.First = &Problem{Index: res.Covered, Reason: fmt.Sprintf("%d events lie beyond the last signed checkpoint (which covers events 0 to %d): nothing proves them", res.Outside, int64(res.Covered)-1)}
 	}
 	return &res, nil
+}
+
+// servedEntry returns the raw "entry" member of an export line.
+func servedEntry(line json.RawMessage) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(line, &m) != nil {
+		return nil
+	}
+	return m["entry"]
+}
+
+// sameJSON reports whether a JSON object and a canonical text hold the same
+// keys (exactly, case included) and values. Go's decoder matches keys to
+// fields regardless of case, and keeps the last of duplicates, while other
+// readers may keep the first: only a key-exact comparison shows that every
+// reader sees what was hashed.
+func sameJSON(served json.RawMessage, canonicalText string) bool {
+	if canonicalText == "" || len(served) == 0 {
+		return false
+	}
+	if _, dup := kho.DuplicateKey(served); dup {
+		return false
+	}
+	var a, b map[string]any
+	if json.Unmarshal(served, &a) != nil || json.Unmarshal([]byte(canonicalText), &b) != nil {
+		return false
+	}
+	return reflect.DeepEqual(a, b)
 }
 
 // Anomaly is a pattern a security officer should look at.

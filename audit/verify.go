@@ -50,6 +50,8 @@ type Verifier struct {
 	v           note.Verifier
 	checkpoints map[uint64]*Checkpoint
 	full        bool // entries start at index 0: recompute the whole tree
+	scopeSet    bool // the scope was said (an export's header), not guessed
+	scopeFull   bool
 	rng         *compact.Range
 	next        uint64
 	prev        []byte
@@ -96,6 +98,11 @@ func (vf *Verifier) AddConsistency(size1, size2 uint64, hashes [][]byte) {
 	}
 }
 
+// SetScope says whether the entries are the whole log (they must then
+// start at index 0 and are recomputed into the tree) or a slice (each
+// checked by its inclusion proof).
+func (vf *Verifier) SetScope(full bool) { vf.scopeFull, vf.scopeSet = full, true }
+
 // AddUnchained counts an event from before the chain began.
 func (vf *Verifier) AddUnchained() { vf.res.Unchained++ }
 
@@ -109,6 +116,13 @@ func (vf *Verifier) AddEntry(e *Entry, storedLeaf []byte, p *InclusionProof) {
 	}
 	if !vf.started {
 		vf.started, vf.full, vf.next = true, e.Index == 0, e.Index
+		if vf.scopeSet {
+			vf.full = vf.scopeFull
+			if vf.full && e.Index != 0 {
+				vf.fail(0, "", "a full export must start at event 0; it starts at %d", e.Index)
+				vf.next = 0
+			}
+		}
 		vf.rng = rangeFactory.NewEmptyRange(0)
 	}
 	leaf, err := e.LeafHash()

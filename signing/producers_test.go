@@ -327,3 +327,33 @@ func TestChainIsJudgedAtAProvenTime(t *testing.T) {
 		})
 	}
 }
+
+// Bytes appended after the last signature are signed by nobody: a page
+// replaced in a later incremental update makes the file not valid, though
+// the signature over its own revision still holds; pdfsig agrees that the
+// document is not totally signed.
+func TestContentAppendedAfterTheLastSignatureIsNotValid(t *testing.T) {
+	f := newFixture(t)
+	signed, err := f.signer.Sign(f.ctx, samplePDF("số tiền / amount: 100 VND"), signing.Options{Agency: agencyJ})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := signing.Verify(signed, f.root)
+	if err != nil || !rep.Valid {
+		t.Fatalf("as signed: %+v %v", rep, err)
+	}
+	// An incremental update anyone could append: a new object and a
+	// trailer pointing at the old cross-reference.
+	appended := append(bytes.Clone(signed), []byte("\n99 0 obj\n<< /Forged true >>\nendobj\n")...)
+	rep, err = signing.Verify(appended, f.root)
+	if err != nil || len(rep.Signatures) != 1 {
+		t.Fatalf("appended: %+v %v", rep, err)
+	}
+	if rep.Valid || !rep.Signatures[0].Valid || !rep.Signatures[0].LaterRevisions || !strings.Contains(rep.Error, "whole file") {
+		t.Fatalf("appended content: %+v", rep)
+	}
+	r := pdfsig(t, f.nssdir, appended)
+	if !strings.Contains(r.Raw, "Not total document signed") {
+		t.Fatalf("pdfsig:\n%s", r.Raw)
+	}
+}

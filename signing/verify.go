@@ -21,6 +21,8 @@ import (
 
 // Report is the verification of every signature in a PDF.
 type Report struct {
+	// Error says why a report whose signatures each hold is not valid.
+	Error      string            `json:"error,omitempty"`
 	Valid      bool              `json:"valid"` // every signature valid and trusted
 	Signatures []SignatureReport `json:"signatures"`
 }
@@ -142,9 +144,21 @@ func VerifyWith(pdf []byte, opts VerifyOptions) (rep *Report, err error) {
 		}
 	}
 	walk(fields, 0)
+	// Valid means: every signature holds and is trusted, and one of them
+	// covers the whole file. Bytes appended after the last signature (an
+	// incremental update anyone can add, which can change what a page
+	// shows) are signed by nobody. A timestamp that proves nothing is
+	// reported, but it neither adds nor takes away validity: it lies
+	// outside the signed data, where anyone can put one.
 	rep.Valid = len(rep.Signatures) > 0
+	whole := false
 	for _, s := range rep.Signatures {
-		rep.Valid = rep.Valid && s.Valid && s.ChainTrusted && (s.Timestamp == nil || s.Timestamp.Valid)
+		rep.Valid = rep.Valid && s.Valid && s.ChainTrusted
+		whole = whole || (s.Valid && !s.LaterRevisions)
+	}
+	if rep.Valid && !whole {
+		rep.Valid = false
+		rep.Error = "content was added after the last signature: no signature covers the whole file"
 	}
 	return rep, nil
 }
@@ -211,10 +225,10 @@ func verifyOne(pdf []byte, xt *model.XRefTable, field string, sig types.Dict, ro
 	if len(p7.Signers) == 1 {
 		for _, a := range p7.Signers[0].UnauthenticatedAttributes {
 			if a.Type.Equal(oidTimeStampToken) {
-				if !strings.HasPrefix(r.Level, "not") {
+				r.Timestamp = checkTimestamp(a.Value.Bytes, p7.Signers[0].EncryptedDigest, opts.TSARoots)
+				if !strings.HasPrefix(r.Level, "not") && r.Timestamp.Valid {
 					r.Level = "B-T"
 				}
-				r.Timestamp = checkTimestamp(a.Value.Bytes, p7.Signers[0].EncryptedDigest, opts.TSARoots)
 			}
 		}
 	}
@@ -266,12 +280,27 @@ func checkTimestamp(token, signature []byte, tsaRoots *x509.CertPool) *Timestamp
 		return t
 	}
 	t.Valid = true
+	// The certificate to trust is the one that signed the token, not
+	// whichever the token lists first.
+	p7, err := pkcs7.Parse(token)
+	if err != nil {
+		t.Valid, t.Error = false, "the timestamp token is not CMS: "+err.Error()
+		return t
+	}
+	signer := p7.GetOnlySigner()
+	if signer == nil {
+		t.Valid, t.Error = false, "the timestamp token names no single signer"
+		return t
+	}
+	t.Authority = signer.Subject.CommonName
 	if tsaRoots != nil {
 		inter := x509.NewCertPool()
-		for _, c := range ts.Certificates[1:] {
-			inter.AddCert(c)
+		for _, c := range ts.Certificates {
+			if !c.Equal(signer) {
+				inter.AddCert(c)
+			}
 		}
-		_, err := ts.Certificates[0].Verify(x509.VerifyOptions{Roots: tsaRoots, Intermediates: inter, CurrentTime: ts.Time,
+		_, err := signer.Verify(x509.VerifyOptions{Roots: tsaRoots, Intermediates: inter, CurrentTime: ts.Time,
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageTimeStamping}})
 		t.Trusted = err == nil
 		if err != nil {

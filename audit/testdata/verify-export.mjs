@@ -45,6 +45,14 @@ function mth(leaves) {
   return sha256(Buffer.from([1]), mth(leaves.slice(0, k)), mth(leaves.slice(k)));
 }
 
+// Key-exact, order-free comparison: what a reader is shown (entry) must be
+// what was hashed (canonical).
+const same = (a, b) => {
+  if (typeof a !== "object" || a === null || typeof b !== "object" || b === null) return a === b;
+  const ka = Object.keys(a).sort(), kb = Object.keys(b).sort();
+  return ka.length === kb.length && ka.every((k, i) => k === kb[i] && same(a[k], b[k]));
+};
+
 const checkpoints = [];
 const leaves = [];
 let prev = "";
@@ -56,6 +64,7 @@ for (const line of readFileSync(file, "utf8").split("\n")) {
   const leaf = sha256(Buffer.from([0]), Buffer.from(l.canonical, "utf8"));
   const e = JSON.parse(l.canonical);
   if (leaf.toString("hex") !== l.leaf_hash) fail(`event ${e.index}: its leaf hash is not SHA-256(0x00 || canonical)`);
+  if (!same(l.entry, e)) fail(`event ${e.index}: the entry shown differs from its canonical bytes`);
   if (e.index !== leaves.length) fail(`event ${leaves.length} is missing`);
   if (e.prev !== prev) fail(`event ${e.index} does not follow the one before it`);
   prev = leaf.toString("hex");

@@ -139,11 +139,18 @@ func runVerify(ctx context.Context, args []string, stdout io.Writer) error {
 				fmt.Fprintln(stdout, "  later revisions were appended after this signature (the signed revision is checked above)")
 			}
 			if s.Timestamp != nil {
-				fmt.Fprintf(stdout, "  timestamp: %s by %s at %s\n", okText(s.Timestamp.Valid, s.Timestamp.Error), s.Timestamp.Authority, s.Timestamp.Time.Format(time.RFC3339))
+				trust := "its authority is not among the trusted timestamp authorities: it proves no time"
+				if s.Timestamp.Trusted {
+					trust = "by a trusted timestamp authority: it proves the time"
+				}
+				fmt.Fprintf(stdout, "  timestamp: %s, from %s, at %s; %s\n", okText(s.Timestamp.Valid, s.Timestamp.Error), s.Timestamp.Authority, s.Timestamp.Time.Format(time.RFC3339), trust)
 			}
 		}
 	}
 	if !rep.Valid {
+		if rep.Error != "" {
+			return fmt.Errorf("verify: NOT VALID: %s", rep.Error)
+		}
 		return errors.New("verify: NOT VALID")
 	}
 	return nil
