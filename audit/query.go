@@ -2,11 +2,11 @@ package audit
 
 import (
 	"bufio"
-	"reflect"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
