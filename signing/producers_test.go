@@ -298,8 +298,18 @@ func TestChainIsJudgedAtAProvenTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	later := time.Now().AddDate(30, 0, 0) // long after the agency's certificate expired
-	trusted := x509.NewCertPool()
-	trusted.AddCert(tsaCert)
+	// The TSA's root, as an operator gives it (--tsa-root FILE).
+	rootFile := filepath.Join(t.TempDir(), "tsa.pem")
+	if err := os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tsaCert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	trusted, err := signing.LoadCertPool(rootFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := signing.LoadCertPool(filepath.Join(t.TempDir(), "none.pem")); err == nil {
+		t.Fatal("a missing root file was accepted")
+	}
 	tests := []struct {
 		name     string
 		opts     signing.VerifyOptions

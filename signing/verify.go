@@ -7,6 +7,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -60,6 +61,22 @@ type TimestampReport struct {
 // file, not a crash.
 func Verify(pdf []byte, root *x509.Certificate) (*Report, error) {
 	return VerifyWith(pdf, VerifyOptions{Root: root})
+}
+
+// LoadCertPool reads PEM certificates (one file, one or more certificates)
+// into a pool, for TSARoots.
+func LoadCertPool(files ...string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, kho.WrapError(kho.EINVALID, "signing: read "+f, err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, kho.Errorf(kho.EINVALID, "signing: %s holds no PEM certificate", f)
+		}
+	}
+	return pool, nil
 }
 
 // VerifyOptions says what to trust and when "now" is.

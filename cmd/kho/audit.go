@@ -74,6 +74,7 @@ func runVerify(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	rootFile := fs.String("root", "", "PEM file of the deployment's root CA (default: the dev stack's)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	tsaRoot := fs.String("tsa-root", "", "PEM file of the timestamp authorities' roots whose tokens prove when a signature existed (default: none; chains are judged now)")
 	pos, err := parseArgs(fs, args, stdout, 1)
 	if err != nil {
 		return err
@@ -120,7 +121,13 @@ func runVerify(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	rep, err := signing.Verify(pdf, root)
+	opts := signing.VerifyOptions{Root: root}
+	if *tsaRoot != "" {
+		if opts.TSARoots, err = signing.LoadCertPool(*tsaRoot); err != nil {
+			return fmt.Errorf("verify: --tsa-root: %s", kho.ErrorMessage(err))
+		}
+	}
+	rep, err := signing.VerifyWith(pdf, opts)
 	if err != nil {
 		return fmt.Errorf("verify: %s", kho.ErrorMessage(err))
 	}

@@ -73,6 +73,7 @@ type Config struct {
 	ReconcileGrace    time.Duration
 
 	TSA          string
+	TSARoots     stringList
 	VisibleStamp bool
 
 	AuditOrigin        string
@@ -167,6 +168,7 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 10*time.Minute, "how often to remove objects no document refers to (0 disables)")
 	fs.DurationVar(&cfg.ReconcileGrace, "reconcile-grace", time.Hour, "age below which an unreferenced object is left alone (must outlast the longest upload)")
 	fs.StringVar(&cfg.TSA, "tsa-url", "", "RFC 3161 timestamp authority `URL`: PDF signatures become PAdES B-T (default: B-B)")
+	fs.Var(&cfg.TSARoots, "tsa-root", "PEM `file` of a timestamp authority root whose tokens prove when a PDF signature existed (repeatable); without one, signers' chains are judged at the current time")
 	fs.BoolVar(&cfg.VisibleStamp, "visible-stamp", true, "add a visible signature stamp top-right of page 1 of signed PDFs")
 	fs.StringVar(&cfg.AuditOrigin, "audit-origin", "kho.local/audit", "name of the audit log in its signed checkpoints (C2SP tlog-checkpoint origin)")
 	fs.StringVar(&cfg.AuditKey, "audit-key", "audit-checkpoint", "Ed25519 Transit key (on kho-signing) that signs audit checkpoints")

@@ -94,6 +94,7 @@ func TestBadConfigStopsWithOneLine(t *testing.T) {
 		{"fail/unreachable minio", []string{"--minio-endpoint", fmt.Sprintf("127.0.0.1:%d", freePort(t))}, nil, "MinIO not reachable"},
 		{"fail/dev identity provider in production", []string{"--mode", "production"}, nil, "refused outside --mode=dev"},
 		{"fail/port taken", []string{"--listen", st.MinIOEndpoint}, nil, "listen on " + st.MinIOEndpoint},
+		{"fail/missing timestamp authority root", []string{"--tsa-root", "/nonexistent/tsa.pem"}, nil, "/nonexistent/tsa.pem"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -154,6 +155,12 @@ func run(ctx context.Context, cfg *Config) error {
 		go reconcileLoop(ctx, log, docs, m, cfg.ReconcileInterval, cfg.ReconcileGrace)
 	}
 
+	var tsaRoots *x509.CertPool
+	if len(cfg.TSARoots) > 0 {
+		if tsaRoots, err = signing.LoadCertPool(cfg.TSARoots...); err != nil {
+			return err
+		}
+	}
 	issuers, devJWKS, err := trustedIssuers(cfg)
 	if err != nil {
 		return err
@@ -175,7 +182,7 @@ func run(ctx context.Context, cfg *Config) error {
 			if err != nil {
 				return nil, err
 			}
-			return signing.Verify(pdf, root)
+			return signing.VerifyWith(pdf, signing.VerifyOptions{Root: root, TSARoots: tsaRoots})
 		},
 		ReceiptKeys:    func(ctx context.Context) (jwk.Set, error) { return transit.JWKS(ctx, consent.ReceiptKey) },
 		MaxUploadSize:  cfg.MaxDocumentSize + 1<<20,
