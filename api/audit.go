@@ -109,11 +109,7 @@ func (s *Server) accessLog(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	actingFor := ""
-	if st.Capacity != kho.CapacitySelf {
-		actingFor = string(st.Capacity)
-	}
-	if err := s.cfg.Audit.Record(ctx, audit.Event{Action: audit.AccessLogRead, Outcome: audit.Success, Actor: p, Subject: h, ActingFor: actingFor}); err != nil {
+	if err := s.cfg.Audit.Record(ctx, audit.Event{Action: audit.AccessLogRead, Outcome: audit.Success, Actor: p, Subject: h, ActingFor: st.ActingFor()}); err != nil {
 		writeError(c, err)
 		return
 	}

@@ -14,8 +14,8 @@
 // token id: never a personal identification number, a name or document
 // contents.
 //
-// audit imports the root and postgres packages and is handed a *postgres.DB
-// or a pgx.Tx.
+// audit imports the root, policies (Decide records what Authorize refuses)
+// and postgres packages and is handed a *postgres.DB or a pgx.Tx.
 package audit
 
 import (
@@ -28,6 +28,7 @@ import (
 	"github.com/transparency-dev/merkle/compact"
 
 	"kho"
+	"kho/policies"
 	"kho/postgres"
 )
 
@@ -185,6 +186,38 @@ func null(s string) any {
 		return nil
 	}
 	return s
+}
+
+// Decide asks policies.Authorize whether p may do a to r and, when not,
+// records the refusal as event action: against the store it was about (with
+// the document and procedure), so the owner sees who tried, or without a
+// subject when nothing that exists was concerned, so that both answers cost
+// one append. The one way services authorize.
+func Decide(ctx context.Context, db *postgres.DB, p kho.Principal, action string, a policies.Action, r policies.Resource) (policies.Decision, error) {
+	d := policies.Authorize(p, a, r)
+	if d.Allowed {
+		return d, nil
+	}
+	return d, Refused(ctx, db, p, action, r, d.Err())
+}
+
+// Refused records err, a refusal of p's action about the resource r, and
+// returns it (or the recording's own failure).
+func Refused(ctx context.Context, db *postgres.DB, p kho.Principal, action string, r policies.Resource, err error) error {
+	ev := Event{Action: action, Outcome: Denied, Actor: p, Reason: kho.ErrorReason(err)}
+	if r.Store != nil && r.Store.Exists {
+		ev.Subject, ev.ActingFor = r.Store.Handle, r.Store.ActingFor()
+	}
+	if r.Document != nil {
+		ev.Document = r.Document.ID
+	}
+	if r.Procedure != nil {
+		ev.Purpose = r.Procedure.Code
+	}
+	if aerr := RecordNow(ctx, db, ev); aerr != nil {
+		return aerr
+	}
+	return err
 }
 
 // RecordNow appends ev in a transaction of its own, for events that change

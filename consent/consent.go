@@ -214,33 +214,10 @@ func procedure(ctx context.Context, q postgres.RowQuerier, code string) (*polici
 	return p, nil
 }
 
-// decide asks policies.Authorize and records a refusal against the store it
-// was about, so the subject sees who tried.
+// decide asks policies.Authorize and records a refusal (audit.Decide).
 func (s *Service) decide(ctx context.Context, p kho.Principal, event string, a policies.Action, r policies.Resource) error {
-	d := policies.Authorize(p, a, r)
-	if d.Allowed {
-		return nil
-	}
-	ev := audit.Event{Action: event, Outcome: audit.Denied, Actor: p, Reason: d.Reason}
-	if r.Store != nil && r.Store.Exists {
-		ev.Subject, ev.ActingFor = r.Store.Handle, actingFor(r.Store)
-	}
-	if r.Procedure != nil {
-		ev.Purpose = r.Procedure.Code
-	}
-	if err := audit.RecordNow(ctx, s.db, ev); err != nil {
-		return err
-	}
-	return d.Err()
-}
-
-// actingFor is the capacity an event records when the actor is not the
-// subject themself.
-func actingFor(st *policies.Store) string {
-	if st == nil || st.Capacity == kho.CapacitySelf {
-		return ""
-	}
-	return string(st.Capacity)
+	_, err := audit.Decide(ctx, s.db, p, event, a, r)
+	return err
 }
 
 // agencyFacts reads the caller's agency and the procedure it names, and asks
@@ -279,17 +256,7 @@ func (s *Service) ownStore(ctx context.Context, p kho.Principal, subjectID, onBe
 	if subjectID != "" && onBehalfOf != "" && subjectID != onBehalfOf {
 		return nil, kho.Errorf(kho.EINVALID, "subject_id and on_behalf_of name different stores")
 	}
-	if id == "" {
-		own, ok := p.ActsFor()
-		if !ok {
-			return nil, policies.Authorize(p, policies.DecideConsent, policies.Resource{}).Err()
-		}
-		id = own
-	}
-	if err := id.Validate(); err != nil {
-		return nil, policies.NotFound("store")
-	}
-	st, err := postgres.StoreByID(ctx, s.db.Pool, p, id)
+	st, err := postgres.SelectedStore(ctx, s.db.Pool, p, policies.DecideConsent, id)
 	if err != nil {
 		return nil, err
 	}
@@ -488,7 +455,7 @@ func (s *Service) Answer(ctx context.Context, p kho.Principal, requestID string,
 			return kho.Errorf(kho.ECONFLICT, "the request was already answered (%s)", status)
 		}
 		t.Grantee = kho.AgencyCode(agency)
-		ev := audit.Event{Actor: p, Subject: h, Purpose: t.Procedure, ActingFor: actingFor(st), Outcome: audit.Success,
+		ev := audit.Event{Actor: p, Subject: h, Purpose: t.Procedure, ActingFor: st.ActingFor(), Outcome: audit.Success,
 			Details: map[string]any{"request_id": requestID, "agency": agency}}
 		if !approve {
 			if _, err := tx.Exec(ctx, `UPDATE consent_requests SET status = 'denied', decided_at = now() WHERE id = $1`, requestID); err != nil {
@@ -567,14 +534,7 @@ func wardGrantRefusal(st *policies.Store) error {
 // recordRefusal records err, a refusal about st's store, on that store, and
 // returns it.
 func (s *Service) recordRefusal(ctx context.Context, p kho.Principal, event string, st *policies.Store, err error) error {
-	ev := audit.Event{Action: event, Outcome: audit.Denied, Actor: p, Reason: kho.ErrorReason(err), ActingFor: actingFor(st)}
-	if st != nil && st.Exists {
-		ev.Subject = st.Handle
-	}
-	if aerr := audit.RecordNow(ctx, s.db, ev); aerr != nil {
-		return aerr
-	}
-	return err
+	return audit.Refused(ctx, s.db, p, event, policies.Resource{Store: st}, err)
 }
 
 // Grant lets a subject (or their guardian or representative) give a consent
@@ -656,7 +616,7 @@ func (s *Service) create(ctx context.Context, tx pgx.Tx, p kho.Principal, st *po
 		return nil, err
 	}
 	if err := audit.Record(ctx, tx, audit.Event{Action: audit.ConsentGranted, Outcome: audit.Success, Actor: p, Subject: h, Purpose: c.Procedure, ConsentID: c.ID,
-		ActingFor: actingFor(st), Details: map[string]any{"grantee": c.Grantee, "types": c.DocumentTypes, "granted_by": capacity}}); err != nil {
+		ActingFor: st.ActingFor(), Details: map[string]any{"grantee": c.Grantee, "types": c.DocumentTypes, "granted_by": capacity}}); err != nil {
 		return nil, err
 	}
 	return c, notify(ctx, tx, audit.ConsentGranted, h, map[string]any{"consent_id": c.ID, "agency": c.Grantee})

@@ -105,7 +105,7 @@ func (s *Service) Get(ctx context.Context, p kho.Principal, id string) (*Consent
 	}
 	c.Status = c.effectiveStatus(s.now())
 	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.ConsentRead, Outcome: audit.Success, Actor: p, Subject: c.Subject, ConsentID: c.ID,
-		ActingFor: actingFor(st)}); err != nil {
+		ActingFor: st.ActingFor()}); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -154,7 +154,7 @@ func (s *Service) Receipt(ctx context.Context, p kho.Principal, id string) (stri
 		return "", kho.WrapError(kho.EUNAVAILABLE, "consent: read receipt", err)
 	}
 	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.ConsentRead, Outcome: audit.Success, Actor: p, Subject: c.Subject, ConsentID: c.ID,
-		ActingFor: actingFor(st), Details: map[string]any{"receipt": true}}); err != nil {
+		ActingFor: st.ActingFor(), Details: map[string]any{"receipt": true}}); err != nil {
 		return "", err
 	}
 	return r, nil
@@ -240,7 +240,7 @@ func (s *Service) SetStatus(ctx context.Context, p kho.Principal, id, status, re
 		if err != nil {
 			return err
 		}
-		actedFor = actingFor(st)
+		actedFor = st.ActingFor()
 		// Either party may withdraw a ward's consent (pause, revoke) on
 		// their own; making it active again is giving it again, which needs
 		// every party a new consent needs.

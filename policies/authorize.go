@@ -50,6 +50,15 @@ type Store struct {
 	ChildMustConsent bool
 }
 
+// ActingFor is the capacity an audit event records when the actor is not
+// the subject themself ("" for the subject, or no store).
+func (st *Store) ActingFor() string {
+	if st == nil || st.Capacity == kho.CapacitySelf {
+		return ""
+	}
+	return string(st.Capacity)
+}
+
 // Agency is the caller's agency as registered in kho.
 type Agency struct {
 	Code kho.AgencyCode

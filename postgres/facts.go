@@ -94,6 +94,25 @@ func StoreByID(ctx context.Context, q RowQuerier, p kho.Principal, id kho.Subjec
 	return st, nil
 }
 
+// SelectedStore returns the facts of the store a caller means by id: the
+// caller's own when id is empty (a citizen's, or the represented
+// business's), else the one named (a ward's, with on_behalf_of). A caller
+// with no store of its own, or a malformed id, gets the refusal a is
+// answered with; the store's facts still go to Authorize.
+func SelectedStore(ctx context.Context, q RowQuerier, p kho.Principal, a policies.Action, id kho.SubjectID) (*policies.Store, error) {
+	if id == "" {
+		own, ok := p.ActsFor()
+		if !ok {
+			return nil, policies.Authorize(p, a, policies.Resource{}).Err()
+		}
+		id = own
+	}
+	if id.Validate() != nil {
+		return nil, policies.NotFound("store")
+	}
+	return StoreByID(ctx, q, p, id)
+}
+
 // StoreByHandle returns the facts of the store with handle h as p sees it, or
 // nil when there is none.
 func StoreByHandle(ctx context.Context, q RowQuerier, p kho.Principal, h kho.SubjectHandle) (*policies.Store, error) {

@@ -473,7 +473,7 @@ func (s *Service) insert(ctx context.Context, tx pgx.Tx, p kho.Principal, st *po
 		action, details["supersedes"] = audit.DocumentSuperseded, prev.ID
 	}
 	if err := audit.Record(ctx, tx, audit.Event{Action: action, Outcome: audit.Success, Actor: p, Subject: doc.Subject, Document: doc.ID,
-		ActingFor: actingFor(st), Details: details}); err != nil {
+		ActingFor: st.ActingFor(), Details: details}); err != nil {
 		return err
 	}
 	return notify(ctx, tx, action, doc.Subject, map[string]any{"document_id": doc.ID, "type": doc.Type, "issuer": doc.Issuer})

@@ -44,7 +44,7 @@ func (s *Service) Revoke(ctx context.Context, p kho.Principal, id kho.DocumentID
 		// The reason is free text: it stays with the document, shown to its
 		// readers, and out of the immutable audit trail.
 		if err := audit.Record(ctx, tx, audit.Event{Action: audit.DocumentRevoked, Outcome: audit.Success, Actor: p, Subject: d.Subject, Document: d.ID,
-			ActingFor: actingFor(d.store)}); err != nil {
+			ActingFor: d.store.ActingFor()}); err != nil {
 			return err
 		}
 		return notify(ctx, tx, audit.DocumentRevoked, d.Subject, map[string]any{"document_id": d.ID})
@@ -88,15 +88,11 @@ func textBetween(field, v string, lo, hi int) error {
 // date, on a stated legal basis: while it applies, the store cannot be
 // erased. The owner sees it (ListHolds); an erased store takes no hold.
 func (s *Service) PlaceHold(ctx context.Context, p kho.Principal, h kho.SubjectHandle, req HoldRequest) (*Hold, error) {
-	st, err := postgres.StoreByHandle(ctx, s.db.Pool, p, h)
+	r, err := s.storeAndAgency(ctx, p, h)
 	if err != nil {
 		return nil, err
 	}
-	agency, err := postgres.AgencyOf(ctx, s.db.Pool, p)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := s.decide(ctx, p, audit.SubjectLegalHold, policies.PlaceHold, policies.Resource{Store: st, Agency: agency}); err != nil {
+	if _, err := s.decide(ctx, p, audit.SubjectLegalHold, policies.PlaceHold, r); err != nil {
 		return nil, err
 	}
 	if err := s.checkHold(req); err != nil {
@@ -180,7 +176,7 @@ func (s *Service) ListHolds(ctx context.Context, p kho.Principal, id kho.Subject
 	if err != nil {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "storage: list legal holds", err)
 	}
-	err = audit.RecordNow(ctx, s.db, audit.Event{Action: audit.HoldsListed, Outcome: audit.Success, Actor: p, Subject: st.Handle, ActingFor: actingFor(st)})
+	err = audit.RecordNow(ctx, s.db, audit.Event{Action: audit.HoldsListed, Outcome: audit.Success, Actor: p, Subject: st.Handle, ActingFor: st.ActingFor()})
 	return out, err
 }
 
@@ -298,7 +294,7 @@ func (s *Service) Erase(ctx context.Context, p kho.Principal, h kho.SubjectHandl
 				return err
 			}
 		}
-		if err := audit.Record(ctx, tx, audit.Event{Action: audit.SubjectErased, Outcome: audit.Success, Actor: p, Subject: h, ActingFor: actingFor(st),
+		if err := audit.Record(ctx, tx, audit.Event{Action: audit.SubjectErased, Outcome: audit.Success, Actor: p, Subject: h, ActingFor: st.ActingFor(),
 			Details: map[string]any{"documents": len(objects), "consents_revoked": consents}}); err != nil {
 			return err
 		}
@@ -307,7 +303,7 @@ func (s *Service) Erase(ctx context.Context, p kho.Principal, h kho.SubjectHandl
 	if kho.ErrorReason(err) == "legal_hold" {
 		// The refusal is part of the store's record too.
 		if aerr := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.SubjectErased, Outcome: audit.Denied, Actor: p, Subject: h,
-			ActingFor: actingFor(st), Reason: "legal_hold"}); aerr != nil {
+			ActingFor: st.ActingFor(), Reason: "legal_hold"}); aerr != nil {
 			return 0, aerr
 		}
 	}

@@ -40,19 +40,15 @@ type Page struct {
 // registered agency. An agency listing a store that does not exist gets the
 // same empty page as for a store it never wrote to.
 func (s *Service) List(ctx context.Context, p kho.Principal, h kho.SubjectHandle, f ListFilter) (*Page, error) {
-	st, err := postgres.StoreByHandle(ctx, s.db.Pool, p, h)
+	r, err := s.storeAndAgency(ctx, p, h)
 	if err != nil {
 		return nil, err
 	}
-	agency, err := postgres.AgencyOf(ctx, s.db.Pool, p)
+	dec, err := s.decide(ctx, p, audit.DocumentsListed, policies.ListStore, r)
 	if err != nil {
 		return nil, err
 	}
-	dec, err := s.decide(ctx, p, audit.DocumentsListed, policies.ListStore, policies.Resource{Store: st, Agency: agency})
-	if err != nil {
-		return nil, err
-	}
-	return s.list(ctx, p, st, dec.Scope, f)
+	return s.list(ctx, p, r.Store, dec.Scope, f)
 }
 
 // ListFor lists the store of subject id (the caller's own when empty): a
@@ -78,7 +74,7 @@ func (s *Service) list(ctx context.Context, p kho.Principal, st *policies.Store,
 		ev.Details = map[string]any{"count": 0}
 		return page, audit.RecordNow(ctx, s.db, ev)
 	}
-	ev.Subject, ev.ActingFor = st.Handle, actingFor(st)
+	ev.Subject, ev.ActingFor = st.Handle, st.ActingFor()
 	where := []string{"d.subject_handle = $1"}
 	args := []any{st.Handle}
 	add := func(cond string, v any) {
@@ -211,7 +207,7 @@ func (s *Service) openReadable(ctx context.Context, p kho.Principal, d *docRow, 
 			details["range"] = [2]int64{rng.First, rng.Last}
 		}
 		return audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentRead, Outcome: audit.Success, Actor: p, Subject: d.Subject, Document: d.ID,
-			ActingFor: actingFor(d.store), Details: details})
+			ActingFor: d.store.ActingFor(), Details: details})
 	})
 }
 
@@ -475,7 +471,7 @@ func (s *Service) Verify(ctx context.Context, p kho.Principal, id kho.DocumentID
 		outcome = audit.Failure
 	}
 	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentVerified, Outcome: outcome, Actor: p, Subject: d.Subject, Document: d.ID,
-		ActingFor: actingFor(d.store), Details: map[string]any{"valid": r.Valid}}); err != nil {
+		ActingFor: d.store.ActingFor(), Details: map[string]any{"valid": r.Valid}}); err != nil {
 		return nil, err
 	}
 	return r, nil

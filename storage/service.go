@@ -162,7 +162,7 @@ func (s *Service) Resolve(ctx context.Context, p kho.Principal, id kho.SubjectID
 	if err != nil {
 		return "", err
 	}
-	ev := audit.Event{Action: audit.StoreResolved, Outcome: audit.Success, Actor: p, Subject: h, ActingFor: actingFor(st)}
+	ev := audit.Event{Action: audit.StoreResolved, Outcome: audit.Success, Actor: p, Subject: h, ActingFor: st.ActingFor()}
 	if err := audit.RecordNow(ctx, s.db, ev); err != nil {
 		return "", err
 	}
@@ -177,17 +177,7 @@ func (s *Service) StoreFor(ctx context.Context, p kho.Principal, action policies
 	if p.Kind != kho.PrincipalCitizen && p.Kind != kho.PrincipalBusinessRep {
 		return nil, kho.Refusal(kho.EFORBIDDEN, policies.ReasonWrongRole, "only citizens and business representatives have a store of their own")
 	}
-	if id == "" {
-		own, ok := p.ActsFor()
-		if !ok {
-			return nil, policies.Authorize(p, action, policies.Resource{}).Err()
-		}
-		id = own
-	}
-	if err := id.Validate(); err != nil {
-		return nil, policies.NotFound("store")
-	}
-	st, err := postgres.StoreByID(ctx, s.db.Pool, p, id)
+	st, err := postgres.SelectedStore(ctx, s.db.Pool, p, action, id)
 	if err != nil {
 		return nil, err
 	}
@@ -197,36 +187,20 @@ func (s *Service) StoreFor(ctx context.Context, p kho.Principal, action policies
 	return st, nil
 }
 
-// actingFor is the capacity an audit event records when the actor is not the
-// subject themself.
-func actingFor(st *policies.Store) string {
-	if st == nil || st.Capacity == kho.CapacitySelf {
-		return ""
+// storeAndAgency loads what an agency-facing action on a store by handle is
+// decided on: the store as p sees it (nil when none) and p's agency.
+func (s *Service) storeAndAgency(ctx context.Context, p kho.Principal, h kho.SubjectHandle) (policies.Resource, error) {
+	st, err := postgres.StoreByHandle(ctx, s.db.Pool, p, h)
+	if err != nil {
+		return policies.Resource{}, err
 	}
-	return string(st.Capacity)
+	agency, err := postgres.AgencyOf(ctx, s.db.Pool, p)
+	return policies.Resource{Store: st, Agency: agency}, err
 }
 
-// decide asks policies.Authorize and records a refusal, naming the store
-// (and document) it was about, so the owner sees it in the access log. A
-// refusal about nothing that exists is recorded too, without a subject:
-// both cost one append, so neither answer is faster.
+// decide asks policies.Authorize and records a refusal (audit.Decide).
 func (s *Service) decide(ctx context.Context, p kho.Principal, event string, a policies.Action, r policies.Resource) (policies.Decision, error) {
-	d := policies.Authorize(p, a, r)
-	if d.Allowed {
-		return d, nil
-	}
-	ev := audit.Event{Action: event, Outcome: audit.Denied, Actor: p, Reason: d.Reason}
-	if r.Store != nil && r.Store.Exists {
-		ev.Subject = r.Store.Handle
-		ev.ActingFor = actingFor(r.Store)
-	}
-	if r.Document != nil {
-		ev.Document = r.Document.ID
-	}
-	if err := audit.RecordNow(ctx, s.db, ev); err != nil {
-		return d, err
-	}
-	return d, d.Err()
+	return audit.Decide(ctx, s.db, p, event, a, r)
 }
 
 // documentColumns is the select list scanDocument reads.
@@ -352,7 +326,7 @@ func (s *Service) Get(ctx context.Context, p kho.Principal, id kho.DocumentID) (
 		return nil, err
 	}
 	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentMetadata, Outcome: audit.Success, Actor: p, Subject: d.Subject, Document: d.ID,
-		ActingFor: actingFor(d.store)}); err != nil {
+		ActingFor: d.store.ActingFor()}); err != nil {
 		return nil, err
 	}
 	return &d.Document, nil
