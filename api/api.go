@@ -139,7 +139,7 @@ func New(cfg Config) (*Server, error) {
 	}
 
 	v1 := e.Group("/v1", authenticate(cfg.Authenticator, cfg.Audit, s.failures),
-		withRateLimit(newLimiter(cfg.Limits.RequestsPerSecond, cfg.Limits.Burst)), refuseStrayDelegation())
+		withRateLimit(newLimiter(cfg.Limits.RequestsPerSecond, cfg.Limits.Burst)), checkQuery())
 	v1.GET("/me", s.me)
 	s.documentRoutes(v1)
 	s.auditRoutes(e, v1)
@@ -157,11 +157,12 @@ var delegatingQueries = map[string]bool{
 	"GET /v1/me/consents": true, "GET /v1/consent-requests": true,
 }
 
-// refuseStrayDelegation refuses an on_behalf_of where a route does not read
-// it, or that names no single store, and a query Go's parser would drop
-// keys of (semicolons): a guardian acting for a ward must never be answered
-// as themself.
-func refuseStrayDelegation() gin.HandlerFunc {
+// checkQuery refuses a query Go's parser would drop keys of (semicolons),
+// values that are not plain text (which PostgreSQL would refuse as an
+// outage), and an on_behalf_of where a route does not read it or that names
+// no single store: a guardian acting for a ward must never be answered as
+// themself.
+func checkQuery() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if _, err := url.ParseQuery(c.Request.URL.RawQuery); err != nil {
 			errorf(c, kho.EINVALID, "the query string is malformed (use & between parameters)")
