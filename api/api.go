@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,6 +54,10 @@ type Config struct {
 	// PDFVerifier checks the signatures inside a PDF against the deployment
 	// root; optional.
 	PDFVerifier func(ctx context.Context, pdf []byte) (*signing.Report, error)
+	// PKIFiles, when set, serves the CA certificates and revocation lists
+	// that issued certificates point validators to (/pki/root.crt,
+	// /pki/root.crl, /pki/ca.crt, /pki/ca.crl), DER encoded.
+	PKIFiles func(ctx context.Context, name string) ([]byte, error)
 	// MaxUploadSize bounds a deposit's whole multipart body (default 2 GiB
 	// plus 1 MiB for the metadata and framing).
 	MaxUploadSize int64
@@ -134,6 +139,9 @@ func New(cfg Config) (*Server, error) {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
+	if cfg.PKIFiles != nil {
+		e.GET("/pki/:file", s.pkiFile)
+	}
 	if cfg.DevJWKS != nil {
 		e.GET("/dev/idp/jwks.json", func(c *gin.Context) { c.JSON(http.StatusOK, cfg.DevJWKS) })
 	}
@@ -337,4 +345,21 @@ func (s *Server) verifyPDF(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, rep)
+}
+
+// pkiFile serves a CA certificate or CRL to anyone: validators fetch them
+// from the URLs written in kho's certificates.
+func (s *Server) pkiFile(c *gin.Context) {
+	name := c.Param("file")
+	typ := "application/pkix-cert"
+	if strings.HasSuffix(name, ".crl") {
+		typ = "application/pkix-crl"
+	}
+	der, err := s.cfg.PKIFiles(c.Request.Context(), name)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Header("Cache-Control", "public, max-age=300")
+	c.Data(http.StatusOK, typ, der)
 }

@@ -47,6 +47,7 @@ func newDocServerWith(t testing.TB, maxUpload int64, limits api.Limits) *docServ
 		Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: docs.Svc, Audit: docs.Log, MaxUploadSize: maxUpload,
 		Limits:   limits,
 		Consents: docs.Consents, ReceiptKeys: func(ctx context.Context) (jwk.Set, error) { return docs.Keys.JWKS(ctx, consent.ReceiptKey) },
+		PKIFiles: docs.Keys.PKIFile,
 		PDFVerifier: func(ctx context.Context, pdf []byte) (*signing.Report, error) {
 			root, err := docs.Keys.RootCertificate(ctx)
 			if err != nil {

@@ -254,6 +254,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{route: "GET /.well-known/jwks.json", req: get("/.well-known/jwks.json"), role: all(namesOf(whos), 200)},
 		{route: "GET /audit/checkpoint", req: get("/audit/checkpoint"), role: all(namesOf(whos), 200)},
 		{route: "GET /audit/key", req: get("/audit/key"), role: all(namesOf(whos), 200)},
+		{route: "GET /pki/:file", req: get("/pki/ca.crl"), role: all(namesOf(whos), 200)},
 		{route: "GET /audit/consistency", req: get("/audit/consistency?from=1&to=1"), role: all(namesOf(whos), 200)},
 		{route: "GET /v1/me", req: get("/v1/me"), role: all(namesOf(whos), 200)},
 		{route: "GET /v1/documents/:id", req: docGet(""), own: ownDoc},

@@ -309,15 +309,32 @@ func (s *Signer) cms(ctx context.Context, data []byte, cert *vault.Certificate, 
 	if err != nil {
 		return nil, kho.WrapError(kho.EINTERNAL, "signing: signing-certificate-v2", err)
 	}
-	if err := sd.AddSignerChain(cert.Leaf, signer, cert.Chain[:len(cert.Chain)-1], pkcs7.SignerInfoConfig{
+	// The library adds a CMS signing-time attribute, which PAdES baseline
+	// forbids (the claimed time is the signature dictionary's /M); its
+	// version that can leave it out needs a newer Go than this build has.
+	// So it builds the signer info with a placeholder signature, and
+	// withoutSigningTime removes the attribute and signs what remains: one
+	// Transit call, as before.
+	if err := sd.AddSignerChain(cert.Leaf, placeholderSigner{signer}, cert.Chain[:len(cert.Chain)-1], pkcs7.SignerInfoConfig{
 		ExtraSignedAttributes: []pkcs7.Attribute{{Type: oidSigningCertificateV2, Value: scv2}},
 	}); err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "signing: signer info", err)
+	}
+	si := &sd.GetSignedData().SignerInfos[0]
+	attrs, signed, err := withoutSigningTime(si.AuthenticatedAttributes)
+	if err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "signing: signed attributes", err)
+	}
+	sum := sha256.Sum256(signed)
+	sig, err := signer.Sign(rand.Reader, sum[:], crypto.SHA256)
+	if err != nil {
 		var ke *kho.Error
 		if errors.As(err, &ke) {
 			return nil, ke
 		}
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "signing: sign", err)
 	}
+	si.AuthenticatedAttributes, si.EncryptedDigest = attrs, sig
 	sd.Detach()
 	if s.cfg.TSA != "" {
 		si := &sd.GetSignedData().SignerInfos[0]
@@ -334,6 +351,60 @@ func (s *Signer) cms(ctx context.Context, data []byte, cert *vault.Certificate, 
 		return nil, kho.WrapError(kho.EINTERNAL, "signing: cms", err)
 	}
 	return der, nil
+}
+
+// placeholderSigner has the signer's public key but signs nothing: the
+// real signature is made once the signed attributes are final.
+type placeholderSigner struct{ crypto.Signer }
+
+func (placeholderSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return []byte{0}, nil
+}
+
+// cmsAttribute is a CMS Attribute (RFC 5652, 5.3).
+type cmsAttribute struct {
+	Type  asn1.ObjectIdentifier
+	Value asn1.RawValue `asn1:"set"`
+}
+
+// withoutSigningTime removes the signing-time attribute from a signer
+// info's signed attributes, whose element type the library keeps to itself,
+// and returns them with the DER SET OF that the signature covers.
+func withoutSigningTime[A any](attrs []A) ([]A, []byte, error) {
+	b, err := asn1.Marshal(struct {
+		A []A `asn1:"set"`
+	}{attrs})
+	if err != nil {
+		return nil, nil, err
+	}
+	var all struct {
+		A []cmsAttribute `asn1:"set"`
+	}
+	if _, err := asn1.Unmarshal(b, &all); err != nil {
+		return nil, nil, err
+	}
+	keep := all.A[:0]
+	for _, a := range all.A {
+		if !a.Type.Equal(pkcs7.OIDAttributeSigningTime) {
+			keep = append(keep, a)
+		}
+	}
+	if b, err = asn1.Marshal(struct {
+		A []cmsAttribute `asn1:"set"`
+	}{keep}); err != nil {
+		return nil, nil, err
+	}
+	var out struct {
+		A []A `asn1:"set"`
+	}
+	if _, err := asn1.Unmarshal(b, &out); err != nil {
+		return nil, nil, err
+	}
+	var seq asn1.RawValue
+	if _, err := asn1.Unmarshal(b, &seq); err != nil {
+		return nil, nil, err
+	}
+	return out.A, seq.Bytes, nil
 }
 
 // timestamp asks the TSA to timestamp the signature value (RFC 3161).

@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"errors"
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
@@ -25,7 +26,21 @@ type PKIOptions struct {
 	// RootPEM, IntermediatePEM and IntermediateKeyPEM import an existing
 	// chain instead of generating one (all three, or none).
 	RootPEM, IntermediatePEM, IntermediateKeyPEM string
+	// PublicURL is khod's public base URL (https://kho.example.vn): the
+	// certificates the CAs issue point there for their issuer's
+	// certificate (/pki/root.crt, /pki/ca.crt) and revocation list
+	// (/pki/root.crl, /pki/ca.crl), which khod serves, so that a validator
+	// finds the chain and revocation without asking anyone else.
+	PublicURL string
 }
+
+// The files khod serves under /pki/ for validators.
+const (
+	PKIRootCert = "root.crt"
+	PKIRootCRL  = "root.crl"
+	PKICACert   = "ca.crt"
+	PKICACRL    = "ca.crl"
+)
 
 // BootstrapPKI creates, with an operator's client, the deployment's root CA
 // on MountPKI and the "agency signing" intermediate on MountPKIInt (or
@@ -39,6 +54,9 @@ func BootstrapPKI(ctx context.Context, operator *vaultapi.Client, o PKIOptions) 
 		o.Country = "VN"
 	}
 	l := operator.Logical()
+	if err := writePKIURLs(ctx, l, o.PublicURL); err != nil {
+		return err
+	}
 	if existing, err := l.ReadWithContext(ctx, MountPKIInt+"/cert/ca"); err == nil && existing != nil {
 		if c, _ := existing.Data["certificate"].(string); strings.TrimSpace(c) != "" {
 			return writePKIRole(ctx, l)
@@ -119,6 +137,67 @@ func importIssuer(ctx context.Context, l *vaultapi.Logical, mount, bundle, defau
 		}
 	}
 	return kho.Errorf(kho.EINVALID, "vault pki: the imported certificate is not among %s's issuers", mount)
+}
+
+// writePKIURLs has each CA write where its certificate and CRL are into the
+// certificates it issues (authority information access and CRL
+// distribution points), and keeps its CRL rebuilt before it expires.
+func writePKIURLs(ctx context.Context, l *vaultapi.Logical, public string) error {
+	for _, m := range []struct{ mount, cert, crl string }{{MountPKI, PKIRootCert, PKIRootCRL}, {MountPKIInt, PKICACert, PKICACRL}} {
+		if _, err := l.WriteWithContext(ctx, m.mount+"/config/crl", map[string]any{"expiry": "72h", "auto_rebuild": true, "auto_rebuild_grace_period": "24h"}); err != nil {
+			return mapErr("configure the CRL of "+m.mount, err)
+		}
+		if public == "" {
+			continue
+		}
+		base := strings.TrimSuffix(public, "/") + "/pki/"
+		if _, err := l.WriteWithContext(ctx, m.mount+"/config/urls", map[string]any{
+			"issuing_certificates": []string{base + m.cert}, "crl_distribution_points": []string{base + m.crl},
+		}); err != nil {
+			return mapErr("configure the URLs of "+m.mount, err)
+		}
+	}
+	return nil
+}
+
+// PKIFile returns, DER encoded, one of the files khod serves under /pki/:
+// the root or intermediate CA's certificate or current CRL.
+func (t *Transit) PKIFile(ctx context.Context, name string) ([]byte, error) {
+	mount, field := MountPKI, "certificate"
+	switch name {
+	case PKIRootCert:
+	case PKIRootCRL:
+		field = "crl"
+	case PKICACert:
+		mount = MountPKIInt
+	case PKICACRL:
+		mount, field = MountPKIInt, "crl"
+	default:
+		return nil, kho.Errorf(kho.ENOTFOUND, "no PKI file %q", name)
+	}
+	path := mount + "/issuer/default/json"
+	if field == "crl" {
+		path = mount + "/issuer/default/crl"
+	}
+	s, err := t.logical.ReadWithContext(ctx, path)
+	var re *vaultapi.ResponseError
+	if errors.As(err, &re) && strings.Contains(strings.Join(re.Errors, " "), "unable to find CRL") {
+		// A CA whose key is offline (an imported root) publishes its CRL
+		// elsewhere.
+		return nil, kho.Errorf(kho.ENOTFOUND, "vault pki: %s is kept by the operator, not in Vault", name)
+	}
+	if err != nil {
+		return nil, mapErr("read "+name, err)
+	}
+	if s == nil {
+		return nil, kho.Errorf(kho.EUNAVAILABLE, "vault pki: no %s (run kho init or kho dev up)", name)
+	}
+	p, _ := s.Data[field].(string)
+	b, _ := pem.Decode([]byte(p))
+	if b == nil {
+		return nil, kho.Errorf(kho.EUNAVAILABLE, "vault pki: %s is not PEM", name)
+	}
+	return b.Bytes, nil
 }
 
 // writePKIRole shapes agency certificates for document signing: key usage

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"kho"
 	"kho/internal/testenv"
 	"kho/storage"
 	"kho/vault"
@@ -96,7 +97,7 @@ func TestInitImportsAnOperatorsCAChain(t *testing.T) {
 	t.Setenv("MINIO_ROOT_PASSWORD", st.MinIORootPassword)
 	t.Cleanup(func() { _ = testenv.MinIORoot(t).RemoveUser(ctx, user) })
 	args := []string{"init", "--vault-addr", addr, "--minio-endpoint", st.MinIOEndpoint, "--minio-bucket", st.MinIOBucket, "--minio-user", user,
-		"--out", out, "--khod-cidr", "127.0.0.1/32", "--import-root", rootFile, "--import-intermediate", intFile, "--import-intermediate-key", keyFile}
+		"--out", out, "--khod-cidr", "127.0.0.1/32", "--public-url", "https://kho.example.vn", "--import-root", rootFile, "--import-intermediate", intFile, "--import-intermediate-key", keyFile}
 	msg, err := runKho(t, args...)
 	if err != nil {
 		t.Fatalf("init: %v", err)
@@ -142,6 +143,22 @@ func TestInitImportsAnOperatorsCAChain(t *testing.T) {
 	}
 	if _, err := cert.Leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}}); err != nil {
 		t.Fatalf("an agency certificate does not chain to the operator's root: %v", err)
+	}
+	// It tells a validator where the chain and revocation are: khod's /pki/.
+	if got := cert.Leaf.CRLDistributionPoints; len(got) != 1 || got[0] != "https://kho.example.vn/pki/ca.crl" {
+		t.Fatalf("CRL distribution points %v", got)
+	}
+	if got := cert.Leaf.IssuingCertificateURL; len(got) != 1 || got[0] != "https://kho.example.vn/pki/ca.crt" {
+		t.Fatalf("issuing certificate URLs %v", got)
+	}
+	if der, err := tr.PKIFile(ctx, vault.PKICACRL); err != nil {
+		t.Fatal(err)
+	} else if _, err := x509.ParseRevocationList(der); err != nil {
+		t.Fatalf("%s: %v", vault.PKICACRL, err)
+	}
+	// The operator's root key is offline, and so is its CRL.
+	if _, err := tr.PKIFile(ctx, vault.PKIRootCRL); kho.ErrorCode(err) != kho.ENOTFOUND {
+		t.Fatalf("the root's CRL: %v", err)
 	}
 	m, err := storage.NewMinIO(storage.MinIOConfig{Endpoint: st.MinIOEndpoint, AccessKey: read("minio-access-key"), SecretKey: read("minio-secret-key"), Bucket: st.MinIOBucket})
 	if err != nil || m.Health(ctx) != nil {

@@ -168,7 +168,7 @@ var examples = map[string]string{
 	"dev khod":       "kho dev khod --listen 127.0.0.1:8480",
 	"migrate":        "kho migrate --status",
 	"demo seed":      "kho demo seed",
-	"init":           "VAULT_TOKEN=... MINIO_ROOT_USER=... MINIO_ROOT_PASSWORD=... kho init --vault-addr https://vault:8200 --minio-endpoint https://minio:9000 --out /etc/kho/secrets --khod-cidr 10.0.1.0/24",
+	"init":           "VAULT_TOKEN=... MINIO_ROOT_USER=... MINIO_ROOT_PASSWORD=... kho init --vault-addr https://vault:8200 --minio-endpoint https://minio:9000 --out /etc/kho/secrets --khod-cidr 10.0.1.0/24 --public-url https://kho.example.vn",
 	"keys rotate":    "kho keys rotate --subject 001090000001",
 	"keys rewrap":    "kho keys rewrap --batch 200",
 	"reconcile":      "kho reconcile --grace 1h",

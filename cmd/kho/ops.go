@@ -153,6 +153,7 @@ func runInit(ctx context.Context, args []string, stdout io.Writer) error {
 	rootPEM := fs.String("import-root", "", "PEM file of an existing root CA certificate (with --import-intermediate and --import-intermediate-key)")
 	intPEM := fs.String("import-intermediate", "", "PEM file of an existing agency-signing intermediate certificate")
 	intKey := fs.String("import-intermediate-key", "", "PEM file of that intermediate's private key")
+	publicURL := fs.String("public-url", "", "khod's public base `URL` (https://...): issued certificates point validators to its /pki/ for the CA certificates and revocation lists [required]")
 	var cidrs cidrList
 	fs.Var(&cidrs, "khod-cidr", "`CIDR` khod logs in to Vault from (repeatable): its AppRole secret_id and tokens work from there only [required]")
 	secretTTL := fs.Duration("secret-id-ttl", 90*24*time.Hour, "how long khod's AppRole secret_id stays valid; issue a new one with kho init before it ends")
@@ -168,6 +169,8 @@ func runInit(ctx context.Context, args []string, stdout io.Writer) error {
 		return errors.New("init: give --vault-addr (or VAULT_ADDR) and the operator's VAULT_TOKEN")
 	case *minioEndpoint == "" || rootUser == "" || rootPass == "":
 		return errors.New("init: give --minio-endpoint and MINIO_ROOT_USER/MINIO_ROOT_PASSWORD")
+	case *publicURL == "":
+		return errors.New("init: give --public-url, the https address validators reach khod at (certificates name its /pki/)")
 	case len(cidrs) == 0:
 		return errors.New("init: give --khod-cidr with the address range khod runs in (127.0.0.1/32 on one machine)")
 	case *secretTTL < time.Hour:
@@ -184,7 +187,7 @@ func runInit(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pki := vault.PKIOptions{Organization: *org}
+	pki := vault.PKIOptions{Organization: *org, PublicURL: *publicURL}
 	for _, f := range []struct {
 		path string
 		into *string

@@ -184,6 +184,7 @@ func run(ctx context.Context, cfg *Config) error {
 			}
 			return signing.VerifyWith(pdf, signing.VerifyOptions{Root: root, TSARoots: tsaRoots})
 		},
+		PKIFiles:       transit.PKIFile,
 		ReceiptKeys:    func(ctx context.Context) (jwk.Set, error) { return transit.JWKS(ctx, consent.ReceiptKey) },
 		MaxUploadSize:  cfg.MaxDocumentSize + 1<<20,
 		Observer:       m,

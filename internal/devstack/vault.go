@@ -120,7 +120,7 @@ func (s *Stack) upVault(ctx context.Context, st *State) error {
 		return err
 	}
 	st.VaultRoleID, st.VaultSecretID = creds.RoleID, creds.SecretID
-	if err := vault.BootstrapPKI(ctx, api, vault.PKIOptions{Organization: "kho (dev)"}); err != nil {
+	if err := vault.BootstrapPKI(ctx, api, vault.PKIOptions{Organization: "kho (dev)", PublicURL: fmt.Sprintf("http://127.0.0.1:%d", s.Ports.Khod)}); err != nil {
 		return err
 	}
 	s.say("vault: mounts, PKI, khod policy and AppRole ready")
