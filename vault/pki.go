@@ -2,10 +2,10 @@ package vault
 
 import (
 	"context"
-	"errors"
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
