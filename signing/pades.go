@@ -1,5 +1,5 @@
 // Package signing puts the issuing agency's signature inside PDFs: PAdES
-// baseline B-B, and B-T when a timestamp authority is configured. The keys
+// baseline B-B, B-T, B-LT or B-LTA (ETSI EN 319 142-1) as configured. The keys
 // are Vault Transit keys that never leave Vault; each agency's certificate is
 // issued for its key by the deployment's PKI in Vault, from a CSR signed
 // through the same Transit key, and renewed before it expires. The CMS
@@ -47,15 +47,30 @@ type Keys interface {
 	Signer(ctx context.Context, name string) (crypto.Signer, int, error)
 	SignCSR(ctx context.Context, csrPEM string, ttl time.Duration) (*vault.Certificate, error)
 	RootCertificate(ctx context.Context) (*x509.Certificate, error)
+	// PKIFile returns a CA certificate or CRL (vault.PKICACRL, ...), DER.
+	PKIFile(ctx context.Context, name string) ([]byte, error)
 }
+
+// PAdES baseline levels (ETSI EN 319 142-1).
+const (
+	LevelB   = "B-B"   // the signature
+	LevelT   = "B-T"   // and a timestamp on it: when it existed
+	LevelLT  = "B-LT"  // and a DSS with every certificate and CRL to validate it offline
+	LevelLTA = "B-LTA" // and a document timestamp over all that, to renew before algorithms age
+)
+
+var levelRank = map[string]int{LevelB: 0, LevelT: 1, LevelLT: 2, LevelLTA: 3}
 
 // Config configures the PDF signer.
 type Config struct {
 	DB   *postgres.DB
 	Keys Keys
-	// TSA is an RFC 3161 timestamp authority's URL; with it signatures are
-	// PAdES B-T, without it B-B.
+	// TSA is an RFC 3161 timestamp authority's URL; levels above B-B need
+	// one.
 	TSA string
+	// Level is the PAdES baseline level of the signatures made: B-B, B-T,
+	// B-LT or B-LTA (default B-T with a TSA, else B-B).
+	Level string
 	// CertTTL is the life of issued certificates (default 1 year); they are
 	// renewed when less than RenewBefore (default 30 days) is left.
 	CertTTL, RenewBefore time.Duration
@@ -69,6 +84,12 @@ type Signer struct {
 	cfg   Config
 	mu    sync.Mutex
 	certs map[string]*agencyCert // by key name
+	crls  map[string]cachedCRL   // by issuer's raw subject
+}
+
+type cachedCRL struct {
+	der []byte
+	at  time.Time
 }
 
 type agencyCert struct {
@@ -92,6 +113,19 @@ func New(cfg Config) (*Signer, error) {
 	}
 	if cfg.HTTP == nil {
 		cfg.HTTP = &http.Client{Timeout: 10 * time.Second}
+	}
+	if cfg.Level == "" {
+		cfg.Level = LevelB
+		if cfg.TSA != "" {
+			cfg.Level = LevelT
+		}
+	}
+	rank, ok := levelRank[cfg.Level]
+	switch {
+	case !ok:
+		return nil, kho.Errorf(kho.EINVALID, "signing: level %q is not one of B-B, B-T, B-LT, B-LTA", cfg.Level)
+	case rank > 0 && cfg.TSA == "":
+		return nil, kho.Errorf(kho.EINVALID, "signing: level %s needs a timestamp authority", cfg.Level)
 	}
 	return &Signer{cfg: cfg, certs: map[string]*agencyCert{}}, nil
 }
@@ -166,6 +200,18 @@ func (s *Signer) certificate(ctx context.Context, id identity) (*vault.Certifica
 	return cert, signer, nil
 }
 
+// fitCommonName keeps a certificate's common name within the 64
+// characters X.520 allows (OpenSSL and others refuse longer), shortening
+// head and keeping suffix, the agency's code.
+func fitCommonName(head, suffix string) string {
+	const max = 64
+	h, sfx := []rune(head), []rune(suffix)
+	if len(h)+len(sfx) <= max {
+		return head + suffix
+	}
+	return strings.TrimSpace(string(h[:max-len(sfx)-1])) + "…" + suffix
+}
+
 func parseChain(p string) ([]*x509.Certificate, error) {
 	certs, err := vault.ParsePEMCertificates(p)
 	if err == nil && len(certs) < 2 {
@@ -181,10 +227,10 @@ func (s *Signer) issue(ctx context.Context, id identity, signer crypto.Signer, v
 	if err := s.cfg.DB.Pool.QueryRow(ctx, `SELECT name_en FROM agencies WHERE code = $1`, string(agency)).Scan(&name); err != nil {
 		return nil, kho.Errorf(kho.EFORBIDDEN, "agency %s is not registered in kho", agency)
 	}
-	cn := name + " (" + string(agency) + ")"
+	cn := fitCommonName(name, " ("+string(agency)+")")
 	if id.staff != "" {
 		// An officer signs in person, as a member of the agency.
-		cn = "Officer " + string(id.staff) + ", " + name + " (" + string(agency) + ")"
+		cn = fitCommonName("Officer "+string(id.staff)+", "+name, " ("+string(agency)+")")
 	}
 	tmpl := &x509.CertificateRequest{
 		Subject:            pkix.Name{CommonName: cn, OrganizationalUnit: []string{string(agency)}, Country: []string{"VN"}},
@@ -238,15 +284,29 @@ func signingCertificateV2(cert *x509.Certificate) (asn1.RawValue, error) {
 }
 
 // Sign returns pdf with the agency's signature added in an incremental
-// update; the original bytes are kept as they are.
+// update at the configured level; the original bytes are kept as they are.
 func (s *Signer) Sign(ctx context.Context, pdf []byte, o Options) ([]byte, error) {
-	cert, signer, err := s.certificate(ctx, identity{agency: o.Agency, staff: o.Officer})
+	signed, certs, err := s.sign(ctx, pdf, o)
 	if err != nil {
 		return nil, err
 	}
+	return s.extend(ctx, signed, certs)
+}
+
+// Level is the PAdES level of the signatures this signer makes.
+func (s *Signer) Level() string { return s.cfg.Level }
+
+// sign adds one signature (B-B, or B-T with the TSA) and returns the
+// certificates a validator needs for it: the signer's chain and the
+// timestamp authority's.
+func (s *Signer) sign(ctx context.Context, pdf []byte, o Options) ([]byte, []*x509.Certificate, error) {
+	cert, signer, err := s.certificate(ctx, identity{agency: o.Agency, staff: o.Officer})
+	if err != nil {
+		return nil, nil, err
+	}
 	in, err := readStructure(pdf)
 	if err != nil {
-		return nil, kho.WrapError(kho.EINVALID, "the PDF's structure cannot be signed", err)
+		return nil, nil, kho.WrapError(kho.EINVALID, "the PDF's structure cannot be signed", err)
 	}
 	now := time.Now().UTC()
 	name := o.AgencyName
@@ -276,16 +336,16 @@ func (s *Signer) Sign(ctx context.Context, pdf []byte, o Options) ([]byte, error
 	}
 	p, err := buildUpdate(*in)
 	if err != nil {
-		return nil, kho.WrapError(kho.EINTERNAL, "signing: incremental update", err)
+		return nil, nil, kho.WrapError(kho.EINTERNAL, "signing: incremental update", err)
 	}
-	cms, err := s.cms(ctx, p.signedData(), cert, signer)
+	cms, tsaCerts, err := s.cms(ctx, p.signedData(), cert, signer)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := p.embed(cms); err != nil {
-		return nil, kho.WrapError(kho.EINTERNAL, "signing", err)
+		return nil, nil, kho.WrapError(kho.EINTERNAL, "signing", err)
 	}
-	return p.pdf, nil
+	return p.pdf, append(append([]*x509.Certificate{cert.Leaf}, cert.Chain...), tsaCerts...), nil
 }
 
 // clip bounds a stamp line to what its box shows.
@@ -299,15 +359,15 @@ func clip(s string) string {
 
 // cms makes the detached CMS SignedData over data: one Transit call, plus
 // the timestamp authority for B-T.
-func (s *Signer) cms(ctx context.Context, data []byte, cert *vault.Certificate, signer crypto.Signer) ([]byte, error) {
+func (s *Signer) cms(ctx context.Context, data []byte, cert *vault.Certificate, signer crypto.Signer) ([]byte, []*x509.Certificate, error) {
 	sd, err := pkcs7.NewSignedData(data)
 	if err != nil {
-		return nil, kho.WrapError(kho.EINTERNAL, "signing: cms", err)
+		return nil, nil, kho.WrapError(kho.EINTERNAL, "signing: cms", err)
 	}
 	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
 	scv2, err := signingCertificateV2(cert.Leaf)
 	if err != nil {
-		return nil, kho.WrapError(kho.EINTERNAL, "signing: signing-certificate-v2", err)
+		return nil, nil, kho.WrapError(kho.EINTERNAL, "signing: signing-certificate-v2", err)
 	}
 	// The library adds a CMS signing-time attribute, which PAdES baseline
 	// forbids (the claimed time is the signature dictionary's /M); its
@@ -318,39 +378,41 @@ func (s *Signer) cms(ctx context.Context, data []byte, cert *vault.Certificate, 
 	if err := sd.AddSignerChain(cert.Leaf, placeholderSigner{signer}, cert.Chain[:len(cert.Chain)-1], pkcs7.SignerInfoConfig{
 		ExtraSignedAttributes: []pkcs7.Attribute{{Type: oidSigningCertificateV2, Value: scv2}},
 	}); err != nil {
-		return nil, kho.WrapError(kho.EINTERNAL, "signing: signer info", err)
+		return nil, nil, kho.WrapError(kho.EINTERNAL, "signing: signer info", err)
 	}
 	si := &sd.GetSignedData().SignerInfos[0]
 	attrs, signed, err := withoutSigningTime(si.AuthenticatedAttributes)
 	if err != nil {
-		return nil, kho.WrapError(kho.EINTERNAL, "signing: signed attributes", err)
+		return nil, nil, kho.WrapError(kho.EINTERNAL, "signing: signed attributes", err)
 	}
 	sum := sha256.Sum256(signed)
 	sig, err := signer.Sign(rand.Reader, sum[:], crypto.SHA256)
 	if err != nil {
 		var ke *kho.Error
 		if errors.As(err, &ke) {
-			return nil, ke
+			return nil, nil, ke
 		}
-		return nil, kho.WrapError(kho.EUNAVAILABLE, "signing: sign", err)
+		return nil, nil, kho.WrapError(kho.EUNAVAILABLE, "signing: sign", err)
 	}
 	si.AuthenticatedAttributes, si.EncryptedDigest = attrs, sig
 	sd.Detach()
-	if s.cfg.TSA != "" {
+	var tsaCerts []*x509.Certificate
+	if s.cfg.Level != LevelB {
 		si := &sd.GetSignedData().SignerInfos[0]
-		token, err := s.timestamp(ctx, si.EncryptedDigest)
+		token, certs, err := s.timestamp(ctx, si.EncryptedDigest)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		tsaCerts = certs
 		if err := si.SetUnauthenticatedAttributes([]pkcs7.Attribute{{Type: oidTimeStampToken, Value: asn1.RawValue{FullBytes: token}}}); err != nil {
-			return nil, kho.WrapError(kho.EINTERNAL, "signing: timestamp attribute", err)
+			return nil, nil, kho.WrapError(kho.EINTERNAL, "signing: timestamp attribute", err)
 		}
 	}
 	der, err := sd.Finish()
 	if err != nil {
-		return nil, kho.WrapError(kho.EINTERNAL, "signing: cms", err)
+		return nil, nil, kho.WrapError(kho.EINTERNAL, "signing: cms", err)
 	}
-	return der, nil
+	return der, tsaCerts, nil
 }
 
 // placeholderSigner has the signer's public key but signs nothing: the
@@ -407,35 +469,184 @@ func withoutSigningTime[A any](attrs []A) ([]A, []byte, error) {
 	return out.A, seq.Bytes, nil
 }
 
-// timestamp asks the TSA to timestamp the signature value (RFC 3161).
-func (s *Signer) timestamp(ctx context.Context, signature []byte) ([]byte, error) {
-	req, err := timestamp.CreateRequest(bytes.NewReader(signature), &timestamp.RequestOptions{Hash: crypto.SHA256, Certificates: true})
+// timestamp asks the TSA to timestamp data (RFC 3161): a signature value
+// for B-T, a revision's signed bytes for a document timestamp. It returns
+// the token and the certificates it carries.
+func (s *Signer) timestamp(ctx context.Context, data []byte) ([]byte, []*x509.Certificate, error) {
+	req, err := timestamp.CreateRequest(bytes.NewReader(data), &timestamp.RequestOptions{Hash: crypto.SHA256, Certificates: true})
 	if err != nil {
-		return nil, kho.WrapError(kho.EINTERNAL, "signing: timestamp request", err)
+		return nil, nil, kho.WrapError(kho.EINTERNAL, "signing: timestamp request", err)
 	}
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.TSA, bytes.NewReader(req))
 	if err != nil {
-		return nil, kho.WrapError(kho.EINVALID, "signing: timestamp authority URL", err)
+		return nil, nil, kho.WrapError(kho.EINVALID, "signing: timestamp authority URL", err)
 	}
 	hr.Header.Set("Content-Type", "application/timestamp-query")
 	resp, err := s.cfg.HTTP.Do(hr)
 	if err != nil {
-		return nil, kho.WrapError(kho.EUNAVAILABLE, "signing: timestamp authority not reachable", err)
+		return nil, nil, kho.WrapError(kho.EUNAVAILABLE, "signing: timestamp authority not reachable", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil || resp.StatusCode != http.StatusOK {
-		return nil, kho.Errorf(kho.EUNAVAILABLE, "signing: timestamp authority answered %s", resp.Status)
+		return nil, nil, kho.Errorf(kho.EUNAVAILABLE, "signing: timestamp authority answered %s", resp.Status)
 	}
 	ts, err := timestamp.ParseResponse(body)
 	if err != nil {
-		return nil, kho.WrapError(kho.EUNAVAILABLE, "signing: timestamp response", err)
+		return nil, nil, kho.WrapError(kho.EUNAVAILABLE, "signing: timestamp response", err)
 	}
-	sum := sha256.Sum256(signature)
+	sum := sha256.Sum256(data)
 	if !bytes.Equal(ts.HashedMessage, sum[:]) {
-		return nil, kho.Errorf(kho.EINTEGRITY, "signing: the timestamp is for other data")
+		return nil, nil, kho.Errorf(kho.EUNAVAILABLE, "signing: the timestamp authority answered for other data")
 	}
-	return ts.RawToken, nil
+	return ts.RawToken, ts.Certificates, nil
+}
+
+// extend takes a freshly signed PDF to the configured level: for B-LT a
+// DSS with the certificates and CRLs of every signer's and timestamp
+// authority's chain, for B-LTA then a document timestamp over it all.
+func (s *Signer) extend(ctx context.Context, pdf []byte, certs []*x509.Certificate) ([]byte, error) {
+	if levelRank[s.cfg.Level] < levelRank[LevelLT] {
+		return pdf, nil
+	}
+	certDER, crlDER, err := s.validationData(ctx, certs)
+	if err != nil {
+		return nil, err
+	}
+	in, err := readStructure(pdf)
+	if err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "signing: read the signed PDF", err)
+	}
+	pdf = buildDSS(*in, certDER, crlDER)
+	if s.cfg.Level != LevelLTA {
+		return pdf, nil
+	}
+	if in, err = readStructure(pdf); err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "signing: read the PDF with its DSS", err)
+	}
+	in.sigKind, in.sigDict = sigDocTimestamp, ""
+	in.fieldName = fmt.Sprintf("kho-timestamp-%d", time.Now().UnixNano())
+	p, err := buildUpdate(*in)
+	if err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "signing: document timestamp", err)
+	}
+	token, _, err := s.timestamp(ctx, p.signedData())
+	if err != nil {
+		return nil, err
+	}
+	if err := p.embed(token); err != nil {
+		return nil, kho.WrapError(kho.EINTERNAL, "signing: document timestamp", err)
+	}
+	return p.pdf, nil
+}
+
+// validationData returns each distinct certificate and, for each that is
+// not a self-signed trust anchor, its issuer's current CRL, checked to be
+// signed by that issuer.
+func (s *Signer) validationData(ctx context.Context, certs []*x509.Certificate) (certDER, crlDER [][]byte, err error) {
+	seen := map[string]bool{}
+	var uniq []*x509.Certificate
+	for _, c := range certs {
+		if !seen[string(c.Raw)] {
+			seen[string(c.Raw)] = true
+			uniq = append(uniq, c)
+			certDER = append(certDER, c.Raw)
+		}
+	}
+	have := map[string]bool{}
+	for _, c := range uniq {
+		if selfSigned(c) {
+			continue // a trust anchor: nothing revokes it
+		}
+		var issuer *x509.Certificate
+		for _, i := range uniq {
+			if bytes.Equal(i.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(i) == nil {
+				issuer = i
+			}
+		}
+		if issuer == nil {
+			return nil, nil, kho.Errorf(kho.EINTERNAL, "signing: the issuer of %q is not in the chain", c.Subject.CommonName)
+		}
+		if have[string(issuer.RawSubject)] {
+			continue
+		}
+		der, err := s.crl(ctx, c, issuer)
+		if err != nil {
+			return nil, nil, err
+		}
+		have[string(issuer.RawSubject)] = true
+		crlDER = append(crlDER, der)
+	}
+	return certDER, crlDER, nil
+}
+
+// selfSigned says whether c is a trust anchor's certificate: signed by its
+// own key (whether or not it is marked as a CA, as some TSAs' are not).
+func selfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
+}
+
+// crlTTL is how long a CRL is reused before it is read again: a revocation
+// reaches new signatures' DSS within it.
+const crlTTL = 30 * time.Second
+
+// crl finds the current CRL of c's issuer: the deployment's own CAs' from
+// Vault, anyone else's (a timestamp authority's) from c's distribution
+// points.
+func (s *Signer) crl(ctx context.Context, c, issuer *x509.Certificate) ([]byte, error) {
+	key := string(issuer.RawSubject)
+	s.mu.Lock()
+	if s.crls == nil {
+		s.crls = map[string]cachedCRL{}
+	}
+	cached, ok := s.crls[key]
+	s.mu.Unlock()
+	if ok && time.Since(cached.at) < crlTTL {
+		return cached.der, nil
+	}
+	var candidates [][]byte
+	for _, name := range []string{vault.PKICACRL, vault.PKIRootCRL} {
+		if der, err := s.cfg.Keys.PKIFile(ctx, name); err == nil {
+			candidates = append(candidates, der)
+		} else if kho.ErrorCode(err) != kho.ENOTFOUND {
+			return nil, err
+		}
+	}
+	for _, u := range c.CRLDistributionPoints {
+		if der, err := s.fetch(ctx, u); err == nil {
+			candidates = append(candidates, der)
+		}
+	}
+	for _, der := range candidates {
+		l, err := x509.ParseRevocationList(der)
+		if err == nil && bytes.Equal(l.RawIssuer, issuer.RawSubject) && l.CheckSignatureFrom(issuer) == nil {
+			s.mu.Lock()
+			s.crls[key] = cachedCRL{der: der, at: time.Now()}
+			s.mu.Unlock()
+			return der, nil
+		}
+	}
+	return nil, kho.Errorf(kho.EUNAVAILABLE, "signing: no revocation list of %q could be had for long-term validation", issuer.Subject.CommonName)
+}
+
+// fetch GETs a small file (a CRL) over HTTP.
+func (s *Signer) fetch(ctx context.Context, url string) ([]byte, error) {
+	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
+		return nil, fmt.Errorf("not an http URL")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.cfg.HTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s", resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 }
 
 // readStructure finds what the update needs with pdfcpu.
@@ -494,6 +705,19 @@ func readStructure(pdf []byte) (*updateInput, error) {
 			}
 		}
 	}
+	if d, ok := in.catalog.Find("DSS"); ok {
+		// An earlier DSS is kept: its arrays, dereferenced, grow.
+		if dd, err := xt.DereferenceDict(d); err == nil && dd != nil {
+			in.dss = types.Dict{}
+			for _, k := range []string{"Certs", "CRLs", "OCSPs"} {
+				if o, ok := dd.Find(k); ok {
+					if a, err := xt.DereferenceArray(o); err == nil {
+						in.dss.Insert(k, a)
+					}
+				}
+			}
+		}
+	}
 	if in.prevXref, in.xrefStream, err = lastXref(pdf); err != nil {
 		return nil, err
 	}
@@ -513,9 +737,17 @@ var _ kho.PDFSigner = (*Signer)(nil)
 // deposits (a digitized scan, say), the officer then adds a personal
 // signature in a second incremental update, leaving the agency's intact.
 func (s *Signer) SignPDF(ctx context.Context, issuer kho.AgencyCode, officer kho.StaffID, pdf []byte, resultCode string) ([]byte, error) {
-	signed, err := s.Sign(ctx, pdf, Options{Agency: issuer, ResultCode: resultCode})
-	if err != nil || officer == "" {
-		return signed, err
+	signed, certs, err := s.sign(ctx, pdf, Options{Agency: issuer, ResultCode: resultCode})
+	if err != nil {
+		return nil, err
 	}
-	return s.Sign(ctx, signed, Options{Agency: issuer, Officer: officer, Reason: "Cán bộ số hóa / Digitizing officer"})
+	if officer != "" {
+		var more []*x509.Certificate
+		if signed, more, err = s.sign(ctx, signed, Options{Agency: issuer, Officer: officer, Reason: "Cán bộ số hóa / Digitizing officer"}); err != nil {
+			return nil, err
+		}
+		certs = append(certs, more...)
+	}
+	// One DSS (and document timestamp) after both signatures.
+	return s.extend(ctx, signed, certs)
 }

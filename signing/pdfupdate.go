@@ -43,9 +43,11 @@ type updateInput struct {
 	info       *types.IndirectRef // trailer /Info
 	id         types.Array        // trailer /ID
 	mediaBox   [4]float64         // page 1, for placing the stamp
+	sigKind    string             // the signature dictionary's type and filters (sigCAdES when empty)
 	sigDict    string             // the signature dictionary's other entries
 	fieldName  string             // the new field's /T
 	stamp      []string           // lines of the visible stamp; none: invisible
+	dss        types.Dict         // the catalog's Document Security Store, dereferenced
 	prevXref   int64              // the original's startxref
 	xrefStream bool               // the original ends with a cross-reference stream
 }
@@ -107,30 +109,121 @@ func asciiOnly(s string) string {
 	return b.String()
 }
 
-// buildUpdate appends the signature's objects, the updated page and catalog
-// (or AcroForm), and a cross-reference section of the original's kind.
-func buildUpdate(in updateInput) (*preparedPDF, error) {
-	var b bytes.Buffer
-	b.Write(in.original)
+// update is an incremental update being written: objects appended after
+// the original, then a cross-reference section of the original's kind.
+type update struct {
+	in      *updateInput
+	b       bytes.Buffer
+	offsets map[int]int64
+	next    int
+}
+
+func newUpdate(in *updateInput) *update {
+	u := &update{in: in, offsets: map[int]int64{}, next: in.size}
+	u.b.Write(in.original)
 	if !bytes.HasSuffix(in.original, []byte("\n")) {
-		b.WriteByte('\n')
+		u.b.WriteByte('\n')
 	}
-	offsets := map[int]int64{}
-	next := in.size
-	sigNum, widgetNum := next, next+1
-	next += 2
+	return u
+}
+
+// alloc reserves a new object number.
+func (u *update) alloc() int {
+	u.next++
+	return u.next - 1
+}
+
+// object writes object num (generation gen) with the given body.
+func (u *update) object(num, gen int, body string) {
+	u.offsets[num] = int64(u.b.Len())
+	fmt.Fprintf(&u.b, "%d %d obj\n%s\nendobj\n", num, gen, body)
+}
+
+// stream writes a new stream object holding data and returns its number.
+func (u *update) stream(dict string, data []byte) int {
+	num := u.alloc()
+	u.offsets[num] = int64(u.b.Len())
+	fmt.Fprintf(&u.b, "%d 0 obj\n<< %s/Length %d >>\nstream\n", num, dict, len(data))
+	u.b.Write(data)
+	u.b.WriteString("\nendstream\nendobj\n")
+	return num
+}
+
+// rewrite writes a new version of an existing object.
+func (u *update) rewrite(ref types.IndirectRef, d types.Dict) {
+	u.object(ref.ObjectNumber.Value(), ref.GenerationNumber.Value(), d.PDFString())
+}
+
+// catalog writes the catalog with change applied to a copy of it.
+func (u *update) catalog(change func(types.Dict)) {
+	c := u.in.catalog.Clone().(types.Dict)
+	change(c)
+	u.rewrite(u.in.root, c)
+}
+
+// finish writes the cross-reference section and the trailer.
+func (u *update) finish() []byte {
+	in, b := u.in, &u.b
+	trailer := fmt.Sprintf("/Root %d %d R /Prev %d", in.root.ObjectNumber.Value(), in.root.GenerationNumber.Value(), in.prevXref)
+	if in.info != nil {
+		trailer += fmt.Sprintf(" /Info %d %d R", in.info.ObjectNumber.Value(), in.info.GenerationNumber.Value())
+	}
+	if len(in.id) == 2 {
+		trailer += " /ID " + in.id.PDFString()
+	}
+	if in.xrefStream {
+		xrefNum := u.alloc()
+		u.offsets[xrefNum] = int64(b.Len())
+		var data, index bytes.Buffer
+		for _, n := range sortedKeys(u.offsets) {
+			fmt.Fprintf(&index, "%d 1 ", n)
+			data.WriteByte(1)
+			_ = binary.Write(&data, binary.BigEndian, uint32(u.offsets[n]))
+			_ = binary.Write(&data, binary.BigEndian, uint16(0))
+		}
+		start := u.offsets[xrefNum]
+		fmt.Fprintf(b, "%d 0 obj\n<< /Type /XRef /Size %d /W [1 4 2] /Index [%s] %s /Length %d >>\nstream\n", xrefNum, u.next, bytes.TrimSpace(index.Bytes()), trailer, data.Len())
+		b.Write(data.Bytes())
+		fmt.Fprintf(b, "\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n", start)
+	} else {
+		xref := int64(b.Len())
+		b.WriteString("xref\n")
+		for _, n := range sortedKeys(u.offsets) {
+			fmt.Fprintf(b, "%d 1\n%010d 00000 n \n", n, u.offsets[n])
+		}
+		fmt.Fprintf(b, "trailer\n<< /Size %d %s >>\nstartxref\n%d\n%%%%EOF\n", u.next, trailer, xref)
+	}
+	return b.Bytes()
+}
+
+// Kinds of signature dictionary.
+const (
+	sigCAdES        = "/Type /Sig /Filter /Adobe.PPKLite /SubFilter /ETSI.CAdES.detached"
+	sigDocTimestamp = "/Type /DocTimeStamp /Filter /Adobe.PPKLite /SubFilter /ETSI.RFC3161"
+)
+
+// buildUpdate appends a signature (in.sigKind, CAdES by default) with its
+// field on page 1, the updated page and catalog (or AcroForm), and a
+// cross-reference section of the original's kind.
+func buildUpdate(in updateInput) (*preparedPDF, error) {
+	u := newUpdate(&in)
+	b := &u.b
+	kind := in.sigKind
+	if kind == "" {
+		kind = sigCAdES
+	}
+	sigNum, widgetNum := u.alloc(), u.alloc()
 	apNum := 0
 	if len(in.stamp) > 0 {
-		apNum = next
-		next++
+		apNum = u.alloc()
 	}
 
 	// The signature dictionary, with room for the byte range and the CMS.
-	offsets[sigNum] = int64(b.Len())
-	fmt.Fprintf(&b, "%d 0 obj\n<< /Type /Sig /Filter /Adobe.PPKLite /SubFilter /ETSI.CAdES.detached %s /Contents <", sigNum, byteRangePlaceholder)
+	u.offsets[sigNum] = int64(b.Len())
+	fmt.Fprintf(b, "%d 0 obj\n<< %s %s /Contents <", sigNum, kind, byteRangePlaceholder)
 	contents := b.Len()
 	b.Write(bytes.Repeat([]byte("0"), 2*contentsSize))
-	fmt.Fprintf(&b, "> %s >>\nendobj\n", in.sigDict)
+	fmt.Fprintf(b, "> %s >>\nendobj\n", in.sigDict)
 	brOffset := bytes.LastIndex(b.Bytes()[:contents], []byte(byteRangePlaceholder))
 
 	// The field and its widget (one object), on page 1.
@@ -141,26 +234,19 @@ func buildUpdate(in updateInput) (*preparedPDF, error) {
 		rect = fmt.Sprintf("[%.2f %.2f %.2f %.2f]", x2-230, y2-70, x2-10, y2-10)
 		ap = fmt.Sprintf(" /AP << /N %d 0 R >>", apNum)
 	}
-	offsets[widgetNum] = int64(b.Len())
-	fmt.Fprintf(&b, "%d 0 obj\n<< /Type /Annot /Subtype /Widget /FT /Sig /T %s /V %d 0 R /P %d 0 R /Rect %s /F 132%s >>\nendobj\n",
-		widgetNum, pdfString(in.fieldName), sigNum, in.page.ObjectNumber.Value(), rect, ap)
+	u.object(widgetNum, 0, fmt.Sprintf("<< /Type /Annot /Subtype /Widget /FT /Sig /T %s /V %d 0 R /P %d 0 R /Rect %s /F 132%s >>",
+		pdfString(in.fieldName), sigNum, in.page.ObjectNumber.Value(), rect, ap))
 	if apNum != 0 {
-		var content bytes.Buffer
-		content.WriteString("q 0.1 0.2 0.6 RG 1 w 0.5 0.5 219 59 re S Q BT /F1 7 Tf 0.1 0.2 0.6 rg ")
-		for i, line := range in.stamp[:min(len(in.stamp), 5)] {
-			fmt.Fprintf(&content, "1 0 0 1 6 %d Tm (%s) Tj ", 50-i*11, asciiOnly(line))
-		}
-		content.WriteString("ET")
-		offsets[apNum] = int64(b.Len())
-		fmt.Fprintf(&b, "%d 0 obj\n<< /Type /XObject /Subtype /Form /BBox [0 0 220 60] /Resources << /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >> >> >> /Length %d >>\nstream\n%s\nendstream\nendobj\n",
-			apNum, content.Len(), content.String())
+		content, resources := in.stampContent()
+		u.offsets[apNum] = int64(b.Len())
+		fmt.Fprintf(b, "%d 0 obj\n<< /Type /XObject /Subtype /Form /BBox [0 0 220 60] /Resources %s /Length %d >>\nstream\n%s\nendstream\nendobj\n",
+			apNum, resources, len(content), content)
 	}
 
 	// Page 1 with the widget among its annotations.
 	page := in.pageDict.Clone().(types.Dict)
 	page.Update("Annots", append(append(types.Array{}, in.annots...), *types.NewIndirectRef(widgetNum, 0)))
-	offsets[in.page.ObjectNumber.Value()] = int64(b.Len())
-	fmt.Fprintf(&b, "%d %d obj\n%s\nendobj\n", in.page.ObjectNumber.Value(), in.page.GenerationNumber.Value(), page.PDFString())
+	u.rewrite(in.page, page)
 
 	// The AcroForm with the new field; SigFlags 3: signatures exist, append only.
 	acro := types.Dict{}
@@ -170,49 +256,12 @@ func buildUpdate(in updateInput) (*preparedPDF, error) {
 	acro.Update("Fields", append(append(types.Array{}, in.fields...), *types.NewIndirectRef(widgetNum, 0)))
 	acro.Update("SigFlags", types.Integer(3))
 	if in.acroForm != nil {
-		offsets[in.acroForm.ObjectNumber.Value()] = int64(b.Len())
-		fmt.Fprintf(&b, "%d %d obj\n%s\nendobj\n", in.acroForm.ObjectNumber.Value(), in.acroForm.GenerationNumber.Value(), acro.PDFString())
+		u.rewrite(*in.acroForm, acro)
 	} else {
-		catalog := in.catalog.Clone().(types.Dict)
-		catalog.Update("AcroForm", acro)
-		offsets[in.root.ObjectNumber.Value()] = int64(b.Len())
-		fmt.Fprintf(&b, "%d %d obj\n%s\nendobj\n", in.root.ObjectNumber.Value(), in.root.GenerationNumber.Value(), catalog.PDFString())
+		u.catalog(func(c types.Dict) { c.Update("AcroForm", acro) })
 	}
 
-	trailer := fmt.Sprintf("/Root %d %d R /Prev %d", in.root.ObjectNumber.Value(), in.root.GenerationNumber.Value(), in.prevXref)
-	if in.info != nil {
-		trailer += fmt.Sprintf(" /Info %d %d R", in.info.ObjectNumber.Value(), in.info.GenerationNumber.Value())
-	}
-	if len(in.id) == 2 {
-		trailer += " /ID " + in.id.PDFString()
-	}
-	if in.xrefStream {
-		xrefNum := next
-		next++
-		offsets[xrefNum] = int64(b.Len())
-		nums := sortedKeys(offsets)
-		var data bytes.Buffer
-		var index bytes.Buffer
-		for _, n := range nums {
-			fmt.Fprintf(&index, "%d 1 ", n)
-			data.WriteByte(1)
-			_ = binary.Write(&data, binary.BigEndian, uint32(offsets[n]))
-			_ = binary.Write(&data, binary.BigEndian, uint16(0))
-		}
-		start := offsets[xrefNum]
-		fmt.Fprintf(&b, "%d 0 obj\n<< /Type /XRef /Size %d /W [1 4 2] /Index [%s] %s /Length %d >>\nstream\n", xrefNum, next, bytes.TrimSpace(index.Bytes()), trailer, data.Len())
-		b.Write(data.Bytes())
-		fmt.Fprintf(&b, "\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n", start)
-	} else {
-		xref := int64(b.Len())
-		b.WriteString("xref\n")
-		for _, n := range sortedKeys(offsets) {
-			fmt.Fprintf(&b, "%d 1\n%010d 00000 n \n", n, offsets[n])
-		}
-		fmt.Fprintf(&b, "trailer\n<< /Size %d %s >>\nstartxref\n%d\n%%%%EOF\n", next, trailer, xref)
-	}
-
-	out := b.Bytes()
+	out := u.finish()
 	rng := [4]int64{0, int64(contents - 1), int64(contents + 2*contentsSize + 1), 0}
 	rng[3] = int64(len(out)) - rng[2]
 	patched := fmt.Sprintf("/ByteRange [0 %010d %010d %010d]", rng[1], rng[2], rng[3])
@@ -221,6 +270,49 @@ func buildUpdate(in updateInput) (*preparedPDF, error) {
 	}
 	copy(out[brOffset:], patched)
 	return &preparedPDF{pdf: out, byteRange: rng, contents: contents}, nil
+}
+
+// stampContent is the visible stamp's content stream and resources.
+func (in *updateInput) stampContent() (string, string) {
+	var content bytes.Buffer
+	content.WriteString("q 0.1 0.2 0.6 RG 1 w 0.5 0.5 219 59 re S Q BT /F1 7 Tf 0.1 0.2 0.6 rg ")
+	for i, line := range in.stamp[:min(len(in.stamp), 5)] {
+		fmt.Fprintf(&content, "1 0 0 1 6 %d Tm (%s) Tj ", 50-i*11, asciiOnly(line))
+	}
+	content.WriteString("ET")
+	return content.String(), "<< /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >> >> >>"
+}
+
+// buildDSS appends a Document Security Store (ISO 32000-2, 12.8.4.3;
+// ETSI EN 319 142-1, 5.4.2) with the certificates and CRLs a validator
+// needs to check the signatures without asking anyone: PAdES B-LT. What an
+// earlier DSS held is kept.
+func buildDSS(in updateInput, certs, crls [][]byte) []byte {
+	u := newUpdate(&in)
+	refs := func(key string, items [][]byte) types.Array {
+		var arr types.Array
+		if in.dss != nil {
+			if old, ok := in.dss.Find(key); ok {
+				if a, ok := old.(types.Array); ok {
+					arr = append(arr, a...)
+				}
+			}
+		}
+		for _, it := range items {
+			arr = append(arr, *types.NewIndirectRef(u.stream("", it), 0))
+		}
+		return arr
+	}
+	dss := types.Dict{"Type": types.Name("DSS"), "Certs": refs("Certs", certs), "CRLs": refs("CRLs", crls)}
+	if in.dss != nil {
+		if o, ok := in.dss.Find("OCSPs"); ok {
+			dss.Insert("OCSPs", o)
+		}
+	}
+	dssNum := u.alloc()
+	u.object(dssNum, 0, dss.PDFString())
+	u.catalog(func(c types.Dict) { c.Update("DSS", *types.NewIndirectRef(dssNum, 0)) })
+	return u.finish()
 }
 
 func sortedKeys(m map[int]int64) []int {

@@ -87,3 +87,16 @@ func TestBuildUpdateByteRange(t *testing.T) {
 }
 
 func pad(n int64) string { return fmt.Sprintf("%010d", n) }
+
+func TestCommonNamesFitX520(t *testing.T) {
+	long := "Ủy ban nhân dân phường Phúc Xá, quận Ba Đình, thành phố Hà Nội, Việt Nam"
+	for _, tt := range []struct{ head, suffix, want string }{
+		{"Ba Dinh Justice Office", " (000.06.16.G09)", "Ba Dinh Justice Office (000.06.16.G09)"},
+		{long, " (000.06.16.G09)", "Ủy ban nhân dân phường Phúc Xá, quận Ba Đình, t… (000.06.16.G09)"},
+	} {
+		got := fitCommonName(tt.head, tt.suffix)
+		if got != tt.want || len([]rune(got)) > 64 {
+			t.Errorf("fitCommonName(%q) = %q (%d), want %q", tt.head, got, len([]rune(got)), tt.want)
+		}
+	}
+}

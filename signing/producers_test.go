@@ -171,7 +171,7 @@ func tsa(t *testing.T) (string, *x509.Certificate) {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "kho test TSA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageTimeStamping},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtraExtensions: []pkix.Extension{timestampingEKU()},
 		BasicConstraintsValid: true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -211,13 +211,20 @@ func TestBTSignatureWithATimestampAuthority(t *testing.T) {
 	if len(r.Signatures) != 1 || r.Signatures[0] != "Signature is Valid." {
 		t.Fatalf("pdfsig:\n%s", r.Raw)
 	}
-	rep, err := signing.Verify(signed, f.root)
+	trusted := x509.NewCertPool()
+	trusted.AddCert(tsaCert)
+	rep, err := signing.VerifyWith(signed, signing.VerifyOptions{Root: f.root, TSARoots: trusted})
 	if err != nil || len(rep.Signatures) != 1 {
 		t.Fatalf("report: %+v %v", rep, err)
 	}
 	s := rep.Signatures[0]
 	if !s.Valid || s.Timestamp == nil || !s.Timestamp.Valid || s.Timestamp.Authority != tsaCert.Subject.CommonName || s.Level != "B-T" {
 		t.Fatalf("timestamp in the report: %+v %+v", s, s.Timestamp)
+	}
+	// Without the authority among the trusted ones, the token proves no
+	// time, and the level is what remains: B-B.
+	if rep, _ := signing.Verify(signed, f.root); rep.Signatures[0].Level != "B-B" || !rep.Valid {
+		t.Fatalf("untrusted timestamp: %+v", rep.Signatures[0])
 	}
 	// An unreachable authority fails the signature rather than silently
 	// downgrading it to B-B.

@@ -3,11 +3,15 @@ package signing
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"hash"
 	"os"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -28,23 +32,37 @@ type Report struct {
 	Signatures []SignatureReport `json:"signatures"`
 }
 
-// SignatureReport describes one signature.
+// SignatureReport describes one signature or document timestamp.
 type SignatureReport struct {
-	Field        string    `json:"field"`
-	Signer       string    `json:"signer"`
-	Issuer       string    `json:"issuer"`
-	Serial       string    `json:"serial"`
-	SigningTime  time.Time `json:"signing_time"`
-	Level        string    `json:"level"` // B-B, or B-T with a timestamp
-	Valid        bool      `json:"valid"` // the signed bytes are unchanged and the signature holds
-	ChainTrusted bool      `json:"chain_trusted"`
-	ChainError   string    `json:"chain_error,omitempty"`
+	Field string `json:"field"`
+	// Kind is "signature", or "document timestamp" (PAdES B-LTA): a TSA's
+	// token over the whole revision, which proves when, not who.
+	Kind        string    `json:"kind"`
+	Signer      string    `json:"signer"`
+	Issuer      string    `json:"issuer"`
+	Serial      string    `json:"serial"`
+	SigningTime time.Time `json:"signing_time"` // claimed (/M), or the document timestamp's time
+	// Level is what is present: B-B; B-T with a timestamp token on the
+	// signature; B-LT when the DSS also holds the signer's and the
+	// timestamp authority's chains with a CRL for each certificate; B-LTA
+	// when a document timestamp covers that DSS. "not PAdES (...)" for
+	// other kinds of signature.
+	Level        string `json:"level"`
+	Valid        bool   `json:"valid"` // the signed bytes are unchanged and the signature holds
+	ChainTrusted bool   `json:"chain_trusted"`
+	ChainError   string `json:"chain_error,omitempty"`
+	// Revocation is "good" or "revoked" when a CRL in the DSS covers every
+	// certificate of the chain, else "unknown" (kho never fetches one
+	// while verifying).
+	Revocation string `json:"revocation,omitempty"`
 	// LaterRevisions is set when bytes were appended after this signature
 	// (later incremental updates, such as another signature); the signed
 	// revision itself is intact when Valid is set.
 	LaterRevisions bool             `json:"later_revisions"`
 	Timestamp      *TimestampReport `json:"timestamp,omitempty"`
 	Error          string           `json:"error,omitempty"`
+
+	covers int64 // where the signed revision ends
 }
 
 // TimestampReport describes a signature's RFC 3161 timestamp.
@@ -125,6 +143,12 @@ func VerifyWith(pdf []byte, opts VerifyOptions) (rep *Report, err error) {
 	}
 	fieldsObj, _ := acro.Find("Fields")
 	fields, _ := xt.DereferenceArray(fieldsObj)
+	dss := readDSS(xt, cat)
+	type entry struct {
+		name string
+		sig  types.Dict
+	}
+	var entries []entry
 	var walk func(types.Array, int)
 	walk = func(arr types.Array, depth int) {
 		if depth > 8 {
@@ -157,31 +181,130 @@ func VerifyWith(pdf []byte, opts VerifyOptions) (rep *Report, err error) {
 					name = *s
 				}
 			}
-			rep.Signatures = append(rep.Signatures, verifyOne(pdf, xt, name, sig, root, opts))
+			entries = append(entries, entry{name, sig})
 		}
 	}
 	walk(fields, 0)
-	// Valid means: every signature holds and is trusted, and one of them
-	// covers the whole file. Bytes appended after the last signature (an
-	// incremental update anyone can add, which can change what a page
-	// shows) are signed by nobody. A timestamp that proves nothing is
-	// reported, but it neither adds nor takes away validity: it lies
-	// outside the signed data, where anyone can put one.
-	rep.Valid = len(rep.Signatures) > 0
-	whole := false
-	for _, s := range rep.Signatures {
-		rep.Valid = rep.Valid && s.Valid && s.ChainTrusted
-		whole = whole || (s.Valid && !s.LaterRevisions)
+	// Document timestamps first: a signature reaches B-LTA through one.
+	var docTS []SignatureReport
+	for _, e := range entries {
+		if t := e.sig.NameEntry("Type"); t != nil && *t == "DocTimeStamp" {
+			docTS = append(docTS, verifyDocTimestamp(pdf, e.name, e.sig, xt, opts))
+		}
 	}
-	if rep.Valid && !whole {
-		rep.Valid = false
-		rep.Error = "content was added after the last signature: no signature covers the whole file"
+	for _, e := range entries {
+		if t := e.sig.NameEntry("Type"); t != nil && *t == "DocTimeStamp" {
+			continue
+		}
+		r := verifyOne(pdf, xt, e.name, e.sig, root, opts, dss)
+		if r.Level == LevelLT && dss.end > 0 {
+			for _, d := range docTS {
+				if d.Valid && d.covers >= dss.end {
+					r.Level = LevelLTA
+				}
+			}
+		}
+		rep.Signatures = append(rep.Signatures, r)
+	}
+	rep.Signatures = append(rep.Signatures, docTS...)
+	// Valid means: every signature holds and is trusted, every document
+	// timestamp's token verifies over what it covers, and what was added
+	// after the last signature is only validation data (a DSS) and
+	// document timestamps. Anything else appended after it (an
+	// incremental update anyone can add, which can change what a page
+	// shows) is signed by nobody. A timestamp that proves nothing is
+	// reported, but it neither adds nor takes away validity.
+	signatures, last := 0, int64(-1)
+	rep.Valid = true
+	for _, s := range rep.Signatures {
+		if s.Kind == kindDocTimestamp {
+			rep.Valid = rep.Valid && s.Valid
+			continue
+		}
+		signatures++
+		rep.Valid = rep.Valid && s.Valid && s.ChainTrusted && s.Revocation != "revoked"
+		if s.Valid && s.covers > last {
+			last = s.covers
+		}
+	}
+	rep.Valid = rep.Valid && signatures > 0
+	if rep.Valid && last < int64(len(pdf)) {
+		if why := onlyValidationDataAfter(pdf, last, xt); why != "" {
+			rep.Valid = false
+			rep.Error = "content was added after the last signature (no signature covers the whole file): " + why
+		}
 	}
 	return rep, nil
 }
 
-func verifyOne(pdf []byte, xt *model.XRefTable, field string, sig types.Dict, root *x509.Certificate, opts VerifyOptions) SignatureReport {
-	r := SignatureReport{Field: field, Level: "B-B"}
+const (
+	kindSignature    = "signature"
+	kindDocTimestamp = "document timestamp"
+)
+
+// byteRange reads and checks a signature dictionary's /ByteRange.
+func byteRange(pdf []byte, xt *model.XRefTable, sig types.Dict) ([4]int64, error) {
+	var rng [4]int64
+	brObj, _ := sig.Find("ByteRange")
+	br, err := xt.DereferenceArray(brObj)
+	if err != nil || len(br) != 4 {
+		return rng, errors.New("no byte range")
+	}
+	for i, o := range br {
+		n, ok := o.(types.Integer)
+		if !ok || n < 0 {
+			return rng, errors.New("malformed byte range")
+		}
+		rng[i] = int64(n)
+	}
+	if rng[0] != 0 || rng[1] > rng[2] || rng[2]+rng[3] > int64(len(pdf)) {
+		return rng, errors.New("byte range outside the file")
+	}
+	return rng, nil
+}
+
+func signedBytes(pdf []byte, rng [4]int64) []byte {
+	return append(append([]byte{}, pdf[rng[0]:rng[0]+rng[1]]...), pdf[rng[2]:rng[2]+rng[3]]...)
+}
+
+// verifyDocTimestamp checks a document timestamp: an RFC 3161 token whose
+// imprint is the hash of the revision it covers.
+func verifyDocTimestamp(pdf []byte, field string, sig types.Dict, xt *model.XRefTable, opts VerifyOptions) SignatureReport {
+	r := SignatureReport{Field: field, Kind: kindDocTimestamp, Level: "document timestamp"}
+	if sf := sig.NameEntry("SubFilter"); sf == nil || *sf != "ETSI.RFC3161" {
+		r.Error = "a document timestamp must be ETSI.RFC3161"
+		return r
+	}
+	rng, err := byteRange(pdf, xt, sig)
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	r.covers = rng[2] + rng[3]
+	r.LaterRevisions = r.covers < int64(len(pdf))
+	contents, err := sigContents(sig)
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	var raw asn1.RawValue
+	if _, err := asn1.Unmarshal(contents, &raw); err != nil {
+		r.Error = "the timestamp token is not DER"
+		return r
+	}
+	t := checkTimestamp(raw.FullBytes, signedBytes(pdf, rng), opts.TSARoots)
+	r.Timestamp, r.Valid, r.SigningTime, r.Signer = t, t.Valid, t.Time, t.Authority
+	r.ChainTrusted = t.Trusted
+	if !t.Valid {
+		r.Error = t.Error
+	} else if !t.Trusted {
+		r.ChainError = t.Error
+	}
+	return r
+}
+
+func verifyOne(pdf []byte, xt *model.XRefTable, field string, sig types.Dict, root *x509.Certificate, opts VerifyOptions, dss *dssData) SignatureReport {
+	r := SignatureReport{Field: field, Kind: kindSignature, Level: LevelB}
 	if sf := sig.NameEntry("SubFilter"); sf != nil && *sf != "ETSI.CAdES.detached" {
 		r.Level = "not PAdES (" + *sf + ")"
 	}
@@ -189,21 +312,9 @@ func verifyOne(pdf []byte, xt *model.XRefTable, field string, sig types.Dict, ro
 		r.Error = fmt.Sprintf(format, args...)
 		return r
 	}
-	brObj, _ := sig.Find("ByteRange")
-	br, err := xt.DereferenceArray(brObj)
-	if err != nil || len(br) != 4 {
-		return fail("no byte range")
-	}
-	var rng [4]int64
-	for i, o := range br {
-		n, ok := o.(types.Integer)
-		if !ok || n < 0 {
-			return fail("malformed byte range")
-		}
-		rng[i] = int64(n)
-	}
-	if rng[0] != 0 || rng[1] > rng[2] || rng[2]+rng[3] > int64(len(pdf)) {
-		return fail("byte range outside the file")
+	rng, err := byteRange(pdf, xt, sig)
+	if err != nil {
+		return fail("%v", err)
 	}
 	r.LaterRevisions = rng[2]+rng[3] < int64(len(pdf))
 	contents, err := sigContents(sig)
@@ -218,7 +329,7 @@ func verifyOne(pdf []byte, xt *model.XRefTable, field string, sig types.Dict, ro
 	if err != nil {
 		return fail("the signature is not CMS: %v", err)
 	}
-	p7.Content = append(append([]byte{}, pdf[rng[0]:rng[0]+rng[1]]...), pdf[rng[2]:rng[2]+rng[3]]...)
+	p7.Content = signedBytes(pdf, rng)
 	leaf := p7.GetOnlySigner()
 	if leaf == nil {
 		return fail("the signature names no single signer")
@@ -238,47 +349,215 @@ func verifyOne(pdf []byte, xt *model.XRefTable, field string, sig types.Dict, ro
 	if err := p7.Verify(); err != nil {
 		return fail("the signed bytes were changed or the signature is broken: %v", err)
 	}
-	r.Valid = true
+	r.Valid, r.covers = true, rng[2]+rng[3]
+	pades := !strings.HasPrefix(r.Level, "not")
+	var tsaCerts []*x509.Certificate
 	if len(p7.Signers) == 1 {
 		for _, a := range p7.Signers[0].UnauthenticatedAttributes {
 			if a.Type.Equal(oidTimeStampToken) {
 				r.Timestamp = checkTimestamp(a.Value.Bytes, p7.Signers[0].EncryptedDigest, opts.TSARoots)
-				if !strings.HasPrefix(r.Level, "not") && r.Timestamp.Valid {
-					r.Level = "B-T"
+				// B-T needs a time that counts: a token that verifies,
+				// from a trusted timestamp authority.
+				if pades && r.Timestamp.Valid && r.Timestamp.Trusted {
+					r.Level = LevelT
+					if ts, err := timestamp.Parse(a.Value.Bytes); err == nil {
+						tsaCerts = ts.Certificates
+					}
 				}
 			}
 		}
 	}
-	if root != nil {
-		roots := x509.NewCertPool()
-		roots.AddCert(root)
-		inter := x509.NewCertPool()
-		for _, c := range p7.Certificates {
-			if !c.Equal(leaf) {
-				inter.AddCert(c)
-			}
-		}
-		// The claimed signing time is only a claim: a trusted timestamp
-		// proves when the signature existed, else it is judged now.
-		at := opts.Now
-		if r.Timestamp != nil && r.Timestamp.Valid && r.Timestamp.Trusted {
-			at = r.Timestamp.Time
-		}
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-			r.ChainError = err.Error()
-		} else {
-			r.ChainTrusted = true
-		}
-	} else {
+	if root == nil {
 		r.ChainError = "no deployment root given"
+		return r
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	inter := x509.NewCertPool()
+	for _, c := range append(append([]*x509.Certificate{}, p7.Certificates...), dss.certs...) {
+		if !c.Equal(leaf) {
+			inter.AddCert(c)
+		}
+	}
+	// The claimed signing time is only a claim: a trusted timestamp
+	// proves when the signature existed, else it is judged now.
+	at := opts.Now
+	if r.Timestamp != nil && r.Timestamp.Valid && r.Timestamp.Trusted {
+		at = r.Timestamp.Time
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
+		r.ChainError = err.Error()
+		return r
+	}
+	r.ChainTrusted = true
+	// Revocation, from the CRLs in the DSS only.
+	r.Revocation = "good"
+	complete := true
+	for _, c := range chains[0][:len(chains[0])-1] {
+		status, when := dss.status(c, chains[0])
+		switch status {
+		case "revoked":
+			if !when.After(at) {
+				r.Revocation, r.ChainTrusted = "revoked", false
+				r.ChainError = fmt.Sprintf("%q was revoked on %s", c.Subject.CommonName, when.UTC().Format(time.RFC3339))
+				return r
+			}
+		case "unknown":
+			complete = false
+		}
+	}
+	if !complete {
+		r.Revocation = "unknown"
+	}
+	// B-LT: the DSS holds what validates both the signer and the
+	// timestamp authority offline.
+	if r.Level == LevelT && complete && dss.holds(chains[0]) && dss.coversTSA(tsaCerts) {
+		r.Level = LevelLT
 	}
 	return r
 }
 
-// checkTimestamp verifies an RFC 3161 token over a signature. A token that
-// carries no certificate cannot be verified and is not valid; a valid one
-// proves a time only when its authority chains to a trusted TSA root.
-func checkTimestamp(token, signature []byte, tsaRoots *x509.CertPool) *TimestampReport {
+// dssData is what a PDF's Document Security Store holds.
+type dssData struct {
+	certs []*x509.Certificate
+	crls  []*x509.RevocationList
+	end   int64 // where the revision that wrote the DSS ends; 0 when none
+}
+
+// readDSS reads the catalog's DSS, ignoring what does not parse.
+func readDSS(xt *model.XRefTable, cat types.Dict) *dssData {
+	d := &dssData{}
+	o, ok := cat.Find("DSS")
+	if !ok {
+		return d
+	}
+	dict, err := xt.DereferenceDict(o)
+	if err != nil || dict == nil {
+		return d
+	}
+	streams := func(key string, each func([]byte)) {
+		a, _ := dict.Find(key)
+		arr, err := xt.DereferenceArray(a)
+		if err != nil {
+			return
+		}
+		for _, it := range arr {
+			sd, _, err := xt.DereferenceStreamDict(it)
+			if err != nil || sd == nil {
+				continue
+			}
+			if err := sd.Decode(); err != nil {
+				continue
+			}
+			each(sd.Content)
+		}
+	}
+	streams("Certs", func(b []byte) {
+		if c, err := x509.ParseCertificate(b); err == nil {
+			d.certs = append(d.certs, c)
+		}
+	})
+	streams("CRLs", func(b []byte) {
+		if l, err := x509.ParseRevocationList(b); err == nil {
+			d.crls = append(d.crls, l)
+		}
+	})
+	if ref, ok := o.(types.IndirectRef); ok {
+		d.end = revisionEnd(xt, ref.ObjectNumber.Value())
+	}
+	return d
+}
+
+// revisionEnd is the offset of the %%EOF that ends the revision in which
+// object n was last written, or 0 when unknown.
+func revisionEnd(xt *model.XRefTable, n int) int64 {
+	off := objectOffset(xt, n)
+	if off < 0 {
+		return 0
+	}
+	return off + 1 // any document timestamp covering beyond the object covers its revision
+}
+
+// objectOffset is where object n's latest version starts in the file (for
+// a compressed object, its object stream's), or -1.
+func objectOffset(xt *model.XRefTable, n int) int64 {
+	e, ok := xt.FindTableEntryLight(n)
+	if !ok || e == nil || e.Free {
+		return -1
+	}
+	if e.Compressed && e.ObjectStream != nil {
+		return objectOffset(xt, *e.ObjectStream)
+	}
+	if e.Offset == nil {
+		return -1
+	}
+	return *e.Offset
+}
+
+// status says whether a CRL in the DSS, signed by c's issuer in chain,
+// lists c: "good", "revoked" (with when) or "unknown" (no such CRL).
+func (d *dssData) status(c *x509.Certificate, chain []*x509.Certificate) (string, time.Time) {
+	var issuer *x509.Certificate
+	for _, i := range chain {
+		if bytes.Equal(i.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(i) == nil {
+			issuer = i
+		}
+	}
+	if issuer == nil {
+		return "unknown", time.Time{}
+	}
+	status := "unknown"
+	for _, l := range d.crls {
+		if !bytes.Equal(l.RawIssuer, issuer.RawSubject) || l.CheckSignatureFrom(issuer) != nil {
+			continue
+		}
+		for _, e := range l.RevokedCertificateEntries {
+			if e.SerialNumber.Cmp(c.SerialNumber) == 0 {
+				return "revoked", e.RevocationTime
+			}
+		}
+		status = "good"
+	}
+	return status, time.Time{}
+}
+
+// holds says whether the DSS has every certificate of chain.
+func (d *dssData) holds(chain []*x509.Certificate) bool {
+	for _, c := range chain {
+		found := false
+		for _, h := range d.certs {
+			found = found || h.Equal(c)
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// coversTSA says whether the DSS validates the timestamp authority: its
+// certificates, and a CRL for each one that is not self-signed.
+func (d *dssData) coversTSA(certs []*x509.Certificate) bool {
+	if !d.holds(certs) {
+		return false
+	}
+	for _, c := range certs {
+		if selfSigned(c) {
+			continue
+		}
+		if st, _ := d.status(c, append(append([]*x509.Certificate{}, certs...), d.certs...)); st != "good" {
+			return false
+		}
+	}
+	return true
+}
+
+// checkTimestamp verifies an RFC 3161 token over data: a signature value,
+// or a revision's signed bytes. A token that carries no certificate cannot
+// be verified and is not valid; a valid one proves a time only when its
+// authority chains to a trusted TSA root.
+func checkTimestamp(token, data []byte, tsaRoots *x509.CertPool) *TimestampReport {
 	t := &TimestampReport{}
 	ts, err := timestamp.Parse(token)
 	if err != nil {
@@ -291,9 +570,21 @@ func checkTimestamp(token, signature []byte, tsaRoots *x509.CertPool) *Timestamp
 		return t
 	}
 	t.Authority = ts.Certificates[0].Subject.CommonName
-	sum := sha256.Sum256(signature)
-	if !bytes.Equal(ts.HashedMessage, sum[:]) {
-		t.Error = "the timestamp is for another signature"
+	var h hash.Hash
+	switch len(ts.HashedMessage) {
+	case sha256.Size:
+		h = sha256.New()
+	case sha512.Size384:
+		h = sha512.New384()
+	case sha512.Size:
+		h = sha512.New()
+	default:
+		t.Error = "the timestamp's hash algorithm is not supported"
+		return t
+	}
+	h.Write(data)
+	if !bytes.Equal(ts.HashedMessage, h.Sum(nil)) {
+		t.Error = "the timestamp is for other data"
 		return t
 	}
 	t.Valid = true
@@ -310,6 +601,10 @@ func checkTimestamp(token, signature []byte, tsaRoots *x509.CertPool) *Timestamp
 		return t
 	}
 	t.Authority = signer.Subject.CommonName
+	if !timestampingOnly(signer) {
+		t.Error = "the timestamp authority's certificate is not for timestamping alone (RFC 3161 asks for one critical extended key usage, id-kp-timeStamping)"
+		return t
+	}
 	if tsaRoots != nil {
 		inter := x509.NewCertPool()
 		for _, c := range ts.Certificates {
@@ -327,6 +622,18 @@ func checkTimestamp(token, signature []byte, tsaRoots *x509.CertPool) *Timestamp
 	return t
 }
 
+// timestampingOnly checks a timestamp authority's certificate as RFC 3161
+// (2.3) and OpenSSL do: its extended key usage is critical and
+// id-kp-timeStamping alone.
+func timestampingOnly(c *x509.Certificate) bool {
+	for _, e := range c.Extensions {
+		if e.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 37}) {
+			return e.Critical && len(c.ExtKeyUsage) == 1 && c.ExtKeyUsage[0] == x509.ExtKeyUsageTimeStamping && len(c.UnknownExtKeyUsage) == 0
+		}
+	}
+	return false
+}
+
 // sigContents reads /Contents, hex or literal.
 func sigContents(sig types.Dict) ([]byte, error) {
 	o, ok := sig.Find("Contents")
@@ -340,4 +647,197 @@ func sigContents(sig types.Dict) ([]byte, error) {
 		return types.Unescape(v.Value())
 	}
 	return nil, errors.New("the signature's contents are not a string")
+}
+
+// onlyValidationDataAfter checks what was appended after the last signed
+// revision, which ends at end: a DSS and what it holds, document
+// timestamps with invisible fields, and the catalog, AcroForm and pages
+// changed only to reach them. It returns what else changed, or "".
+func onlyValidationDataAfter(pdf []byte, end int64, xt *model.XRefTable) string {
+	conf := model.NewDefaultConfiguration()
+	conf.ValidationMode = model.ValidationRelaxed
+	old, err := pdfapi.ReadContext(bytes.NewReader(pdf[:end]), conf)
+	if err != nil {
+		return "the signed revision cannot be read"
+	}
+	oxt := old.XRefTable
+	if off, _, err := lastXref(pdf); err != nil || off < end {
+		return "bytes were appended that no cross-reference section accounts for"
+	}
+	deref := func(x *model.XRefTable, n int) types.Object {
+		e, ok := x.FindTableEntryLight(n)
+		if !ok || e == nil || e.Free {
+			return nil
+		}
+		o, err := x.Dereference(*types.NewIndirectRef(n, *e.Generation))
+		if err != nil {
+			return nil
+		}
+		return o
+	}
+	dictOf := func(o types.Object) types.Dict {
+		switch v := o.(type) {
+		case types.Dict:
+			return v
+		case types.StreamDict:
+			return v.Dict
+		}
+		return nil
+	}
+	var later []int
+	for n := range xt.Table {
+		if n > 0 && objectOffset(xt, n) >= end {
+			later = append(later, n)
+		}
+	}
+	sort.Ints(later)
+
+	// What the DSS reaches, and new document timestamps with their
+	// invisible widgets.
+	allowed := map[int]bool{}
+	cat, _ := xt.Catalog()
+	var reach func(o types.Object, depth int)
+	reach = func(o types.Object, depth int) {
+		if depth > 6 || o == nil {
+			return
+		}
+		switch v := o.(type) {
+		case types.IndirectRef:
+			if !allowed[v.ObjectNumber.Value()] {
+				allowed[v.ObjectNumber.Value()] = true
+				reach(deref(xt, v.ObjectNumber.Value()), depth+1)
+			}
+		case types.Dict:
+			for _, w := range v {
+				reach(w, depth+1)
+			}
+		case types.Array:
+			for _, w := range v {
+				reach(w, depth+1)
+			}
+		}
+	}
+	if o, ok := cat.Find("DSS"); ok {
+		reach(o, 0)
+	}
+	for _, n := range later {
+		// An earlier DSS that a later one replaced.
+		if t := dictOf(deref(xt, n)).NameEntry("Type"); t != nil && *t == "DSS" {
+			reach(*types.NewIndirectRef(n, 0), 0)
+		}
+	}
+	widgets := map[int]bool{}
+	isDocTimestamp := func(o types.Object) bool {
+		d := dictOf(o)
+		t, sf := d.NameEntry("Type"), d.NameEntry("SubFilter")
+		return d != nil && t != nil && *t == "DocTimeStamp" && sf != nil && *sf == "ETSI.RFC3161"
+	}
+	for _, n := range later {
+		d := dictOf(deref(xt, n))
+		if d == nil {
+			continue
+		}
+		if isDocTimestamp(d) {
+			allowed[n] = true
+			continue
+		}
+		ft, v := d.NameEntry("FT"), d.IndirectRefEntry("V")
+		if ft == nil || *ft != "Sig" || v == nil || !isDocTimestamp(deref(xt, v.ObjectNumber.Value())) {
+			continue
+		}
+		if r, ok := d.Find("Rect"); ok {
+			if a, err := xt.DereferenceArray(r); err == nil && len(a) == 4 && a[0].PDFString() == a[2].PDFString() && a[1].PDFString() == a[3].PDFString() {
+				widgets[n], allowed[n] = true, true
+			}
+		}
+	}
+	sameExcept := func(a, b types.Dict, skip ...string) bool {
+		for _, pair := range [2][2]types.Dict{{a, b}, {b, a}} {
+			for k, v := range pair[0] {
+				if slices.Contains(skip, k) {
+					continue
+				}
+				w, ok := pair[1][k]
+				if !ok || (v == nil) != (w == nil) || (v != nil && v.PDFString() != w.PDFString()) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	// grows says that key's array in b is a's plus new timestamp widgets.
+	grows := func(a, b types.Dict, key string) bool {
+		oa, _ := a.Find(key)
+		na, _ := b.Find(key)
+		was, _ := oxt.DereferenceArray(oa)
+		is, _ := xt.DereferenceArray(na)
+		if len(is) < len(was) {
+			return false
+		}
+		for i, o := range is {
+			if i < len(was) {
+				if o.PDFString() != was[i].PDFString() {
+					return false
+				}
+				continue
+			}
+			r, ok := o.(types.IndirectRef)
+			if !ok || !widgets[r.ObjectNumber.Value()] {
+				return false
+			}
+		}
+		return true
+	}
+	acroOK := func(a, b types.Dict) bool {
+		return a != nil && b != nil && sameExcept(a, b, "Fields", "SigFlags") && grows(a, b, "Fields")
+	}
+	rootNum := -1
+	if xt.Root != nil {
+		rootNum = xt.Root.ObjectNumber.Value()
+	}
+	var acroRef *types.IndirectRef
+	if o, ok := cat.Find("AcroForm"); ok {
+		if r, ok := o.(types.IndirectRef); ok {
+			acroRef = &r
+		}
+	}
+	for _, n := range later {
+		if allowed[n] {
+			continue
+		}
+		now := deref(xt, n)
+		d := dictOf(now)
+		if t := d.NameEntry("Type"); t != nil && (*t == "XRef" || *t == "ObjStm") {
+			continue
+		}
+		was := dictOf(deref(oxt, n))
+		switch {
+		case d == nil || was == nil:
+			return fmt.Sprintf("object %d is new and is neither validation data nor a document timestamp", n)
+		case n == rootNum:
+			if !sameExcept(was, d, "DSS", "Extensions", "AcroForm") {
+				return "the catalog was changed"
+			}
+			oa, _ := was.Find("AcroForm")
+			na, _ := d.Find("AcroForm")
+			if _, isRef := na.(types.IndirectRef); !isRef {
+				a, _ := oxt.DereferenceDict(oa)
+				b, _ := xt.DereferenceDict(na)
+				if (a != nil || b != nil) && !acroOK(a, b) {
+					return "the form was changed"
+				}
+			} else if oa == nil || oa.PDFString() != na.PDFString() {
+				return "the catalog's form was replaced"
+			}
+		case acroRef != nil && n == acroRef.ObjectNumber.Value():
+			if !acroOK(was, d) {
+				return "the form was changed"
+			}
+		default:
+			if t := d.NameEntry("Type"); t == nil || *t != "Page" || !sameExcept(was, d, "Annots") || !grows(was, d, "Annots") {
+				return fmt.Sprintf("object %d was changed", n)
+			}
+		}
+	}
+	return ""
 }

@@ -210,7 +210,10 @@ func writePKIRole(ctx context.Context, l *vaultapi.Logical) error {
 		"server_flag": false, "client_flag": false, "code_signing_flag": false, "email_protection_flag": true,
 		"key_usage": []string{"DigitalSignature", "ContentCommitment"}, "key_type": "any",
 		"use_csr_common_name": true, "use_csr_sans": false, "require_cn": true,
-		"max_ttl": "17520h", "ttl": "8760h", "no_store": false, "generate_lease": false,
+		// A common name is an agency's or officer's name, not a host name
+		// or an e-mail address.
+		"cn_validations": []string{"disabled"},
+		"max_ttl":        "17520h", "ttl": "8760h", "no_store": false, "generate_lease": false,
 		"organization": "", "ou": "",
 	})
 	if err != nil {

@@ -140,8 +140,16 @@ func runVerify(ctx context.Context, args []string, stdout io.Writer) error {
 	} else {
 		fmt.Fprintf(stdout, "%s: %d signature(s)\n", file, len(rep.Signatures))
 		for i, s := range rep.Signatures {
-			fmt.Fprintf(stdout, "#%d %s\n  signer: %s (issued by %s)\n  signed at: %s   level: %s\n", i+1, s.Field, s.Signer, s.Issuer, s.SigningTime.Format(time.RFC3339), s.Level)
+			if s.Kind == "document timestamp" {
+				fmt.Fprintf(stdout, "#%d %s: document timestamp by %s at %s\n  token over the revision: %s\n  authority: %s\n", i+1, s.Field, s.Signer,
+					s.SigningTime.Format(time.RFC3339), okText(s.Valid, s.Error), okText(s.ChainTrusted, s.ChainError))
+				continue
+			}
+			fmt.Fprintf(stdout, "#%d %s\n  signer: %s (issued by %s)\n  signed at: %s (claimed)   level: %s\n", i+1, s.Field, s.Signer, s.Issuer, s.SigningTime.Format(time.RFC3339), s.Level)
 			fmt.Fprintf(stdout, "  signature: %s\n  chain to the deployment root: %s\n", okText(s.Valid, s.Error), okText(s.ChainTrusted, s.ChainError))
+			if s.Revocation != "" {
+				fmt.Fprintf(stdout, "  revocation (from the PDF's DSS): %s\n", s.Revocation)
+			}
 			if s.LaterRevisions {
 				fmt.Fprintln(stdout, "  later revisions were appended after this signature (the signed revision is checked above)")
 			}

@@ -73,6 +73,7 @@ type Config struct {
 	ReconcileGrace    time.Duration
 
 	TSA          string
+	PAdESLevel   string
 	TSARoots     stringList
 	VisibleStamp bool
 
@@ -168,6 +169,7 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 10*time.Minute, "how often to remove objects no document refers to (0 disables)")
 	fs.DurationVar(&cfg.ReconcileGrace, "reconcile-grace", time.Hour, "age below which an unreferenced object is left alone (must outlast the longest upload)")
 	fs.StringVar(&cfg.TSA, "tsa-url", "", "RFC 3161 timestamp authority `URL`: PDF signatures become PAdES B-T (default: B-B)")
+	fs.StringVar(&cfg.PAdESLevel, "pades-level", "", "PAdES baseline `level` of PDF signatures: B-B, B-T, B-LT (with a DSS of certificates and CRLs for offline validation) or B-LTA (and a document timestamp); all but B-B need --tsa-url (default: B-T with --tsa-url, else B-B)")
 	fs.Var(&cfg.TSARoots, "tsa-root", "PEM `file` of a timestamp authority root whose tokens prove when a PDF signature existed (repeatable); without one, signers' chains are judged at the current time")
 	fs.BoolVar(&cfg.VisibleStamp, "visible-stamp", true, "add a visible signature stamp top-right of page 1 of signed PDFs")
 	fs.StringVar(&cfg.AuditOrigin, "audit-origin", "kho.local/audit", "name of the audit log in its signed checkpoints (C2SP tlog-checkpoint origin)")
@@ -383,6 +385,15 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.TSA); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return errors.New("--tsa-url must be an http(s) URL")
 		}
+	}
+	switch c.PAdESLevel {
+	case "", "B-B":
+	case "B-T", "B-LT", "B-LTA":
+		if c.TSA == "" {
+			return fmt.Errorf("--pades-level %s needs --tsa-url", c.PAdESLevel)
+		}
+	default:
+		return fmt.Errorf("--pades-level must be B-B, B-T, B-LT or B-LTA, not %q", c.PAdESLevel)
 	}
 	if c.AuditOrigin == "" || strings.ContainsAny(c.AuditOrigin, " \n\r") {
 		return errors.New("--audit-origin must be one word such as kho.gov.vn/audit")

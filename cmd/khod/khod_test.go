@@ -95,6 +95,8 @@ func TestBadConfigStopsWithOneLine(t *testing.T) {
 		{"fail/dev identity provider in production", []string{"--mode", "production"}, nil, "refused outside --mode=dev"},
 		{"fail/port taken", []string{"--listen", st.MinIOEndpoint}, nil, "listen on " + st.MinIOEndpoint},
 		{"fail/missing timestamp authority root", []string{"--tsa-root", "/nonexistent/tsa.pem"}, nil, "/nonexistent/tsa.pem"},
+		{"fail/long-term level without a timestamp authority", []string{"--pades-level", "B-LT"}, nil, "--pades-level B-LT needs --tsa-url"},
+		{"fail/unknown level", []string{"--pades-level", "B-X"}, nil, "--pades-level must be B-B, B-T, B-LT or B-LTA"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

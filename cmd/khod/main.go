@@ -130,7 +130,7 @@ func run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	pdfSigner, err := signing.New(signing.Config{DB: db, Keys: transit, TSA: cfg.TSA, Visible: cfg.VisibleStamp})
+	pdfSigner, err := signing.New(signing.Config{DB: db, Keys: transit, TSA: cfg.TSA, Level: cfg.PAdESLevel, Visible: cfg.VisibleStamp})
 	if err != nil {
 		return err
 	}
