@@ -54,6 +54,9 @@ type Config struct {
 	// PDFVerifier checks the signatures inside a PDF against the deployment
 	// root; optional.
 	PDFVerifier func(ctx context.Context, pdf []byte) (*signing.Report, error)
+	// SignReceiptPDF signs a printed consent receipt in kho's own name
+	// (PAdES); without it /v1/consents/{id}/receipt.pdf answers 503.
+	SignReceiptPDF func(ctx context.Context, pdf []byte) ([]byte, error)
 	// PKIFiles, when set, serves the CA certificates and revocation lists
 	// that issued certificates point validators to (/pki/root.crt,
 	// /pki/root.crl, /pki/ca.crt, /pki/ca.crl), DER encoded.

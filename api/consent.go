@@ -21,6 +21,7 @@ type Consents interface {
 	List(ctx context.Context, p kho.Principal, onBehalfOf kho.SubjectID) ([]*consent.Consent, error)
 	SetStatus(ctx context.Context, p kho.Principal, id, status, reason string, preview bool) (*consent.Consent, *consent.Withdrawal, error)
 	Receipt(ctx context.Context, p kho.Principal, id string) (string, error)
+	PrintableReceipt(ctx context.Context, p kho.Principal, id string) (*consent.Printable, error)
 	CheckAvailability(ctx context.Context, p kho.Principal, subjectID kho.SubjectID, procedure string) ([]consent.Availability, error)
 }
 
@@ -37,6 +38,7 @@ func (s *Server) consentRoutes(public *gin.Engine, v1 *gin.RouterGroup) {
 	v1.GET("/me/consents", s.myConsents)
 	v1.GET("/consents/:id", s.getConsent)
 	v1.GET("/consents/:id/receipt", s.consentReceipt)
+	v1.GET("/consents/:id/receipt.pdf", s.consentReceiptPDF)
 	v1.POST("/consents/:id/pause", s.consentStatus(consent.Paused))
 	v1.POST("/consents/:id/resume", s.consentStatus(consent.Active))
 	v1.POST("/consents/:id/revocation", s.consentStatus(consent.Revoked))
@@ -168,6 +170,32 @@ func (s *Server) consentReceipt(c *gin.Context) {
 		return
 	}
 	c.Data(http.StatusOK, "application/jose", []byte(r))
+}
+
+// consentReceiptPDF answers with the latest receipt printed: Vietnamese
+// and English, a QR code carrying its signed summary, and kho's PAdES
+// signature.
+func (s *Server) consentReceiptPDF(c *gin.Context) {
+	if s.cfg.SignReceiptPDF == nil {
+		errorf(c, kho.EUNAVAILABLE, "printed receipts are not configured")
+		return
+	}
+	ctx := c.Request.Context()
+	pr, err := s.cfg.Consents.PrintableReceipt(ctx, principal(c), c.Param("id"))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	pdf, err := consent.RenderPDF(pr)
+	if err == nil {
+		pdf, err = s.cfg.SignReceiptPDF(ctx, pdf)
+	}
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Header("Content-Disposition", `attachment; filename="consent-receipt-`+pr.Receipt.Consent.ID+`.pdf"`)
+	c.Data(http.StatusOK, "application/pdf", pdf)
 }
 
 // consentStatus pauses, resumes or revokes; a revocation with ?preview=true

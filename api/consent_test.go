@@ -2,7 +2,10 @@ package api_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +17,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"kho"
+	"kho/consent"
 	"kho/internal/testenv"
 )
 
@@ -269,17 +273,9 @@ func TestConsentReceiptVerifiesWithGoJose(t *testing.T) {
 	if strings.Contains(string(payload), "001090000001") {
 		t.Fatal("the receipt carries the person's number")
 	}
-	// A verifier sharing no code with kho (JavaScript, Node's own crypto)
+	// A verifier sharing no code with kho (node, the jose library)
 	// verifies it with the published JWKS.
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node is needed for the independent verifier (scripts/ensure-tools installs it)")
-	}
-	dir := t.TempDir()
-	rf, jf := filepath.Join(dir, "receipt.jws"), filepath.Join(dir, "jwks.json")
-	_ = os.WriteFile(rf, receipt, 0o600)
-	_ = os.WriteFile(jf, jwksBody, 0o600)
-	out, err := exec.Command(node, "testdata/verify-receipt.mjs", rf, jf).CombinedOutput()
+	out, err := joseVerify(t, receipt, jwksBody, consent.ReceiptType)
 	if err != nil || !strings.Contains(string(out), `"jti":"`+claims.Jti+`"`) {
 		t.Fatalf("independent verifier: %v\n%s", err, out)
 	}
@@ -291,11 +287,25 @@ func TestConsentReceiptVerifiesWithGoJose(t *testing.T) {
 			t.Fatal("a forged receipt verifies")
 		}
 	}
-	_ = os.WriteFile(rf, []byte(strings.Join(parts, ".")), 0o600)
-	if out, err := exec.Command(node, "testdata/verify-receipt.mjs", rf, jf).CombinedOutput(); err == nil {
+	if out, err := joseVerify(t, []byte(strings.Join(parts, ".")), jwksBody, consent.ReceiptType); err == nil {
 		t.Fatalf("the independent verifier accepts a forged receipt:\n%s", out)
 	}
 	_ = kho.StatusValid
+}
+
+// joseVerify runs scripts/node/verify-receipt.mjs: node and the jose
+// library verify a compact JWS against a JWKS and its typ.
+func joseVerify(t *testing.T, jws, jwks []byte, typ string) ([]byte, error) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is needed for the independent verifier (scripts/ensure-tools installs it)")
+	}
+	dir := t.TempDir()
+	jf, kf := filepath.Join(dir, "receipt.jws"), filepath.Join(dir, "jwks.json")
+	_ = os.WriteFile(jf, jws, 0o600)
+	_ = os.WriteFile(kf, jwks, 0o600)
+	return exec.Command(node, "../scripts/node/verify-receipt.mjs", jf, kf, typ).CombinedOutput()
 }
 
 func flipB64(c string) string {
@@ -303,4 +313,100 @@ func flipB64(c string) string {
 		return "B"
 	}
 	return "A"
+}
+
+// The printed receipt, checked only with tools kho's authors did not
+// write: pdfsig finds kho's signature valid and trusted, Poppler's text
+// shows Vietnamese with its diacritics, zbar reads the QR code from the
+// rendered page, and node's jose verifies what it holds against the JWKS,
+// bound by its hash to the receipt the API serves.
+func TestPrintedReceiptIsSignedAndItsQRVerifies(t *testing.T) {
+	d := newDocServer(t, 0)
+	until := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
+	resp, b := d.call(t, citizen, "POST", "/v1/me/consents", "application/json", strings.NewReader(fmt.Sprintf(
+		`{"grantee":"000.00.15.H29","procedure":"CHC","purpose":"Cấp hộ chiếu phổ thông / Ordinary passport","document_types":["GKS"],"valid_until":%q,"mode":"standing","max_uses":3,"data_life_days":90}`, until)), nil)
+	if resp.StatusCode != 201 {
+		t.Fatalf("grant: %d %s", resp.StatusCode, b)
+	}
+	var c struct{ ID string }
+	_ = json.Unmarshal(b, &c)
+	_, receipt := d.call(t, citizen, "GET", "/v1/consents/"+c.ID+"/receipt", "", nil, nil)
+	resp, pdf := d.call(t, citizen, "GET", "/v1/consents/"+c.ID+"/receipt.pdf", "", nil, nil)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/pdf" || !bytes.HasPrefix(pdf, []byte("%PDF-")) {
+		t.Fatalf("receipt.pdf: %d %s %.200s", resp.StatusCode, resp.Header.Get("Content-Type"), pdf)
+	}
+	dir := t.TempDir()
+	pdfFile := filepath.Join(dir, "receipt.pdf")
+	_ = os.WriteFile(pdfFile, pdf, 0o600)
+
+	// pdfsig, trusting the deployment root.
+	root, err := d.docs.Keys.RootCertificate(testenv.Context(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nss := filepath.Join(dir, "nss")
+	_ = os.Mkdir(nss, 0o700)
+	rootFile := filepath.Join(dir, "root.pem")
+	_ = os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw}), 0o600)
+	for _, args := range [][]string{{"-N", "-d", "sql:" + nss, "--empty-password"}, {"-A", "-d", "sql:" + nss, "-n", "root", "-t", "C,C,", "-a", "-i", rootFile}} {
+		if out, err := exec.Command("certutil", args...).CombinedOutput(); err != nil {
+			t.Fatalf("certutil: %v\n%s", err, out)
+		}
+	}
+	out, _ := exec.Command("pdfsig", "-nssdir", "sql:"+nss, pdfFile).CombinedOutput()
+	if !strings.Contains(string(out), "Signature Validation: Signature is Valid.") || !strings.Contains(string(out), "Certificate Validation: Certificate is Trusted.") ||
+		!strings.Contains(string(out), "Total document signed") || !strings.Contains(string(out), "kho (test deployment)") {
+		t.Fatalf("pdfsig:\n%s", out)
+	}
+	// Poppler's text: Vietnamese first, with diacritics, then English.
+	text, err := exec.Command("pdftotext", "-layout", pdfFile, "-").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pdftotext: %v\n%s", err, text)
+	}
+	for _, want := range []string{"BIÊN NHẬN ĐỒNG Ý XỬ LÝ DỮ LIỆU CÁ NHÂN", "Consent receipt", "Cấp hộ chiếu phổ thông", "Giấy khai sinh", "đang hiệu lực / active", c.ID} {
+		if !strings.Contains(string(text), want) {
+			t.Fatalf("the printed receipt does not say %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(string(text), "001090000001") {
+		t.Fatal("the printed receipt shows the person's number")
+	}
+	// zbar reads the QR code off the page rendered at 150 dpi.
+	if out, err := exec.Command("pdftoppm", "-r", "150", "-f", "1", "-l", "1", "-png", pdfFile, filepath.Join(dir, "page")).CombinedOutput(); err != nil {
+		t.Fatalf("pdftoppm: %v\n%s", err, out)
+	}
+	pages, _ := filepath.Glob(filepath.Join(dir, "page*.png"))
+	if len(pages) != 1 {
+		t.Fatalf("pdftoppm wrote %v", pages)
+	}
+	qr, err := exec.Command("zbarimg", "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", pages[0]).Output()
+	if err != nil {
+		t.Fatalf("zbarimg found no QR code: %v", err)
+	}
+	qr = bytes.TrimSpace(qr)
+	// node's jose verifies it with the published keys.
+	_, jwksBody := request(t, "GET", d.url+"/.well-known/jwks.json", "", "", nil, nil)
+	claimsJSON, err := joseVerify(t, qr, jwksBody, consent.QRType)
+	if err != nil {
+		t.Fatalf("jose does not verify the QR code's JWS: %v\n%s", err, claimsJSON)
+	}
+	var claims consent.QRSummary
+	if err := json.Unmarshal(claimsJSON, &claims); err != nil {
+		t.Fatalf("%v: %s", err, claimsJSON)
+	}
+	sum := sha256.Sum256(bytes.TrimSpace(receipt))
+	if claims.ConsentID != c.ID || claims.Status != "active" || claims.Grantee != "000.00.15.H29" || claims.MaxUses == nil || *claims.MaxUses != 3 ||
+		claims.ReceiptHash != base64.RawURLEncoding.EncodeToString(sum[:]) || claims.Version != consent.QRVersion {
+		t.Fatalf("QR claims: %s", claimsJSON)
+	}
+	// The same JWS with its payload changed does not verify.
+	parts := strings.Split(string(qr), ".")
+	parts[1] = strings.Replace(parts[1], parts[1][12:13], flipB64(parts[1][12:13]), 1)
+	if out, err := joseVerify(t, []byte(strings.Join(parts, ".")), jwksBody, consent.QRType); err == nil {
+		t.Fatalf("jose accepts a forged QR code:\n%s", out)
+	}
+	// Someone else's store: 404, as for any consent they have no relation to.
+	if resp, _ := d.call(t, stranger, "GET", "/v1/consents/"+c.ID+"/receipt.pdf", "", nil, nil); resp.StatusCode != 404 {
+		t.Fatalf("another citizen printed the receipt: %d", resp.StatusCode)
+	}
 }

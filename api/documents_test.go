@@ -43,11 +43,18 @@ func newDocServerWith(t testing.TB, maxUpload int64, limits api.Limits) *docServ
 	t.Helper()
 	s := newSigner(t)
 	docs := testenv.NewDocuments(t)
+	receiptSigner, err := signing.New(signing.Config{DB: docs.DB, Keys: docs.Keys})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := api.New(api.Config{
 		Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: docs.Svc, Audit: docs.Log, MaxUploadSize: maxUpload,
 		Limits:   limits,
 		Consents: docs.Consents, ReceiptKeys: func(ctx context.Context) (jwk.Set, error) { return docs.Keys.JWKS(ctx, consent.ReceiptKey) },
 		PKIFiles: docs.Keys.PKIFile,
+		SignReceiptPDF: func(ctx context.Context, pdf []byte) ([]byte, error) {
+			return receiptSigner.Sign(ctx, pdf, signing.Options{Service: &signing.Service{Key: consent.ReceiptKey, Name: "kho (test deployment)"}})
+		},
 		PDFVerifier: func(ctx context.Context, pdf []byte) (*signing.Report, error) {
 			root, err := docs.Keys.RootCertificate(ctx)
 			if err != nil {

@@ -335,6 +335,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{route: "GET /v1/consents/:id/receipt", req: func(tg target, _ who, _ bool) call {
 			return call{method: "GET", path: "/v1/consents/" + tg.consent + "/receipt"}
 		}, own: map[string]int{"citizen": 200, "guardian": 200, "business-rep": 200, "agency-reuser": 200, "agency-not-issuer": 200}},
+		{route: "GET /v1/consents/:id/receipt.pdf", req: func(tg target, _ who, _ bool) call {
+			return call{method: "GET", path: "/v1/consents/" + tg.consent + "/receipt.pdf"}
+		}, own: map[string]int{"citizen": 200, "guardian": 200, "business-rep": 200, "agency-reuser": 200, "agency-not-issuer": 200}},
 		consentAction("POST /v1/consents/:id/pause", "/pause"),
 		// Making a ward's consent active again needs both parties.
 		withOwn(consentAction("POST /v1/consents/:id/resume", "/resume"), "guardian", 403),

@@ -140,13 +140,25 @@ func OfficerKeyName(a kho.AgencyCode, staff kho.StaffID) string {
 	return "officer-" + string(a) + "-" + string(staff)
 }
 
-// identity is who signs: an agency, or one of its officers.
+// identity is who signs: an agency, one of its officers, or kho itself.
 type identity struct {
-	agency kho.AgencyCode
-	staff  kho.StaffID // empty for the agency itself
+	agency  kho.AgencyCode
+	staff   kho.StaffID // empty for the agency itself
+	service *Service    // kho itself
+}
+
+// Service is kho signing in its own name (a printed consent receipt): the
+// Transit key, and the name its certificate gives. Its certificates are
+// kept in memory, so each khod start has one issued.
+type Service struct {
+	Key  string
+	Name string
 }
 
 func (id identity) key() string {
+	if id.service != nil {
+		return id.service.Key
+	}
 	if id.staff != "" {
 		return OfficerKeyName(id.agency, id.staff)
 	}
@@ -175,6 +187,16 @@ func (s *Signer) certificate(ctx context.Context, id identity) (*vault.Certifica
 	s.mu.Unlock()
 	if c != nil && c.version == version && time.Until(c.cert.Leaf.NotAfter) > s.cfg.RenewBefore {
 		return c.cert, signer, nil
+	}
+	if id.service != nil {
+		cert, err := s.issue(ctx, id, signer, version)
+		if err != nil {
+			return nil, nil, err
+		}
+		s.mu.Lock()
+		s.certs[id.key()] = &agencyCert{cert: cert, version: version}
+		s.mu.Unlock()
+		return cert, signer, nil
 	}
 	var chain string
 	err = s.cfg.DB.Pool.QueryRow(ctx, `SELECT chain_pem FROM agency_certificates WHERE agency = $1 AND key_name = $2 AND key_version = $3 AND not_after > $4
@@ -223,26 +245,29 @@ func parseChain(p string) ([]*x509.Certificate, error) {
 // issue makes a CSR signed by the Transit key and has Vault's PKI certify it.
 func (s *Signer) issue(ctx context.Context, id identity, signer crypto.Signer, version int) (*vault.Certificate, error) {
 	agency := id.agency
-	var name string
-	if err := s.cfg.DB.Pool.QueryRow(ctx, `SELECT name_en FROM agencies WHERE code = $1`, string(agency)).Scan(&name); err != nil {
-		return nil, kho.Errorf(kho.EFORBIDDEN, "agency %s is not registered in kho", agency)
+	subject := pkix.Name{Country: []string{"VN"}}
+	if id.service != nil {
+		subject.CommonName = fitCommonName(id.service.Name, "")
+	} else {
+		var name string
+		if err := s.cfg.DB.Pool.QueryRow(ctx, `SELECT name_en FROM agencies WHERE code = $1`, string(agency)).Scan(&name); err != nil {
+			return nil, kho.Errorf(kho.EFORBIDDEN, "agency %s is not registered in kho", agency)
+		}
+		subject.CommonName = fitCommonName(name, " ("+string(agency)+")")
+		if id.staff != "" {
+			// An officer signs in person, as a member of the agency.
+			subject.CommonName = fitCommonName("Officer "+string(id.staff)+", "+name, " ("+string(agency)+")")
+		}
+		subject.OrganizationalUnit = []string{string(agency)}
 	}
-	cn := fitCommonName(name, " ("+string(agency)+")")
-	if id.staff != "" {
-		// An officer signs in person, as a member of the agency.
-		cn = fitCommonName("Officer "+string(id.staff)+", "+name, " ("+string(agency)+")")
-	}
-	tmpl := &x509.CertificateRequest{
-		Subject:            pkix.Name{CommonName: cn, OrganizationalUnit: []string{string(agency)}, Country: []string{"VN"}},
-		SignatureAlgorithm: x509.ECDSAWithSHA256,
-	}
+	tmpl := &x509.CertificateRequest{Subject: subject, SignatureAlgorithm: x509.ECDSAWithSHA256}
 	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, signer)
 	if err != nil {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "signing: certificate request", err)
 	}
 	cert, err := s.cfg.Keys.SignCSR(ctx, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), s.cfg.CertTTL)
-	if err != nil {
-		return nil, err
+	if err != nil || id.service != nil {
+		return cert, err
 	}
 	if _, err := s.cfg.DB.Pool.Exec(ctx, `INSERT INTO agency_certificates (agency, key_name, key_version, serial, not_after, chain_pem) VALUES ($1, $2, $3, $4, $5, $6)`,
 		string(agency), id.key(), version, cert.Leaf.SerialNumber.Text(16), cert.Leaf.NotAfter, cert.PEM); err != nil {
@@ -253,6 +278,7 @@ func (s *Signer) issue(ctx context.Context, id identity, signer crypto.Signer, v
 
 // Options describe one signature.
 type Options struct {
+	Service    *Service // set: kho signs in its own name, not an agency
 	Agency     kho.AgencyCode
 	Officer    kho.StaffID // set: the officer of Agency signs in person
 	AgencyName string      // for the stamp; the certificate's name when empty
@@ -300,7 +326,7 @@ func (s *Signer) Level() string { return s.cfg.Level }
 // certificates a validator needs for it: the signer's chain and the
 // timestamp authority's.
 func (s *Signer) sign(ctx context.Context, pdf []byte, o Options) ([]byte, []*x509.Certificate, error) {
-	cert, signer, err := s.certificate(ctx, identity{agency: o.Agency, staff: o.Officer})
+	cert, signer, err := s.certificate(ctx, identity{agency: o.Agency, staff: o.Officer, service: o.Service})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -319,19 +345,20 @@ func (s *Signer) sign(ctx context.Context, pdf []byte, o Options) ([]byte, []*x5
 	}
 	in.sigDict = fmt.Sprintf("/M (D:%s+00'00') /Name %s /Reason %s /Location %s", now.Format("20060102150405"), pdfString(name), pdfString(reason), pdfString("Việt Nam"))
 	in.fieldName = fmt.Sprintf("kho-signature-%d", now.UnixNano())
-	if s.cfg.Visible {
-		// Five short lines fit the stamp; the writer escapes them for PDF.
+	if s.cfg.Visible && o.Service == nil {
+		// Five lines fit the stamp; kho's own documents say in their text
+		// that kho signs them.
 		signerName := strings.TrimSuffix(cert.Leaf.Subject.CommonName, " ("+string(o.Agency)+")")
 		in.stamp = []string{
-			"Ky boi / Signed by:",
+			"Ký bởi / Signed by:",
 			clip(signerName),
-			clip("Co quan / Agency: " + string(o.Agency)),
-			clip("Thoi gian / Time: " + now.Format("2006-01-02 15:04:05 UTC")),
+			clip("Cơ quan / Agency: " + string(o.Agency)),
+			clip("Thời gian / Time: " + now.In(vietnam).Format("02/01/2006 15:04:05 (GMT+7)")),
 		}
 		if o.ResultCode != "" {
-			in.stamp = append(in.stamp, clip("Ket qua / Result: "+o.ResultCode))
+			in.stamp = append(in.stamp, clip("Kết quả / Result: "+o.ResultCode))
 		} else {
-			in.stamp = append(in.stamp, "kho - PAdES")
+			in.stamp = append(in.stamp, "kho — PAdES")
 		}
 	}
 	p, err := buildUpdate(*in)
@@ -348,13 +375,23 @@ func (s *Signer) sign(ctx context.Context, pdf []byte, o Options) ([]byte, []*x5
 	return p.pdf, append(append([]*x509.Certificate{cert.Leaf}, cert.Chain...), tsaCerts...), nil
 }
 
-// clip bounds a stamp line to what its box shows.
+// vietnam is the time zone stamps show (UTC+7, no daylight saving).
+var vietnam = time.FixedZone("ICT", 7*3600)
+
+// clip shortens a stamp line to the width of its box.
 func clip(s string) string {
-	const max = 60
-	if r := []rune(s); len(r) > max {
-		return string(r[:max-1]) + "."
+	const width = 208 // points inside the frame
+	r := []rune(s)
+	for n := len(r); n > 0; n-- {
+		line := string(r[:n])
+		if n < len(r) {
+			line = strings.TrimSpace(line) + "…"
+		}
+		if w, err := drawText(&bytes.Buffer{}, line, 0, 0); err != nil || w <= width {
+			return line
+		}
 	}
-	return s
+	return ""
 }
 
 // cms makes the detached CMS SignedData over data: one Transit call, plus

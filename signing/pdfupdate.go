@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/types"
 )
@@ -91,21 +92,6 @@ func pdfString(s string) string {
 		fmt.Fprintf(&b, "%04X", r)
 	}
 	b.WriteString(">")
-	return b.String()
-}
-
-// asciiOnly keeps printable ASCII for the stamp's Helvetica text.
-func asciiOnly(s string) string {
-	var b bytes.Buffer
-	for _, r := range s {
-		switch {
-		case r == '(' || r == ')' || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		case r >= 0x20 && r < 0x7f:
-			b.WriteRune(r)
-		}
-	}
 	return b.String()
 }
 
@@ -234,13 +220,21 @@ func buildUpdate(in updateInput) (*preparedPDF, error) {
 		rect = fmt.Sprintf("[%.2f %.2f %.2f %.2f]", x2-230, y2-70, x2-10, y2-10)
 		ap = fmt.Sprintf(" /AP << /N %d 0 R >>", apNum)
 	}
+	if len(in.stamp) > 0 {
+		// The stamp's text, for screen readers and search.
+		ap += " /TU " + pdfString(strings.Join(in.stamp, " — "))
+	}
 	u.object(widgetNum, 0, fmt.Sprintf("<< /Type /Annot /Subtype /Widget /FT /Sig /T %s /V %d 0 R /P %d 0 R /Rect %s /F 132%s >>",
 		pdfString(in.fieldName), sigNum, in.page.ObjectNumber.Value(), rect, ap))
 	if apNum != 0 {
-		content, resources := in.stampContent()
+		content, err := stampStream(in.stamp)
+		if err != nil {
+			return nil, fmt.Errorf("stamp: %w", err)
+		}
 		u.offsets[apNum] = int64(b.Len())
-		fmt.Fprintf(b, "%d 0 obj\n<< /Type /XObject /Subtype /Form /BBox [0 0 220 60] /Resources %s /Length %d >>\nstream\n%s\nendstream\nendobj\n",
-			apNum, resources, len(content), content)
+		fmt.Fprintf(b, "%d 0 obj\n<< /Type /XObject /Subtype /Form /BBox [0 0 220 60] /Resources << >> /Filter /FlateDecode /Length %d >>\nstream\n", apNum, len(content))
+		b.Write(content)
+		b.WriteString("\nendstream\nendobj\n")
 	}
 
 	// Page 1 with the widget among its annotations.
@@ -270,17 +264,6 @@ func buildUpdate(in updateInput) (*preparedPDF, error) {
 	}
 	copy(out[brOffset:], patched)
 	return &preparedPDF{pdf: out, byteRange: rng, contents: contents}, nil
-}
-
-// stampContent is the visible stamp's content stream and resources.
-func (in *updateInput) stampContent() (string, string) {
-	var content bytes.Buffer
-	content.WriteString("q 0.1 0.2 0.6 RG 1 w 0.5 0.5 219 59 re S Q BT /F1 7 Tf 0.1 0.2 0.6 rg ")
-	for i, line := range in.stamp[:min(len(in.stamp), 5)] {
-		fmt.Fprintf(&content, "1 0 0 1 6 %d Tm (%s) Tj ", 50-i*11, asciiOnly(line))
-	}
-	content.WriteString("ET")
-	return content.String(), "<< /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >> >> >>"
 }
 
 // buildDSS appends a Document Security Store (ISO 32000-2, 12.8.4.3;

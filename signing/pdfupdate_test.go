@@ -39,9 +39,6 @@ func TestPDFStrings(t *testing.T) {
 	if got := pdfString("Việt"); got != "<FEFF005600691EC70074>" {
 		t.Errorf("pdfString = %s", got)
 	}
-	if got := asciiOnly(`Sở (Tư) pháp \ x`); got != `S \(T\) php \\ x` {
-		t.Errorf("asciiOnly = %q", got)
-	}
 }
 
 // The byte range covers every byte but the hex signature and its brackets,
@@ -98,5 +95,17 @@ func TestCommonNamesFitX520(t *testing.T) {
 		if got != tt.want || len([]rune(got)) > 64 {
 			t.Errorf("fitCommonName(%q) = %q (%d), want %q", tt.head, got, len([]rune(got)), tt.want)
 		}
+	}
+}
+
+func TestStampLinesFitTheirBox(t *testing.T) {
+	long := "Ủy ban nhân dân phường Phúc Xá, quận Ba Đình, thành phố Hà Nội, Việt Nam"
+	got := clip(long)
+	w, _ := drawText(&bytes.Buffer{}, got, 0, 0)
+	if !strings.HasSuffix(got, "…") || w > 208 || len([]rune(got)) < 30 {
+		t.Fatalf("clip = %q (%.1f pt)", got, w)
+	}
+	if got := clip("Ký bởi / Signed by:"); got != "Ký bởi / Signed by:" {
+		t.Fatalf("a short line was clipped: %q", got)
 	}
 }

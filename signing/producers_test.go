@@ -25,6 +25,7 @@ import (
 	"github.com/digitorus/timestamp"
 	pdfapi "github.com/pdfcpu/pdfcpu/pkg/api"
 	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/model"
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/types"
 
 	"kho/signing"
 	"kho/vault"
@@ -372,5 +373,64 @@ func TestContentAppendedAfterTheLastSignatureIsNotValid(t *testing.T) {
 	r := pdfsig(t, f.nssdir, appended)
 	if !strings.Contains(r.Raw, "Not total document signed") {
 		t.Fatalf("pdfsig:\n%s", r.Raw)
+	}
+}
+
+// The visible stamp speaks Vietnamese: Poppler renders its glyphs (drawn
+// as outlines of a font that covers Vietnamese), and the field's /TU
+// gives screen readers the same words, diacritics included.
+func TestVisibleStampRendersVietnamese(t *testing.T) {
+	f := newFixture(t, func(c *signing.Config) { c.Visible = true })
+	original := samplePDF("con dấu / stamp")
+	signed, err := f.signer.Sign(f.ctx, original, signing.Options{Agency: agencyJ, ResultCode: "000.06.16.G09-231215-0001-KQ1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(signed[len(original):], []byte("/Helvetica")) {
+		t.Fatal("the stamp uses a standard font, which has no Vietnamese letters")
+	}
+	model.ConfigPath = "disable"
+	conf := model.NewDefaultConfiguration()
+	conf.ValidationMode = model.ValidationRelaxed
+	ctx, err := pdfapi.ReadContext(bytes.NewReader(signed), conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range ctx.XRefTable.Table {
+		d, ok := e.Object.(types.Dict)
+		if !ok || d.NameEntry("FT") == nil {
+			continue
+		}
+		if tu, ok := d.Find("TU"); ok {
+			s, err := types.StringOrHexLiteral(tu)
+			found = err == nil && strings.HasPrefix(*s, "Ký bởi / Signed by: — Ba Dinh District Justice Office") && strings.Contains(*s, "Kết quả / Result: 000.06.16.G09-231215-0001-KQ1")
+			if !found {
+				t.Fatalf("/TU = %v %v", s, err)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("the signature field has no /TU")
+	}
+	// Rendered by Poppler at 72 dpi: the stamp's box, top right of an A4
+	// page (595 x 842), holds ink.
+	dir := t.TempDir()
+	if out, err := exec.Command("pdftoppm", "-r", "72", "-f", "1", "-l", "1", "-gray", "-x", "365", "-y", "10", "-W", "220", "-H", "60", writeTemp(t, signed), filepath.Join(dir, "stamp")).CombinedOutput(); err != nil {
+		t.Fatalf("pdftoppm: %v\n%s", err, out)
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, "stamp*.pgm"))
+	if len(matches) != 1 {
+		t.Fatalf("pdftoppm wrote %v", matches)
+	}
+	img, _ := os.ReadFile(matches[0])
+	dark := 0
+	for _, p := range img[len(img)-220*60:] {
+		if p < 128 {
+			dark++
+		}
+	}
+	if dark < 800 {
+		t.Fatalf("the stamp is nearly blank: %d dark pixels", dark)
 	}
 }

@@ -184,7 +184,11 @@ func run(ctx context.Context, cfg *Config) error {
 			}
 			return signing.VerifyWith(pdf, signing.VerifyOptions{Root: root, TSARoots: tsaRoots})
 		},
-		PKIFiles:       transit.PKIFile,
+		PKIFiles: transit.PKIFile,
+		SignReceiptPDF: func(ctx context.Context, pdf []byte) ([]byte, error) {
+			return pdfSigner.Sign(ctx, pdf, signing.Options{Service: &signing.Service{Key: consent.ReceiptKey, Name: cfg.ControllerName},
+				Reason: "Biên nhận đồng ý xử lý dữ liệu cá nhân / Consent receipt"})
+		},
 		ReceiptKeys:    func(ctx context.Context) (jwk.Set, error) { return transit.JWKS(ctx, consent.ReceiptKey) },
 		MaxUploadSize:  cfg.MaxDocumentSize + 1<<20,
 		Observer:       m,
