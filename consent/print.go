@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-fonts/liberation/liberationsansregular"
 	"github.com/go-fonts/liberation/liberationsansbold"
+	"github.com/go-fonts/liberation/liberationsansregular"
 	"github.com/google/uuid"
 	"github.com/signintech/gopdf"
 	"rsc.io/qr"
@@ -242,4 +242,3 @@ func qrImage(c *qr.Code) image.Image {
 	}
 	return img
 }
-
