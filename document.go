@@ -19,7 +19,7 @@ type SubjectHandle string
 
 // Validate checks that h is a UUID.
 func (h SubjectHandle) Validate() error {
-	if _, err := uuid.Parse(string(h)); err != nil || len(h) != 36 {
+	if !CanonicalUUID(string(h)) {
 		return Errorf(EINVALID, "subject handle must be a UUID")
 	}
 	return nil
@@ -34,7 +34,7 @@ func NewDocumentID() DocumentID { return DocumentID(uuid.Must(uuid.NewV7()).Stri
 
 // Validate checks that id is a UUID.
 func (id DocumentID) Validate() error {
-	if _, err := uuid.Parse(string(id)); err != nil || len(id) != 36 {
+	if !CanonicalUUID(string(id)) {
 		return Errorf(EINVALID, "document id must be a UUID")
 	}
 	return nil

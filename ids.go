@@ -4,6 +4,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // SubjectKind says whether a store belongs to a citizen or a business.
@@ -110,4 +112,12 @@ func allDigits(s string) bool {
 		}
 	}
 	return true
+}
+
+// CanonicalUUID says whether s is a UUID written as kho writes them:
+// lower-case hex, hyphenated, 36 characters. Other spellings (upper case,
+// braces, urn:uuid:) name nothing in kho.
+func CanonicalUUID(s string) bool {
+	u, err := uuid.Parse(s)
+	return err == nil && u.String() == s
 }

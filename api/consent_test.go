@@ -405,6 +405,14 @@ func TestPrintedReceiptIsSignedAndItsQRVerifies(t *testing.T) {
 	if out, err := joseVerify(t, []byte(strings.Join(parts, ".")), jwksBody, consent.QRType); err == nil {
 		t.Fatalf("jose accepts a forged QR code:\n%s", out)
 	}
+	// Other spellings of the id name nothing: 404, never a server error.
+	for _, id := range []string{"urn:uuid:" + c.ID, strings.ToUpper(c.ID), "{" + c.ID + "}", strings.ReplaceAll(c.ID, "-", "")} {
+		for _, suffix := range []string{"", "/receipt", "/receipt.pdf"} {
+			if resp, b := d.call(t, citizen, "GET", "/v1/consents/"+id+suffix, "", nil, nil); resp.StatusCode != 404 {
+				t.Fatalf("consent %q%s: %d %s", id, suffix, resp.StatusCode, b)
+			}
+		}
+	}
 	// Someone else's store: 404, as for any consent they have no relation to.
 	if resp, _ := d.call(t, stranger, "GET", "/v1/consents/"+c.ID+"/receipt.pdf", "", nil, nil); resp.StatusCode != 404 {
 		t.Fatalf("another citizen printed the receipt: %d", resp.StatusCode)

@@ -408,7 +408,7 @@ func (s *Service) Answer(ctx context.Context, p kho.Principal, requestID string,
 	var st *policies.Store
 	var x postgres.StoreScan
 	id := requestID
-	if _, err := uuid.Parse(requestID); err != nil {
+	if !kho.CanonicalUUID(requestID) {
 		id = uuid.Nil.String()
 	}
 	err := s.db.Pool.QueryRow(ctx, `SELECT `+postgres.StoreColumns("$2")+` FROM consent_requests r JOIN subjects s ON s.handle = r.subject_handle WHERE r.id = $1`,

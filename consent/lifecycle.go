@@ -6,7 +6,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"kho"
@@ -47,7 +46,7 @@ func (s *Service) history(ctx context.Context, c *Consent) error {
 func (s *Service) load(ctx context.Context, q postgres.RowQuerier, p kho.Principal, id string, a policies.Action, forUpdate bool) (*Consent, *policies.Store, error) {
 	var c *Consent
 	var st *policies.Store
-	if _, err := uuid.Parse(id); err == nil {
+	if kho.CanonicalUUID(id) {
 		sql := `SELECT ` + consentColumns + `, ` + postgres.StoreColumns("$2") + ` FROM consents c JOIN subjects s ON s.handle = c.subject_handle WHERE c.id = $1`
 		if forUpdate {
 			sql += ` FOR UPDATE OF c`

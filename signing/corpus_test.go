@@ -494,6 +494,16 @@ func TestCorpusAgreesWithPdfsigAndOpenSSL(t *testing.T) {
 		cases = append(cases, corpusCase{name: "kho " + level, pdf: signed, root: f.root, tsaRoot: tsaCA.cert, valid: true,
 			sigs: []wantSig{{valid: true, trusted: true, level: level, revocation: revocation}}})
 		if level == signing.LevelLT {
+			// The certificate tells a validator where its issuer's
+			// certificate and CRL are: khod's /pki/.
+			cert, _, err := f.signer.Certificate(f.ctx, agencyJ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cdp, aia := cert.Leaf.CRLDistributionPoints, cert.Leaf.IssuingCertificateURL; len(cdp) != 1 || !strings.HasSuffix(cdp[0], "/pki/ca.crl") ||
+				len(aia) != 1 || !strings.HasSuffix(aia[0], "/pki/ca.crt") {
+				t.Fatalf("the agency's certificate points at %v and %v", cdp, aia)
+			}
 			// An agency and its officer sign, then one DSS serves both.
 			two, err := f.signer.SignPDF(f.ctx, agencyJ, "corpus-officer.with-a-long-id", samplePDF("two signatures"), "")
 			if err != nil {

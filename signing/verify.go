@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"hash"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"sort"
 	"strings"
 	"time"
@@ -149,12 +151,24 @@ func VerifyWith(pdf []byte, opts VerifyOptions) (rep *Report, err error) {
 		sig  types.Dict
 	}
 	var entries []entry
+	// Each field once, and a bounded number of them: a form whose fields
+	// list each other many times over is a small file and a huge tree.
+	seen, visits := map[int]bool{}, 0
 	var walk func(types.Array, int)
 	walk = func(arr types.Array, depth int) {
 		if depth > 8 {
 			return
 		}
 		for _, o := range arr {
+			if r, ok := o.(types.IndirectRef); ok {
+				if seen[r.ObjectNumber.Value()] {
+					continue
+				}
+				seen[r.ObjectNumber.Value()] = true
+			}
+			if visits++; visits > maxFields {
+				return
+			}
 			d, err := xt.DereferenceDict(o)
 			if err != nil || d == nil {
 				continue
@@ -236,6 +250,9 @@ func VerifyWith(pdf []byte, opts VerifyOptions) (rep *Report, err error) {
 	}
 	return rep, nil
 }
+
+// maxFields bounds the form fields a verification visits.
+const maxFields = 10000
 
 const (
 	kindSignature    = "signature"
@@ -649,10 +666,14 @@ func sigContents(sig types.Dict) ([]byte, error) {
 	return nil, errors.New("the signature's contents are not a string")
 }
 
-// onlyValidationDataAfter checks what was appended after the last signed
-// revision, which ends at end: a DSS and what it holds, document
-// timestamps with invisible fields, and the catalog, AcroForm and pages
-// changed only to reach them. It returns what else changed, or "".
+// onlyValidationDataAfter compares the signed revision, which ends at end,
+// with the whole file, object by object as the cross-reference sections
+// say: an object whose entry changed in any way (rewritten, freed, pointed
+// back at an older version, moved into another object stream) counts as
+// changed. What may change: new certificates, CRLs and OCSP responses held
+// by a DSS, the DSS itself, new document timestamps with new invisible
+// fields, the catalog (for /DSS and /Extensions), and the AcroForm and
+// pages only to list those fields. It returns what else changed, or "".
 func onlyValidationDataAfter(pdf []byte, end int64, xt *model.XRefTable) string {
 	conf := model.NewDefaultConfiguration()
 	conf.ValidationMode = model.ValidationRelaxed
@@ -664,9 +685,16 @@ func onlyValidationDataAfter(pdf []byte, end int64, xt *model.XRefTable) string 
 	if off, _, err := lastXref(pdf); err != nil || off < end {
 		return "bytes were appended that no cross-reference section accounts for"
 	}
-	deref := func(x *model.XRefTable, n int) types.Object {
+	entry := func(x *model.XRefTable, n int) *model.XRefTableEntry {
 		e, ok := x.FindTableEntryLight(n)
 		if !ok || e == nil || e.Free {
+			return nil
+		}
+		return e
+	}
+	deref := func(x *model.XRefTable, n int) types.Object {
+		e := entry(x, n)
+		if e == nil || e.Generation == nil {
 			return nil
 		}
 		o, err := x.Dereference(*types.NewIndirectRef(n, *e.Generation))
@@ -684,70 +712,157 @@ func onlyValidationDataAfter(pdf []byte, end int64, xt *model.XRefTable) string 
 		}
 		return nil
 	}
-	var later []int
+	// same says whether object n has the same cross-reference entry in
+	// both revisions (for a compressed object, and its object stream).
+	var same func(n, depth int) bool
+	same = func(n, depth int) bool {
+		a, b := entry(oxt, n), entry(xt, n)
+		switch {
+		case a == nil || b == nil:
+			return a == nil && b == nil
+		case depth > 2 || a.Compressed != b.Compressed || !eqInt(a.Generation, b.Generation):
+			return false
+		case a.Compressed:
+			return eqInt(a.ObjectStream, b.ObjectStream) && eqInt(a.ObjectStreamInd, b.ObjectStreamInd) && same(*a.ObjectStream, depth+1)
+		}
+		return a.Offset != nil && b.Offset != nil && *a.Offset == *b.Offset
+	}
+	var changed []int
 	for n := range xt.Table {
-		if n > 0 && objectOffset(xt, n) >= end {
-			later = append(later, n)
+		if n > 0 && !same(n, 0) {
+			changed = append(changed, n)
 		}
 	}
-	sort.Ints(later)
+	for n := range oxt.Table {
+		if n > 0 && entry(oxt, n) != nil && entry(xt, n) == nil {
+			return fmt.Sprintf("object %d of the signed revision was removed", n)
+		}
+	}
+	sort.Ints(changed)
+	isNew := func(n int) bool { return entry(oxt, n) == nil }
 
-	// What the DSS reaches, and new document timestamps with their
-	// invisible widgets.
+	// Cross-reference streams where a startxref after the signed revision
+	// points, and object streams holding changed objects: structure.
+	structure := map[int]bool{}
+	for _, m := range regexp.MustCompile(`startxref\s+(\d+)`).FindAllSubmatch(pdf[end:], -1) {
+		off, _ := strconv.ParseInt(string(m[1]), 10, 64)
+		for _, n := range changed {
+			if e := entry(xt, n); e != nil && !e.Compressed && e.Offset != nil && *e.Offset == off {
+				structure[n] = true
+			}
+		}
+	}
+	for _, n := range changed {
+		if e := entry(xt, n); e != nil && e.Compressed && e.ObjectStream != nil && isNew(*e.ObjectStream) {
+			structure[*e.ObjectStream] = true
+		}
+	}
+
 	allowed := map[int]bool{}
-	cat, _ := xt.Catalog()
-	var reach func(o types.Object, depth int)
-	reach = func(o types.Object, depth int) {
-		if depth > 6 || o == nil {
+	// The DSS in the catalog, or one it replaced: the dictionary, and the
+	// certificates, CRLs and OCSP responses it lists (new streams whose
+	// content parses as such), its VRI entries the same.
+	derStream := func(n int, kind string) bool {
+		sd, ok := deref(xt, n).(types.StreamDict)
+		if !ok || !isNew(n) || sd.Decode() != nil {
+			return false
+		}
+		switch kind {
+		case "Certs", "Cert":
+			_, err := x509.ParseCertificate(sd.Content)
+			return err == nil
+		case "CRLs", "CRL":
+			_, err := x509.ParseRevocationList(sd.Content)
+			return err == nil
+		}
+		var raw asn1.RawValue // an OCSP response or a timestamp token: DER
+		rest, err := asn1.Unmarshal(sd.Content, &raw)
+		return err == nil && len(rest) == 0
+	}
+	refs := func(d types.Dict, key string) []int {
+		o, _ := d.Find(key)
+		if r, ok := o.(types.IndirectRef); ok {
+			if a, ok := deref(xt, r.ObjectNumber.Value()).(types.Array); ok && isNew(r.ObjectNumber.Value()) {
+				allowed[r.ObjectNumber.Value()] = true
+				o = a
+			}
+		}
+		arr, _ := o.(types.Array)
+		var out []int
+		for _, it := range arr {
+			if r, ok := it.(types.IndirectRef); ok {
+				out = append(out, r.ObjectNumber.Value())
+			}
+		}
+		return out
+	}
+	dss := func(n int) {
+		d := dictOf(deref(xt, n))
+		if d == nil || !isNew(n) {
 			return
 		}
-		switch v := o.(type) {
-		case types.IndirectRef:
-			if !allowed[v.ObjectNumber.Value()] {
-				allowed[v.ObjectNumber.Value()] = true
-				reach(deref(xt, v.ObjectNumber.Value()), depth+1)
+		allowed[n] = true
+		for _, k := range []string{"Certs", "CRLs", "OCSPs"} {
+			for _, m := range refs(d, k) {
+				if derStream(m, k) {
+					allowed[m] = true
+				}
 			}
-		case types.Dict:
-			for _, w := range v {
-				reach(w, depth+1)
+		}
+		if v, ok := d.Find("VRI"); ok {
+			vd := dictOf(v)
+			if r, isRef := v.(types.IndirectRef); isRef && isNew(r.ObjectNumber.Value()) {
+				allowed[r.ObjectNumber.Value()] = true
+				vd = dictOf(deref(xt, r.ObjectNumber.Value()))
 			}
-		case types.Array:
-			for _, w := range v {
-				reach(w, depth+1)
+			for _, e := range vd {
+				ed := dictOf(e)
+				if r, isRef := e.(types.IndirectRef); isRef && isNew(r.ObjectNumber.Value()) {
+					allowed[r.ObjectNumber.Value()] = true
+					ed = dictOf(deref(xt, r.ObjectNumber.Value()))
+				}
+				for _, k := range []string{"Cert", "CRL", "OCSP"} {
+					for _, m := range refs(ed, k) {
+						if derStream(m, k) {
+							allowed[m] = true
+						}
+					}
+				}
+				if r := ed.IndirectRefEntry("TS"); r != nil && derStream(r.ObjectNumber.Value(), "TS") {
+					allowed[r.ObjectNumber.Value()] = true
+				}
 			}
 		}
 	}
-	if o, ok := cat.Find("DSS"); ok {
-		reach(o, 0)
+	cat, _ := xt.Catalog()
+	if r := cat.IndirectRefEntry("DSS"); r != nil {
+		dss(r.ObjectNumber.Value())
 	}
-	for _, n := range later {
-		// An earlier DSS that a later one replaced.
+	for _, n := range changed {
 		if t := dictOf(deref(xt, n)).NameEntry("Type"); t != nil && *t == "DSS" {
-			reach(*types.NewIndirectRef(n, 0), 0)
+			dss(n)
 		}
 	}
+	// New document timestamps: a new signature dictionary of that kind,
+	// held by a new, invisible signature field.
 	widgets := map[int]bool{}
-	isDocTimestamp := func(o types.Object) bool {
-		d := dictOf(o)
-		t, sf := d.NameEntry("Type"), d.NameEntry("SubFilter")
-		return d != nil && t != nil && *t == "DocTimeStamp" && sf != nil && *sf == "ETSI.RFC3161"
-	}
-	for _, n := range later {
+	for _, n := range changed {
 		d := dictOf(deref(xt, n))
-		if d == nil {
-			continue
-		}
-		if isDocTimestamp(d) {
-			allowed[n] = true
+		if d == nil || !isNew(n) {
 			continue
 		}
 		ft, v := d.NameEntry("FT"), d.IndirectRefEntry("V")
-		if ft == nil || *ft != "Sig" || v == nil || !isDocTimestamp(deref(xt, v.ObjectNumber.Value())) {
+		if ft == nil || *ft != "Sig" || v == nil || !isNew(v.ObjectNumber.Value()) || hasKey(d, "AP") {
+			continue
+		}
+		sig := dictOf(deref(xt, v.ObjectNumber.Value()))
+		t, sf := sig.NameEntry("Type"), sig.NameEntry("SubFilter")
+		if t == nil || *t != "DocTimeStamp" || sf == nil || *sf != "ETSI.RFC3161" {
 			continue
 		}
 		if r, ok := d.Find("Rect"); ok {
 			if a, err := xt.DereferenceArray(r); err == nil && len(a) == 4 && a[0].PDFString() == a[2].PDFString() && a[1].PDFString() == a[3].PDFString() {
-				widgets[n], allowed[n] = true, true
+				widgets[n], allowed[n], allowed[v.ObjectNumber.Value()] = true, true, true
 			}
 		}
 	}
@@ -765,10 +880,13 @@ func onlyValidationDataAfter(pdf []byte, end int64, xt *model.XRefTable) string 
 		}
 		return true
 	}
-	// grows says that key's array in b is a's plus new timestamp widgets.
+	// grows says that key's array in b is a's plus new timestamp fields.
 	grows := func(a, b types.Dict, key string) bool {
 		oa, _ := a.Find(key)
 		na, _ := b.Find(key)
+		if r, ok := na.(types.IndirectRef); ok && !same(r.ObjectNumber.Value(), 0) {
+			return false // an indirect array rewritten: not checked, not allowed
+		}
 		was, _ := oxt.DereferenceArray(oa)
 		is, _ := xt.DereferenceArray(na)
 		if len(is) < len(was) {
@@ -792,8 +910,10 @@ func onlyValidationDataAfter(pdf []byte, end int64, xt *model.XRefTable) string 
 		return a != nil && b != nil && sameExcept(a, b, "Fields", "SigFlags") && grows(a, b, "Fields")
 	}
 	rootNum := -1
-	if xt.Root != nil {
+	if xt.Root != nil && oxt.Root != nil && xt.Root.ObjectNumber.Value() == oxt.Root.ObjectNumber.Value() {
 		rootNum = xt.Root.ObjectNumber.Value()
+	} else {
+		return "the catalog was replaced"
 	}
 	var acroRef *types.IndirectRef
 	if o, ok := cat.Find("AcroForm"); ok {
@@ -801,19 +921,17 @@ func onlyValidationDataAfter(pdf []byte, end int64, xt *model.XRefTable) string 
 			acroRef = &r
 		}
 	}
-	for _, n := range later {
-		if allowed[n] {
+	for _, n := range changed {
+		if allowed[n] || (structure[n] && isNew(n)) {
 			continue
 		}
-		now := deref(xt, n)
-		d := dictOf(now)
-		if t := d.NameEntry("Type"); t != nil && (*t == "XRef" || *t == "ObjStm") {
-			continue
-		}
+		d := dictOf(deref(xt, n))
 		was := dictOf(deref(oxt, n))
 		switch {
-		case d == nil || was == nil:
+		case isNew(n):
 			return fmt.Sprintf("object %d is new and is neither validation data nor a document timestamp", n)
+		case d == nil || was == nil:
+			return fmt.Sprintf("object %d was changed", n)
 		case n == rootNum:
 			if !sameExcept(was, d, "DSS", "Extensions", "AcroForm") {
 				return "the catalog was changed"
@@ -834,10 +952,20 @@ func onlyValidationDataAfter(pdf []byte, end int64, xt *model.XRefTable) string 
 				return "the form was changed"
 			}
 		default:
-			if t := d.NameEntry("Type"); t == nil || *t != "Page" || !sameExcept(was, d, "Annots") || !grows(was, d, "Annots") {
+			t, wt := d.NameEntry("Type"), was.NameEntry("Type")
+			if t == nil || *t != "Page" || wt == nil || *wt != "Page" || !sameExcept(was, d, "Annots") || !grows(was, d, "Annots") {
 				return fmt.Sprintf("object %d was changed", n)
 			}
 		}
 	}
 	return ""
+}
+
+func hasKey(d types.Dict, k string) bool {
+	_, ok := d.Find(k)
+	return ok
+}
+
+func eqInt(a, b *int) bool {
+	return (a == nil) == (b == nil) && (a == nil || *a == *b)
 }

@@ -194,7 +194,7 @@ func (s *Service) ReleaseHold(ctx context.Context, p kho.Principal, h kho.Subjec
 		return err
 	}
 	var holder string
-	if _, perr := uuid.Parse(holdID); perr == nil && h.Validate() == nil {
+	if kho.CanonicalUUID(holdID) && h.Validate() == nil {
 		err := s.db.Pool.QueryRow(ctx, `SELECT agency FROM legal_holds WHERE id = $1 AND subject_handle = $2`, holdID, h).Scan(&holder)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return kho.WrapError(kho.EUNAVAILABLE, "storage: read legal hold", err)
