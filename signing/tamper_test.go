@@ -97,7 +97,7 @@ func TestChangesDressedAsValidationDataAreRefused(t *testing.T) {
 			22: "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 5 0 R >> >> /Contents 23 0 R >>",
 			23: stream("", "BT /F1 24 Tf 72 700 Td (INJECTED PAGE) Tj ET")},
 		"page pointed back at its unsigned version": {3: pointAt{pageAt, 0}},
-		"content freed":                        {4: "free"},
+		"content freed":                         {4: "free"},
 		"content pointed at another object":     {4: pointAt{pageAt, 0}},
 		"content pointed at itself, rewritten":  {4: pointAt{contentAt, 1}},
 		"stamp replaced under a timestamp type": {7: strings.Replace(widget, "/AP << /N 8 0 R >>", "/AP << /N 21 0 R >>", 1) + "", 21: stream("/Type /DocTimeStamp /SubFilter /ETSI.RFC3161 /Subtype /Form /BBox [0 0 220 60]", "BT /F1 12 Tf 10 25 Td (Signed by: SOMEONE ELSE) Tj ET")},

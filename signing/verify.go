@@ -12,8 +12,8 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"strconv"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
