@@ -55,6 +55,10 @@ type Principal struct {
 	Issuer    string    // who vouched for the caller
 	TokenID   string    // the token's jti: the handle logs use
 	ExpiresAt time.Time // when the credential stops being valid
+	// Scopes, when not nil, bound what an agency's system may do: the
+	// scope of an access token from kho's token endpoint. Nil for tokens
+	// without a scope claim (identity providers' tokens).
+	Scopes []string
 }
 
 // Validate checks that the fields Kind needs are present and well formed, and

@@ -23,6 +23,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"kho"
+	"kho/oauth"
 	"kho/signing"
 )
 
@@ -57,6 +58,9 @@ type Config struct {
 	// SignReceiptPDF signs a printed consent receipt in kho's own name
 	// (PAdES); without it /v1/consents/{id}/receipt.pdf answers 503.
 	SignReceiptPDF func(ctx context.Context, pdf []byte) ([]byte, error)
+	// Tokens, when set, is the OAuth token endpoint for agencies' systems
+	// (POST /oauth/token).
+	Tokens *oauth.Server
 	// PKIFiles, when set, serves the CA certificates and revocation lists
 	// that issued certificates point validators to (/pki/root.crt,
 	// /pki/root.crl, /pki/ca.crt, /pki/ca.crl), DER encoded.
@@ -144,6 +148,9 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/readyz", s.readyz)
 	if cfg.PKIFiles != nil {
 		e.GET("/pki/:file", s.pkiFile)
+	}
+	if cfg.Tokens != nil {
+		e.POST("/oauth/token", s.token)
 	}
 	if cfg.DevJWKS != nil {
 		e.GET("/dev/idp/jwks.json", func(c *gin.Context) { c.JSON(http.StatusOK, cfg.DevJWKS) })

@@ -170,6 +170,13 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (kho.Pri
 	}
 	p.Issuer = iss
 	p.ExpiresAt = exp
+	if tok.Has("scope") {
+		// An access token from kho's token endpoint: its scope bounds it.
+		p.Scopes = strings.Fields(stringClaim(tok, "scope"))
+		if p.Scopes == nil {
+			p.Scopes = []string{}
+		}
+	}
 	return p, nil
 }
 
@@ -235,6 +242,29 @@ func principalFromToken(tok jwt.Token) (kho.Principal, error) {
 	return p, p.Validate()
 }
 
+// authFailed records a failed authentication from the caller's address in
+// the audit trail (aggregated, see authenticate) and, past the address's
+// allowance, answers 429 and reports true.
+func authFailed(c *gin.Context, trail Audit, f *failures, why string) bool {
+	ctx := c.Request.Context()
+	record, over, flush := f.note(c.ClientIP(), c.FullPath(), time.Now())
+	for _, ev := range flush {
+		if aerr := trail.Record(ctx, ev); aerr != nil {
+			_ = c.Error(aerr)
+		}
+	}
+	if record {
+		if aerr := trail.Record(ctx, audit.Event{Action: audit.AuthFailed, Outcome: audit.Denied,
+			Reason: why, Details: map[string]any{"route": c.FullPath()}}); aerr != nil {
+			_ = c.Error(aerr)
+		}
+	}
+	if over {
+		tooMany(c, f.window, "too many failed authentications from this address")
+	}
+	return over
+}
+
 // authenticate is the one middleware that establishes who is calling. Every
 // route behind it sees a validated kho.Principal in the request context.
 //
@@ -253,25 +283,10 @@ func authenticate(a *Authenticator, trail Audit, f *failures) gin.HandlerFunc {
 			return
 		}
 		ctx := c.Request.Context()
-		source := c.ClientIP()
 		fail := func(err error) {
-			record, over, flush := f.note(source, c.FullPath(), time.Now())
-			for _, ev := range flush {
-				if aerr := trail.Record(ctx, ev); aerr != nil {
-					_ = c.Error(aerr)
-				}
+			if !authFailed(c, trail, f, kho.ErrorMessage(err)) {
+				writeError(c, err)
 			}
-			if record {
-				if aerr := trail.Record(ctx, audit.Event{Action: audit.AuthFailed, Outcome: audit.Denied,
-					Reason: kho.ErrorMessage(err), Details: map[string]any{"route": c.FullPath()}}); aerr != nil {
-					_ = c.Error(aerr)
-				}
-			}
-			if over {
-				tooMany(c, f.window, "too many failed authentications from this address")
-				return
-			}
-			writeError(c, err)
 		}
 		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
 			fail(kho.Errorf(kho.EUNAUTHORIZED, "the Authorization header must be \"Bearer <token>\""))

@@ -20,6 +20,7 @@ import (
 	"kho"
 	"kho/api"
 	"kho/consent"
+	"kho/oauth"
 	"kho/internal/testenv"
 	"kho/signing"
 )
@@ -37,6 +38,10 @@ func newDocServer(t testing.TB, maxUpload int64) *docServer {
 	return newDocServerWith(t, maxUpload, api.Limits{RequestsPerSecond: 1e6, Burst: 1e6})
 }
 
+// tokenIssuer is the iss of the access tokens the test server's token
+// endpoint issues, and the base of the assertions' aud.
+const tokenIssuer = "https://kho.test"
+
 // newDocServerWith builds the server with the given limits (tests make many
 // calls as one principal, faster than the default rate allows).
 func newDocServerWith(t testing.TB, maxUpload int64, limits api.Limits) *docServer {
@@ -47,8 +52,25 @@ func newDocServerWith(t testing.TB, maxUpload int64, limits api.Limits) *docServ
 	if err != nil {
 		t.Fatal(err)
 	}
+	// kho's own token endpoint for agencies' systems, and its tokens
+	// trusted beside the test identity provider's.
+	tokens, err := oauth.New(oauth.Config{DB: docs.DB, Signer: docs.Keys, Key: oauth.KeyName, Issuer: tokenIssuer,
+		Audiences: []string{tokenIssuer + "/oauth/token"}, TokenAudience: "kho"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenKeys, err := docs.Keys.JWKS(testenv.Context(t), oauth.KeyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn, err := api.NewAuthenticator(context.Background(), "kho", []api.IssuerConfig{{Issuer: testIssuer, KeySet: s.set, Kinds: kho.PrincipalKinds},
+		{Issuer: tokenIssuer, KeySet: tokenKeys, Kinds: []kho.PrincipalKind{kho.PrincipalAgency}}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := api.New(api.Config{
-		Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: docs.Svc, Audit: docs.Log, MaxUploadSize: maxUpload,
+		Logger: slog.New(slog.DiscardHandler), Authenticator: authn, Documents: docs.Svc, Audit: docs.Log, MaxUploadSize: maxUpload,
+		Tokens: tokens,
 		Limits:   limits,
 		Consents: docs.Consents, ReceiptKeys: func(ctx context.Context) (jwk.Set, error) { return docs.Keys.JWKS(ctx, consent.ReceiptKey) },
 		PKIFiles: docs.Keys.PKIFile,

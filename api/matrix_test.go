@@ -255,6 +255,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{route: "GET /audit/checkpoint", req: get("/audit/checkpoint"), role: all(namesOf(whos), 200)},
 		{route: "GET /audit/key", req: get("/audit/key"), role: all(namesOf(whos), 200)},
 		{route: "GET /pki/:file", req: get("/pki/ca.crl"), role: all(namesOf(whos), 200)},
+		{route: "POST /oauth/token", req: func(target, who, bool) call {
+			return call{method: "POST", path: "/oauth/token", ctype: "application/x-www-form-urlencoded", body: "grant_type=client_credentials"}
+		}, role: all(namesOf(whos), 401)},
 		{route: "GET /audit/consistency", req: get("/audit/consistency?from=1&to=1"), role: all(namesOf(whos), 200)},
 		{route: "GET /v1/me", req: get("/v1/me"), role: all(namesOf(whos), 200)},
 		{route: "GET /v1/documents/:id", req: docGet(""), own: ownDoc},

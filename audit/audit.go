@@ -49,6 +49,7 @@ const (
 	SubjectKeyRewrap   = "subject.keys_rewrapped"
 	ObjectReclaimed    = "object.reclaimed"
 	AuthFailed         = "auth.failed"
+	TokenIssued        = "auth.token_issued" // an access token for an agency's system
 	AuditSearched      = "audit.searched"
 	AuditExported      = "audit.exported"
 	AccessLogRead      = "audit.access_log_read"

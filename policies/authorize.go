@@ -127,6 +127,7 @@ const (
 	ReasonNotYours       = "not_yours_to_change"
 	ReasonAuthorisedOnly = "delegation_too_narrow"
 	ReasonGuardianNeeded = "guardian_required"
+	ReasonScope          = "outside_token_scope"
 )
 
 func allow() Decision { return Decision{Allowed: true} }
@@ -172,7 +173,35 @@ func issuedBy(p kho.Principal, d *kho.Document) bool {
 // role come first (403, whatever the resource), then those about a resource
 // the caller has no relation with (404, the same for "someone else's" as for
 // "does not exist"), then the rules of the action.
+// ScopeOf is the access-token scope an action needs ("" when no scope
+// grants it: agencies' systems do not do it).
+func ScopeOf(a Action) string {
+	switch a {
+	case DepositDocument, ChangeDocument:
+		return "documents:deposit"
+	case ResolveStore, ListStore, ReadDocument:
+		return "documents:read"
+	case FetchDocument, CheckAvailability:
+		return "documents:fetch"
+	case RequestConsent, ReadConsent:
+		return "consent:request"
+	}
+	return ""
+}
+
+func scopeHint(need string) string {
+	if need == "" {
+		return ""
+	}
+	return " (it needs " + need + ")"
+}
+
 func Authorize(p kho.Principal, a Action, r Resource) Decision {
+	if p.Scopes != nil {
+		if need := ScopeOf(a); need == "" || !slices.Contains(p.Scopes, need) {
+			return refuse(kho.EFORBIDDEN, ReasonScope, "the access token's scope does not allow "+string(a)+scopeHint(need))
+		}
+	}
 	switch a {
 	case ResolveStore, ListStore:
 		switch {

@@ -16,7 +16,7 @@ func TestEveryCommandHasHelpWithAnExample(t *testing.T) {
 	for _, cmd := range [][]string{
 		{"dev", "up"}, {"dev", "down"}, {"dev", "status"}, {"dev", "env"}, {"dev", "token"}, {"dev", "khod"},
 		{"migrate"}, {"demo", "seed"}, {"init"}, {"keys", "rotate"}, {"keys", "rewrap"}, {"reconcile"},
-		{"audit", "verify"}, {"catalogue", "load"}, {"verify"}, {"policy", "explain"},
+		{"audit", "verify"}, {"catalogue", "load"}, {"verify"}, {"policy", "explain"}, {"agency", "register"}, {"agency", "retire-key"},
 	} {
 		name := strings.Join(cmd, " ")
 		t.Run(name, func(t *testing.T) {
@@ -98,5 +98,54 @@ func TestFlagsBeforeAndAfterArguments(t *testing.T) {
 		if out, err := runKho(t, g, "-h"); err != nil || !strings.Contains(out, "kho "+g) {
 			t.Errorf("kho %s -h: %v", g, err)
 		}
+	}
+}
+
+// An operator registers an agency system's public keys from a JWKS file
+// and retires one; a private key, an unknown agency and a key retired
+// twice are refused with one plain line.
+func TestAgencyKeyCommands(t *testing.T) {
+	schema := testenv.Schema(t)
+	db := []string{"--database-url", testenv.DatabaseURL(t), "--database-schema", schema}
+	if _, err := runKho(t, append([]string{"migrate"}, db...)...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runKho(t, append([]string{"demo", "seed"}, db...)...); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	pub := write("pub.json", `{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","kid":"police-1","use":"sig","alg":"ES256"}]}`)
+	priv := write("priv.json", `{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI","kid":"police-2","use":"sig","alg":"ES256"}]}`)
+	out, err := runKho(t, append([]string{"agency", "register", "--code", "000.00.15.H29", "--jwks", pub}, db...)...)
+	if err != nil || !strings.Contains(out, "registered 1 key(s): [police-1]") {
+		t.Fatalf("register: %v %s", err, out)
+	}
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"private key":     {[]string{"agency", "register", "--code", "000.00.15.H29", "--jwks", priv}, "is a private key"},
+		"unknown agency":  {[]string{"agency", "register", "--code", "000.99.99.Z99", "--jwks", pub}, "not registered in kho"},
+		"same kid":        {[]string{"agency", "register", "--code", "000.00.15.H29", "--jwks", pub}, "already has a key police-1"},
+		"not a JWKS":      {[]string{"agency", "register", "--code", "000.00.15.H29", "--jwks", write("x.json", "hello")}, "is not a JWKS"},
+		"unknown kid":     {[]string{"agency", "retire-key", "--code", "000.00.15.H29", "--kid", "nope"}, "has no current key nope"},
+		"missing --jwks":  {[]string{"agency", "register", "--code", "000.00.15.H29"}, "--code and --jwks are required"},
+		"unknown command": {[]string{"agency", "frobnicate"}, "unknown agency command"},
+	} {
+		t.Run("fail/"+name, func(t *testing.T) {
+			if _, err := runKho(t, append(tc.args, db...)...); err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	if out, err := runKho(t, append([]string{"agency", "retire-key", "--code", "000.00.15.H29", "--kid", "police-1"}, db...)...); err != nil || !strings.Contains(out, "retired") {
+		t.Fatalf("retire: %v %s", err, out)
 	}
 }

@@ -16,8 +16,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v3/jwk"
+
+	"kho"
+	"kho/client"
 	"kho/internal/devidp"
 	"kho/internal/devstack"
+	"kho/oauth"
+	"kho/postgres"
 )
 
 func openStack(out io.Writer) (*devstack.Stack, error) {
@@ -72,7 +78,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return nil
 	case "token":
-		return devToken(s, args[1:], stdout)
+		return devToken(ctx, s, args[1:], stdout)
 	case "khod":
 		return devKhod(ctx, s, args[1:], stdout, stderr)
 	default:
@@ -107,11 +113,12 @@ func devStatus(ctx context.Context, s *devstack.Stack, stdout io.Writer) error {
 	return nil
 }
 
-func devToken(s *devstack.Stack, args []string, stdout io.Writer) error {
+func devToken(ctx context.Context, s *devstack.Stack, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("dev token", flag.ContinueOnError)
 	as := fs.String("as", "", "who the token is for: citizen:<12-digit id>, business:<enterprise code>:<representative's id>, agency:<code>, officer:<agency code>:<staff id>, security:<staff id> or operator:<staff id>")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid (at most 12h)")
 	aud := fs.String("audience", "kho", "aud claim")
+	khodURL := fs.String("khod", "", "khod's URL, whose /oauth/token gives agencies' tokens (default: the dev khod's)")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -129,6 +136,11 @@ func devToken(s *devstack.Stack, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if p.Kind == kho.PrincipalAgency {
+		// An agency's system gets its token as in production: a client
+		// assertion signed with its own key, at khod's token endpoint.
+		return devAgencyToken(ctx, s, st, p.Agency, *khodURL, stdout)
+	}
 	idp, err := devidp.Load(st.DevIdPKey)
 	if err != nil {
 		return err
@@ -136,6 +148,48 @@ func devToken(s *devstack.Stack, args []string, stdout io.Writer) error {
 	tok, err := idp.Mint(p, *aud, *ttl)
 	if err != nil {
 		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+// devAgencyToken registers the dev key of the agency's system (made on
+// first use, kept in the state folder) and trades a client assertion for
+// an access token at khod's token endpoint.
+func devAgencyToken(ctx context.Context, s *devstack.Stack, st *devstack.State, agency kho.AgencyCode, khodURL string, stdout io.Writer) error {
+	key, err := devidp.AgencyKey(s.StateDir, string(agency))
+	if err != nil {
+		return fmt.Errorf("dev token: the agency's key: %v", err)
+	}
+	pub, err := key.PublicKey()
+	if err != nil {
+		return err
+	}
+	set := jwk.NewSet()
+	if err := set.AddKey(pub); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	db, err := postgres.Open(cctx, st.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := oauth.Register(ctx, db, agency, set); err != nil && kho.ErrorCode(err) != kho.ECONFLICT {
+		return fmt.Errorf("dev token: register the agency's key: %s", kho.ErrorMessage(err))
+	}
+	if khodURL == "" {
+		khodURL = "http://" + st.KhodListen
+	}
+	ts := &client.TokenSource{Agency: string(agency), TokenURL: strings.TrimSuffix(khodURL, "/") + "/oauth/token", Key: key}
+	tok, err := ts.Token(ctx)
+	if err != nil {
+		var te *client.TokenError
+		if errors.As(err, &te) {
+			return fmt.Errorf("dev token: %v", te)
+		}
+		return fmt.Errorf("dev token: khod's token endpoint at %s is not reachable (start it with kho dev khod): %v", khodURL, err)
 	}
 	fmt.Fprintln(stdout, tok)
 	return nil

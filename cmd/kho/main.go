@@ -50,6 +50,10 @@ Usage:
                       load the catalogue of procedures and document types (default: the sample shipped)
   kho verify FILE.pdf [--root ROOT.pem]
                       report on the signatures inside a PDF: signer, integrity, chain, time, timestamp
+  kho agency register --code CODE --jwks FILE
+                      register an agency system's public keys (signing client assertions, receiving deliveries)
+  kho agency retire-key --code CODE --kid KID
+                      stop accepting one of them (rotation)
   kho policy explain --agency CODE --kind KIND --procedure P --type T [--consent] [--action fetch|list]
                       say whether the reuse policy admits a request, and why
 
@@ -142,13 +146,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runPolicy(ctx, args[1:], stdout)
 	case "verify":
 		return runVerify(ctx, args[1:], stdout)
+	case "agency":
+		return runAgency(ctx, args[1:], stdout)
 	default:
 		return usagef("unknown command %q (kho -h lists the commands)", args[0])
 	}
 }
 
 // groups are the commands that take a command of their own.
-var groups = map[string]bool{"dev": true, "demo": true, "keys": true, "audit": true, "catalogue": true, "policy": true}
+var groups = map[string]bool{"dev": true, "demo": true, "keys": true, "audit": true, "catalogue": true, "policy": true, "agency": true}
 
 // usageError is a command line kho cannot make sense of: it exits 2, as
 // opposed to 1 for a command that ran and failed.
@@ -160,22 +166,24 @@ func usagef(format string, args ...any) error { return &usageError{msg: fmt.Spri
 
 // examples shows each command's use in one line, under its -h.
 var examples = map[string]string{
-	"dev up":         "kho dev up",
-	"dev down":       "kho dev down",
-	"dev status":     "kho dev status",
-	"dev env":        "eval \"$(kho dev env)\"",
-	"dev token":      "kho dev token --as citizen:001090000001",
-	"dev khod":       "kho dev khod --listen 127.0.0.1:8480",
-	"migrate":        "kho migrate --status",
-	"demo seed":      "kho demo seed",
-	"init":           "VAULT_TOKEN=... MINIO_ROOT_USER=... MINIO_ROOT_PASSWORD=... kho init --vault-addr https://vault:8200 --minio-endpoint https://minio:9000 --out /etc/kho/secrets --khod-cidr 10.0.1.0/24 --public-url https://kho.example.vn",
-	"keys rotate":    "kho keys rotate --subject 001090000001",
-	"keys rewrap":    "kho keys rewrap --batch 200",
-	"reconcile":      "kho reconcile --grace 1h",
-	"audit verify":   "kho audit verify audit.jsonl --key-file audit.key",
-	"catalogue load": "kho catalogue load policies/catalogue/catalogue.json",
-	"verify":         "kho verify signed.pdf --root root.pem --json",
-	"policy explain": "kho policy explain --agency 000.00.15.H29 --kind police --procedure CHC --type GKS --consent",
+	"dev up":            "kho dev up",
+	"dev down":          "kho dev down",
+	"dev status":        "kho dev status",
+	"dev env":           "eval \"$(kho dev env)\"",
+	"dev token":         "kho dev token --as citizen:001090000001",
+	"dev khod":          "kho dev khod --listen 127.0.0.1:8480",
+	"migrate":           "kho migrate --status",
+	"demo seed":         "kho demo seed",
+	"init":              "VAULT_TOKEN=... MINIO_ROOT_USER=... MINIO_ROOT_PASSWORD=... kho init --vault-addr https://vault:8200 --minio-endpoint https://minio:9000 --out /etc/kho/secrets --khod-cidr 10.0.1.0/24 --public-url https://kho.example.vn",
+	"keys rotate":       "kho keys rotate --subject 001090000001",
+	"keys rewrap":       "kho keys rewrap --batch 200",
+	"reconcile":         "kho reconcile --grace 1h",
+	"audit verify":      "kho audit verify audit.jsonl --key-file audit.key",
+	"catalogue load":    "kho catalogue load policies/catalogue/catalogue.json",
+	"verify":            "kho verify signed.pdf --root root.pem --json",
+	"agency register":   "kho agency register --code 000.00.15.H29 --jwks police-system.jwks.json",
+	"agency retire-key": "kho agency retire-key --code 000.00.15.H29 --kid 2026-01",
+	"policy explain":    "kho policy explain --agency 000.00.15.H29 --kind police --procedure CHC --type GKS --consent",
 }
 
 // parseFlags parses a subcommand's flags, which take no argument besides

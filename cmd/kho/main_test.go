@@ -98,9 +98,15 @@ func TestDevEnvAndToken(t *testing.T) {
 	if !strings.Contains(out, "export KHO_VAULT_ROLE_ID='") || strings.Contains(out, st.VaultRootToken) || strings.Contains(out, st.MinIORootPassword) {
 		t.Fatalf("dev env:\n%s", out)
 	}
-	tok, err := runKho(t, "dev", "token", "--as", "agency:000.06.16.G09")
+	tok, err := runKho(t, "dev", "token", "--as", "citizen:001090000001")
 	if err != nil || strings.Count(strings.TrimSpace(tok), ".") != 2 {
 		t.Fatalf("dev token: %v %q", err, tok)
+	}
+	// An agency's token comes from khod's token endpoint: without khod,
+	// a clear error.
+	if _, err := runKho(t, "dev", "token", "--as", "agency:000.06.16.G09", "--khod", "http://127.0.0.1:1"); err == nil ||
+		!strings.Contains(err.Error(), "start it with kho dev khod") {
+		t.Fatalf("agency token without khod: %v", err)
 	}
 	status, err := runKho(t, "dev", "status")
 	if err != nil || strings.Count(status, " ok ") != 3 {

@@ -74,6 +74,8 @@ type Config struct {
 
 	TSA          string
 	PAdESLevel   string
+	PublicURL    string
+	TokenTTL     time.Duration
 	TSARoots     stringList
 	VisibleStamp bool
 
@@ -169,6 +171,8 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 10*time.Minute, "how often to remove objects no document refers to (0 disables)")
 	fs.DurationVar(&cfg.ReconcileGrace, "reconcile-grace", time.Hour, "age below which an unreferenced object is left alone (must outlast the longest upload)")
 	fs.StringVar(&cfg.TSA, "tsa-url", "", "RFC 3161 timestamp authority `URL`: PDF signatures become PAdES B-T (default: B-B)")
+	fs.StringVar(&cfg.PublicURL, "public-url", "", "khod's public base `URL` (https://kho.example.vn): the issuer of agencies' access tokens and the audience of their client assertions at /oauth/token (default in dev mode: http://<listen>; without it in production the token endpoint is off)")
+	fs.DurationVar(&cfg.TokenTTL, "agency-token-ttl", 5*time.Minute, "life of the access tokens /oauth/token issues to agencies' systems (1m to 1h)")
 	fs.StringVar(&cfg.PAdESLevel, "pades-level", "", "PAdES baseline `level` of PDF signatures: B-B, B-T, B-LT (with a DSS of certificates and CRLs for offline validation) or B-LTA (and a document timestamp); all but B-B need --tsa-url (default: B-T with --tsa-url, else B-B)")
 	fs.Var(&cfg.TSARoots, "tsa-root", "PEM `file` of a timestamp authority root whose tokens prove when a PDF signature existed (repeatable); without one, signers' chains are judged at the current time")
 	fs.BoolVar(&cfg.VisibleStamp, "visible-stamp", true, "add a visible signature stamp top-right of page 1 of signed PDFs")
@@ -385,6 +389,19 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.TSA); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return errors.New("--tsa-url must be an http(s) URL")
 		}
+	}
+	if c.PublicURL == "" && c.Mode == ModeDev {
+		c.PublicURL = "http://" + c.Listen
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || u.Host == "" || u.Path != "" && u.Path != "/" || !(u.Scheme == "https" || (u.Scheme == "http" && c.Mode == ModeDev)) {
+			return errors.New("--public-url must be an https URL with no path (plain http only in dev mode)")
+		}
+		c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	}
+	if c.TokenTTL < time.Minute || c.TokenTTL > time.Hour {
+		return errors.New("--agency-token-ttl must be between 1m and 1h")
 	}
 	switch c.PAdESLevel {
 	case "", "B-B":

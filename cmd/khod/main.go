@@ -28,6 +28,7 @@ import (
 	"kho/consent"
 	"kho/internal/devidp"
 	"kho/metrics"
+	"kho/oauth"
 	"kho/policies"
 	"kho/postgres"
 	"kho/signing"
@@ -165,6 +166,27 @@ func run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	var tokens *oauth.Server
+	if cfg.PublicURL != "" {
+		// Agencies' systems trade signed client assertions for access
+		// tokens kho signs; khod trusts those for agencies only.
+		if tokens, err = oauth.New(oauth.Config{DB: db, Signer: transit, Key: oauth.KeyName, Issuer: cfg.PublicURL,
+			Audiences: []string{cfg.PublicURL + "/oauth/token", cfg.PublicURL}, TokenAudience: cfg.Audience, TTL: cfg.TokenTTL}); err != nil {
+			return err
+		}
+		keys, err := transit.JWKS(startCtx, oauth.KeyName)
+		if err != nil {
+			return err
+		}
+		for _, is := range issuers {
+			if is.Issuer == cfg.PublicURL {
+				return fmt.Errorf("--public-url %s is also a --trusted-issuer: kho's own tokens need an issuer of their own", cfg.PublicURL)
+			}
+		}
+		issuers = append(issuers, api.IssuerConfig{Issuer: cfg.PublicURL, KeySet: keys, Kinds: []kho.PrincipalKind{kho.PrincipalAgency}})
+	} else {
+		log.Info("the token endpoint for agencies' systems is off: give --public-url to turn it on")
+	}
 	authn, err := api.NewAuthenticator(ctx, cfg.Audience, issuers)
 	if err != nil {
 		return err
@@ -185,6 +207,7 @@ func run(ctx context.Context, cfg *Config) error {
 			return signing.VerifyWith(pdf, signing.VerifyOptions{Root: root, TSARoots: tsaRoots})
 		},
 		PKIFiles: transit.PKIFile,
+		Tokens:   tokens,
 		SignReceiptPDF: func(ctx context.Context, pdf []byte) ([]byte, error) {
 			return pdfSigner.Sign(ctx, pdf, signing.Options{Service: &signing.Service{Key: consent.ReceiptKey, Name: cfg.ControllerName},
 				Reason: "Biên nhận đồng ý xử lý dữ liệu cá nhân / Consent receipt"})

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -193,4 +194,35 @@ func ParseAs(s string) (kho.Principal, error) {
 		return p, err
 	}
 	return p, p.Validate()
+}
+
+// AgencyKey loads the private key the dev agency system of code signs its
+// client assertions with, from dir, making it on first use (ES256, kid
+// "dev-<code>"). Its public part is what kho agency register takes.
+func AgencyKey(dir, code string) (jwk.Key, error) {
+	path := filepath.Join(dir, "agency-keys", code+".jwk.json")
+	if b, err := os.ReadFile(path); err == nil {
+		return jwk.ParseKey(b)
+	}
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	k, err := jwk.Import(priv)
+	if err != nil {
+		return nil, err
+	}
+	for name, v := range map[string]any{jwk.KeyIDKey: "dev-" + code, jwk.AlgorithmKey: jwa.ES256(), jwk.KeyUsageKey: "sig"} {
+		if err := k.Set(name, v); err != nil {
+			return nil, err
+		}
+	}
+	b, err := json.Marshal(k)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	return k, os.WriteFile(path, b, 0o600)
 }

@@ -1,0 +1,136 @@
+// Package client is the Go client for agencies' systems: it authenticates
+// with a private key (OAuth 2.0 client credentials, private_key_jwt) and
+// calls kho's API. No secret is shared with kho; the private key never
+// leaves the agency's system.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jwt"
+)
+
+// TokenSource gets and caches access tokens from kho's token endpoint.
+type TokenSource struct {
+	Agency   string  // the agency's code: the client id
+	TokenURL string  // https://kho.example.vn/oauth/token
+	Audience string  // the assertion's aud, when kho is reached at another address than its public one (default TokenURL)
+	Key      jwk.Key // the agency system's private signing key, with kid and alg
+	Scopes   []string
+	HTTP     *http.Client
+	Now      func() time.Time
+
+	mu      sync.Mutex
+	token   string
+	expires time.Time
+}
+
+// Assertion makes a client assertion (RFC 7523): signed by Key, for
+// TokenURL, valid for two minutes, with a fresh jti.
+func (s *TokenSource) Assertion() (string, error) {
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	alg, ok := s.Key.Algorithm()
+	if !ok {
+		return "", fmt.Errorf("client: the key names no alg")
+	}
+	sa, ok := alg.(jwa.SignatureAlgorithm)
+	if !ok {
+		if sa, ok = jwa.LookupSignatureAlgorithm(alg.String()); !ok {
+			return "", fmt.Errorf("client: %s is not a signature algorithm", alg)
+		}
+	}
+	jti := make([]byte, 16)
+	if _, err := rand.Read(jti); err != nil {
+		return "", err
+	}
+	aud := s.Audience
+	if aud == "" {
+		aud = s.TokenURL
+	}
+	t, err := jwt.NewBuilder().Issuer(s.Agency).Subject(s.Agency).Audience([]string{aud}).
+		IssuedAt(now()).Expiration(now().Add(2 * time.Minute)).JwtID(hex.EncodeToString(jti)).Build()
+	if err != nil {
+		return "", err
+	}
+	b, err := jwt.Sign(t, jwt.WithKey(sa, s.Key))
+	return string(b), err
+}
+
+// TokenError is the token endpoint's refusal (RFC 6749 5.2).
+type TokenError struct {
+	Status      int
+	Code        string `json:"error"`
+	Description string `json:"error_description"`
+}
+
+func (e *TokenError) Error() string {
+	return fmt.Sprintf("token endpoint: %d %s: %s", e.Status, e.Code, e.Description)
+}
+
+// Token returns a valid access token, asking for a new one when the cached
+// one has less than 30 seconds left.
+func (s *TokenSource) Token(ctx context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.token != "" && time.Until(s.expires) > 30*time.Second {
+		return s.token, nil
+	}
+	a, err := s.Assertion()
+	if err != nil {
+		return "", err
+	}
+	form := url.Values{"grant_type": {"client_credentials"}, "client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
+		"client_assertion": {a}, "client_id": {s.Agency}}
+	if len(s.Scopes) > 0 {
+		form.Set("scope", strings.Join(s.Scopes, " "))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.TokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	hc := s.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("token endpoint: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", fmt.Errorf("token endpoint: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		te := &TokenError{Status: resp.StatusCode}
+		if json.Unmarshal(body, te) != nil || te.Code == "" {
+			te.Code, te.Description = "unexpected_answer", strings.TrimSpace(string(body))
+		}
+		return "", te
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int    `json:"expires_in"`
+	}
+	if err := json.Unmarshal(body, &tok); err != nil || tok.AccessToken == "" {
+		return "", fmt.Errorf("token endpoint: the answer holds no access token")
+	}
+	s.token, s.expires = tok.AccessToken, time.Now().Add(time.Duration(tok.ExpiresIn)*time.Second)
+	return s.token, nil
+}

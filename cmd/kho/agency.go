@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/lestrrat-go/jwx/v3/jwk"
+
+	"kho"
+	"kho/audit"
+	"kho/oauth"
+)
+
+// runAgency manages agencies' systems as OAuth clients: the public keys
+// their client assertions are signed with and deliveries are encrypted to.
+func runAgency(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usagef("agency needs a command: register, retire-key")
+	}
+	fs := flag.NewFlagSet("agency "+args[0], flag.ContinueOnError)
+	var dbf databaseFlags
+	dbf.register(fs)
+	code := fs.String("code", "", "the agency's code [required]")
+	switch args[0] {
+	case "register":
+		file := fs.String("jwks", "", `JWKS file of the agency system's public keys: "use": "sig" keys sign client assertions, "use": "enc" keys receive deliveries [required]`)
+		if err := parseFlags(fs, args[1:], stdout); err != nil {
+			return err
+		}
+		if *code == "" || *file == "" {
+			return usagef("agency register: --code and --jwks are required")
+		}
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return fmt.Errorf("agency register: %v", err)
+		}
+		set, err := jwk.Parse(b)
+		if err != nil {
+			return fmt.Errorf("agency register: %s is not a JWKS: %v", *file, err)
+		}
+		db, err := dbf.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		kids, err := oauth.Register(ctx, db, kho.AgencyCode(*code), set)
+		if err != nil {
+			return fmt.Errorf("agency register: %s", kho.ErrorMessage(err))
+		}
+		if err := audit.RecordNow(ctx, db, audit.Event{Action: "operator.agency_keys_registered", Outcome: audit.Success, Actor: operator(),
+			Details: map[string]any{"agency": *code, "kids": kids}}); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "agency %s: registered %d key(s): %v\n", *code, len(kids), kids)
+		return nil
+	case "retire-key":
+		kid := fs.String("kid", "", "the key to stop accepting [required]")
+		if err := parseFlags(fs, args[1:], stdout); err != nil {
+			return err
+		}
+		if *code == "" || *kid == "" {
+			return usagef("agency retire-key: --code and --kid are required")
+		}
+		db, err := dbf.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		if err := oauth.Retire(ctx, db, kho.AgencyCode(*code), *kid); err != nil {
+			return fmt.Errorf("agency retire-key: %s", kho.ErrorMessage(err))
+		}
+		if err := audit.RecordNow(ctx, db, audit.Event{Action: "operator.agency_key_retired", Outcome: audit.Success, Actor: operator(),
+			Details: map[string]any{"agency": *code, "kid": *kid}}); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "agency %s: key %s retired; assertions it signs are refused from now on\n", *code, *kid)
+		return nil
+	}
+	return usagef("unknown agency command %q: use register or retire-key", args[0])
+}
