@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -38,7 +39,7 @@ func TestParseAs(t *testing.T) {
 			if (err == nil) != tt.ok {
 				t.Fatalf("ParseAs = %+v, %v; want ok=%v", p, err, tt.ok)
 			}
-			if tt.ok && p != tt.want {
+			if tt.ok && !reflect.DeepEqual(p, tt.want) {
 				t.Fatalf("got %+v, want %+v", p, tt.want)
 			}
 		})
