@@ -82,7 +82,7 @@ func TestMintVerifiesThroughTheAuthenticator(t *testing.T) {
 				t.Fatal(err)
 			}
 			got.Issuer, got.TokenID, got.ExpiresAt = "", "", time.Time{}
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("round trip: %+v, want %+v", got, want)
 			}
 		})
