@@ -3,6 +3,8 @@ package kho
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -55,10 +57,16 @@ type Principal struct {
 	Issuer    string    // who vouched for the caller
 	TokenID   string    // the token's jti: the handle logs use
 	ExpiresAt time.Time // when the credential stops being valid
-	// Scopes, when not nil, bound what an agency's system may do: the
-	// scope of an access token from kho's token endpoint. Nil for tokens
-	// without a scope claim (identity providers' tokens).
-	Scopes []string
+	// Scoped is set for an access token from kho's token endpoint: then
+	// Scope (space-separated, as in OAuth) bounds what an agency's system
+	// may do. Identity providers' tokens carry no scope.
+	Scoped bool
+	Scope  string
+}
+
+// HasScope says whether a scoped principal's scope includes s.
+func (p Principal) HasScope(s string) bool {
+	return slices.Contains(strings.Fields(p.Scope), s)
 }
 
 // Validate checks that the fields Kind needs are present and well formed, and

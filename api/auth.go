@@ -172,10 +172,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (kho.Pri
 	p.ExpiresAt = exp
 	if tok.Has("scope") {
 		// An access token from kho's token endpoint: its scope bounds it.
-		p.Scopes = strings.Fields(stringClaim(tok, "scope"))
-		if p.Scopes == nil {
-			p.Scopes = []string{}
-		}
+		p.Scoped, p.Scope = true, stringClaim(tok, "scope")
 	}
 	return p, nil
 }

@@ -197,8 +197,8 @@ func scopeHint(need string) string {
 }
 
 func Authorize(p kho.Principal, a Action, r Resource) Decision {
-	if p.Scopes != nil {
-		if need := ScopeOf(a); need == "" || !slices.Contains(p.Scopes, need) {
+	if p.Scoped {
+		if need := ScopeOf(a); need == "" || !p.HasScope(need) {
 			return refuse(kho.EFORBIDDEN, ReasonScope, "the access token's scope does not allow "+string(a)+scopeHint(need))
 		}
 	}
