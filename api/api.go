@@ -58,6 +58,9 @@ type Config struct {
 	// SignReceiptPDF signs a printed consent receipt in kho's own name
 	// (PAdES); without it /v1/consents/{id}/receipt.pdf answers 503.
 	SignReceiptPDF func(ctx context.Context, pdf []byte) ([]byte, error)
+	// Idempotency, when set, keeps the answers of writes sent with an
+	// Idempotency-Key header (deposits, versions, consent writes).
+	Idempotency Idempotency
 	// Tokens, when set, is the OAuth token endpoint for agencies' systems
 	// (POST /oauth/token).
 	Tokens *oauth.Server

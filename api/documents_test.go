@@ -22,6 +22,7 @@ import (
 	"kho/consent"
 	"kho/internal/testenv"
 	"kho/oauth"
+	"kho/postgres"
 	"kho/signing"
 )
 
@@ -70,7 +71,7 @@ func newDocServerWith(t testing.TB, maxUpload int64, limits api.Limits) *docServ
 	}
 	srv, err := api.New(api.Config{
 		Logger: slog.New(slog.DiscardHandler), Authenticator: authn, Documents: docs.Svc, Audit: docs.Log, MaxUploadSize: maxUpload,
-		Tokens:   tokens,
+		Tokens: tokens, Idempotency: &postgres.Idempotency{DB: docs.DB},
 		Limits:   limits,
 		Consents: docs.Consents, ReceiptKeys: func(ctx context.Context) (jwk.Set, error) { return docs.Keys.JWKS(ctx, consent.ReceiptKey) },
 		PKIFiles: docs.Keys.PKIFile,

@@ -689,9 +689,7 @@ func (s *Signer) fetch(ctx context.Context, url string) ([]byte, error) {
 // readStructure finds what the update needs with pdfcpu.
 func readStructure(pdf []byte) (*updateInput, error) {
 	pdfcpuOnce.Do(func() { model.ConfigPath = "disable" })
-	conf := model.NewDefaultConfiguration()
-	conf.ValidationMode = model.ValidationRelaxed
-	ctx, err := pdfapi.ReadContext(bytes.NewReader(pdf), conf)
+	ctx, err := pdfapi.ReadContext(bytes.NewReader(pdf), pdfConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -759,6 +757,20 @@ func readStructure(pdf []byte) (*updateInput, error) {
 		return nil, err
 	}
 	return in, nil
+}
+
+// pdfConfig is how kho reads PDFs from outside: relaxed about syntax, tight
+// about resources, so that a small file cannot make a large allocation.
+func pdfConfig() *model.Configuration {
+	conf := model.NewDefaultConfiguration()
+	conf.ValidationMode = model.ValidationRelaxed
+	conf.Limits.MaxStreamBytes = 64 << 20
+	conf.Limits.MaxDecodeBytes = 64 << 20
+	conf.Limits.MaxImageBytes = 64 << 20
+	conf.Limits.MaxObjectCount = 1_000_000
+	conf.Limits.MaxObjectStreamCount = 100_000
+	conf.Limits.MaxXRefEntries = 1_000_000
+	return conf
 }
 
 func mustArray(xt *model.XRefTable, o types.Object) types.Array {

@@ -106,6 +106,21 @@ func TestChangesDressedAsValidationDataAreRefused(t *testing.T) {
 			32: stream("/Type /XObject /Subtype /Form /BBox [0 0 300 300]", "BT /F1 24 Tf 10 150 Td (VOID) Tj ET"),
 			1:  "<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields [7 0 R 30 0 R] /SigFlags 3 >> >>"},
 	}
+	// Annotations dressed as timestamp fields: not widgets, or with
+	// actions, or not in the form.
+	pageWith := func(annots string) string {
+		return "<< /Type /Page /Parent 2 0 R /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> /Annots [7 0 R " + annots + "] >>"
+	}
+	ts := "<< /Type /DocTimeStamp /SubFilter /ETSI.RFC3161 >>"
+	cases["line and polygon annotations dressed as timestamp fields"] = map[int]any{3: pageWith("40 0 R 42 0 R"), 41: ts,
+		40: "<< /Type /Annot /Subtype /Polygon /FT /Sig /V 41 0 R /Rect [0 0 0 0] /Vertices [60 760 400 760 400 790 60 790] /IC [1 1 1] /C [1 1 1] >>",
+		42: "<< /Type /Annot /Subtype /Line /FT /Sig /V 41 0 R /Rect [0 0 0 0] /L [72 700 400 700] /Cap true /Contents (FORGED: fee 999999 VND) >>"}
+	cases["timestamp field with an action held by a DSS-labelled object"] = map[int]any{3: pageWith("40 0 R"), 41: ts,
+		40: "<< /Type /Annot /Subtype /Widget /FT /Sig /V 41 0 R /Rect [0 0 0 0] /AA << /PO 43 0 R >> >>",
+		43: "<< /Type /DSS /S /JavaScript /JS (app.alert\\(1\\)) >>",
+		1:  "<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields [7 0 R 40 0 R] /SigFlags 3 >> >>"}
+	cases["timestamp field listed on the page but not in the form"] = map[int]any{3: pageWith("40 0 R"), 41: ts,
+		40: "<< /Type /Annot /Subtype /Widget /FT /Sig /V 41 0 R /Rect [0 0 0 0] >>"}
 	for name, upd := range cases {
 		t.Run(name, func(t *testing.T) {
 			bad := appendUpdate(t, signed, upd)
@@ -123,6 +138,29 @@ func TestChangesDressedAsValidationDataAreRefused(t *testing.T) {
 	ok := appendUpdate(t, signed, map[int]any{1: catalog + " /DSS 20 0 R >>", 20: "<< /Type /DSS /Certs [21 0 R] >>", 21: stream("", string(f.root.Raw))})
 	if rep, err := signing.Verify(ok, f.root); err != nil || !rep.Valid {
 		t.Fatalf("a DSS of certificates: %+v %v", rep, err)
+	}
+}
+
+// A reader that rebuilds the cross-reference table from the objects it
+// finds must see what kho checked: an object written after the signature
+// where no table entry points (here behind a malformed section that a
+// lenient parser reads anyway) is refused.
+func TestObjectsNoTableReachesAreRefused(t *testing.T) {
+	f := newFixture(t)
+	signed, err := f.signer.Sign(f.ctx, samplePDF("fee 100 VND"), signing.Options{Agency: agencyJ})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prevs := regexp.MustCompile(`startxref\s+(\d+)`).FindAllSubmatch(signed, -1)
+	forged := "BT /F1 24 Tf 72 700 Td (FORGED: fee 999999 VND) Tj ET"
+	var b bytes.Buffer
+	b.Write(signed)
+	fmt.Fprintf(&b, "4 0 obj\n%s\nendobj\n", stream("", forged))
+	x := b.Len()
+	fmt.Fprintf(&b, "xref\n5 1\n%010d 00000 n \n%010d 00000 n \ntrailer\n<< /Size 9 /Root 1 0 R /Prev %s >>\nstartxref\n%d\n%%%%EOF\n",
+		bytes.Index(signed, []byte("5 0 obj")), bytes.Index(signed, []byte("6 0 obj")), prevs[len(prevs)-1][1], x)
+	if rep, err := signing.Verify(b.Bytes(), f.root); err == nil && rep.Valid {
+		t.Fatalf("reported valid: %+v", rep)
 	}
 }
 

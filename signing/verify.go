@@ -123,9 +123,7 @@ func VerifyWith(pdf []byte, opts VerifyOptions) (rep *Report, err error) {
 		}
 	}()
 	pdfcpuOnce.Do(func() { model.ConfigPath = "disable" })
-	conf := model.NewDefaultConfiguration()
-	conf.ValidationMode = model.ValidationRelaxed
-	ctx, err := pdfapi.ReadContext(bytes.NewReader(pdf), conf)
+	ctx, err := pdfapi.ReadContext(bytes.NewReader(pdf), pdfConfig())
 	if err != nil {
 		return nil, kho.WrapError(kho.EINVALID, "the file is not a PDF kho can read", err)
 	}
@@ -675,9 +673,7 @@ func sigContents(sig types.Dict) ([]byte, error) {
 // fields, the catalog (for /DSS and /Extensions), and the AcroForm and
 // pages only to list those fields. It returns what else changed, or "".
 func onlyValidationDataAfter(pdf []byte, end int64, xt *model.XRefTable) string {
-	conf := model.NewDefaultConfiguration()
-	conf.ValidationMode = model.ValidationRelaxed
-	old, err := pdfapi.ReadContext(bytes.NewReader(pdf[:end]), conf)
+	old, err := pdfapi.ReadContext(bytes.NewReader(pdf[:end]), pdfConfig())
 	if err != nil {
 		return "the signed revision cannot be read"
 	}
@@ -740,16 +736,45 @@ func onlyValidationDataAfter(pdf []byte, end int64, xt *model.XRefTable) string 
 	}
 	sort.Ints(changed)
 	isNew := func(n int) bool { return entry(oxt, n) == nil }
+	// Every object written after the signed revision is one the final
+	// cross-reference sections point at: a strict reader that rebuilds the
+	// table from the objects it finds would otherwise see another file.
+	// Each revision after the signed one is checked against its own
+	// table: a later revision may supersede an object again.
+	revStart := end
+	for _, b := range eofRE.FindAllIndex(pdf[end:], -1) {
+		revEnd := end + int64(b[1])
+		rxt := xt
+		if revEnd < int64(len(pdf)) {
+			rev, err := pdfapi.ReadContext(bytes.NewReader(pdf[:revEnd]), pdfConfig())
+			if err != nil {
+				return "a revision after the signature cannot be read"
+			}
+			rxt = rev.XRefTable
+		}
+		for _, m := range objHeaderRE.FindAllSubmatchIndex(pdf[revStart:revEnd], -1) {
+			at := revStart + int64(m[0])
+			if at > 0 && !isSpace(pdf[at-1]) {
+				continue
+			}
+			n, _ := strconv.Atoi(string(pdf[revStart+int64(m[2]) : revStart+int64(m[3])]))
+			e := entry(rxt, n)
+			if e == nil || e.Compressed || e.Offset == nil || *e.Offset != at {
+				return fmt.Sprintf("object %d is written after the signature where no cross-reference entry points", n)
+			}
+		}
+		revStart = revEnd
+	}
 
 	// Cross-reference streams where a startxref after the signed revision
 	// points, and object streams holding changed objects: structure.
 	structure := map[int]bool{}
-	for _, m := range regexp.MustCompile(`startxref\s+(\d+)`).FindAllSubmatch(pdf[end:], -1) {
-		off, _ := strconv.ParseInt(string(m[1]), 10, 64)
-		for _, n := range changed {
-			if e := entry(xt, n); e != nil && !e.Compressed && e.Offset != nil && *e.Offset == off {
-				structure[n] = true
-			}
+	for _, n := range changed {
+		if t := dictOf(deref(xt, n)).NameEntry("Type"); t != nil && *t == "XRef" && isNew(n) {
+			structure[n] = true
+		}
+		if e := entry(xt, n); e != nil && e.Compressed && e.ObjectStream != nil && isNew(*e.ObjectStream) {
+			structure[*e.ObjectStream] = true
 		}
 	}
 	for _, n := range changed {
@@ -851,13 +876,13 @@ func onlyValidationDataAfter(pdf []byte, end int64, xt *model.XRefTable) string 
 		if d == nil || !isNew(n) {
 			continue
 		}
-		ft, v := d.NameEntry("FT"), d.IndirectRefEntry("V")
-		if ft == nil || *ft != "Sig" || v == nil || !isNew(v.ObjectNumber.Value()) || hasKey(d, "AP") {
+		ft, v, st := d.NameEntry("FT"), d.IndirectRefEntry("V"), d.NameEntry("Subtype")
+		if ft == nil || *ft != "Sig" || st == nil || *st != "Widget" || v == nil || !isNew(v.ObjectNumber.Value()) || !onlyKeys(d, widgetKeys) {
 			continue
 		}
 		sig := dictOf(deref(xt, v.ObjectNumber.Value()))
 		t, sf := sig.NameEntry("Type"), sig.NameEntry("SubFilter")
-		if t == nil || *t != "DocTimeStamp" || sf == nil || *sf != "ETSI.RFC3161" {
+		if t == nil || *t != "DocTimeStamp" || sf == nil || *sf != "ETSI.RFC3161" || !onlyKeys(sig, docTimestampKeys) {
 			continue
 		}
 		if r, ok := d.Find("Rect"); ok {
@@ -921,8 +946,61 @@ func onlyValidationDataAfter(pdf []byte, end int64, xt *model.XRefTable) string 
 			acroRef = &r
 		}
 	}
+	// What may point at what was allowed: the catalog at its DSS, a DSS
+	// (or its VRI) at what it holds, pages and the form at new fields, a
+	// field at its timestamp; nothing at anything else.
+	referrers := map[int][]int{}
+	for n := range xt.Table {
+		if n == 0 || entry(xt, n) == nil {
+			continue
+		}
+		collectRefs(deref(xt, n), 0, func(m int) {
+			if m != n {
+				referrers[m] = append(referrers[m], n)
+			}
+		})
+	}
+	fields := map[int]bool{}
+	if af := acroFields(xt, cat); af != nil {
+		for _, o := range af {
+			if r, ok := o.(types.IndirectRef); ok {
+				fields[r.ObjectNumber.Value()] = true
+			}
+		}
+	}
+	for n := range widgets {
+		if !fields[n] {
+			return fmt.Sprintf("object %d looks like a timestamp field but the form does not list it", n)
+		}
+	}
+	for n := range allowed {
+		for _, by := range referrers[n] {
+			d := dictOf(deref(xt, by))
+			t := d.NameEntry("Type")
+			switch {
+			case widgets[n]:
+				// Pages, the form and the catalog list fields; they are
+				// checked below.
+				if t == nil || (*t != "Page" && *t != "Catalog") {
+					if acro := cat.IndirectRefEntry("AcroForm"); acro == nil || acro.ObjectNumber.Value() != by {
+						return fmt.Sprintf("object %d is used by object %d", n, by)
+					}
+				}
+			case by == rootNum || allowed[by]:
+				// The catalog at a DSS, a DSS at what it holds, a field at
+				// its timestamp.
+			default:
+				return fmt.Sprintf("object %d is used by object %d, which may not use validation data", n, by)
+			}
+		}
+	}
+	for n := range structure {
+		if len(referrers[n]) > 0 {
+			return fmt.Sprintf("object %d is used by object %d", n, referrers[n][0])
+		}
+	}
 	for _, n := range changed {
-		if allowed[n] || (structure[n] && isNew(n)) {
+		if allowed[n] || structure[n] {
 			continue
 		}
 		d := dictOf(deref(xt, n))
@@ -961,10 +1039,64 @@ func onlyValidationDataAfter(pdf []byte, end int64, xt *model.XRefTable) string 
 	return ""
 }
 
-func hasKey(d types.Dict, k string) bool {
-	_, ok := d.Find(k)
-	return ok
+var (
+	objHeaderRE = regexp.MustCompile(`(\d+)\s+\d+\s+obj\b`)
+	eofRE       = regexp.MustCompile(`%%EOF[\r\n]*`)
+)
+
+func isSpace(b byte) bool { return b == ' ' || b == '\n' || b == '\r' || b == '\t' || b == '\f' || b == 0 }
+
+// The entries a document timestamp's field and dictionary may have.
+var (
+	widgetKeys       = []string{"Type", "Subtype", "FT", "T", "TU", "TM", "V", "P", "Rect", "F"}
+	docTimestampKeys = []string{"Type", "Filter", "SubFilter", "ByteRange", "Contents", "M", "Name", "Reason", "Location", "ContactInfo", "Prop_Build"}
+)
+
+func onlyKeys(d types.Dict, keys []string) bool {
+	for k := range d {
+		if !slices.Contains(keys, k) {
+			return false
+		}
+	}
+	return true
 }
+
+// collectRefs calls each for every object number o refers to.
+func collectRefs(o types.Object, depth int, each func(int)) {
+	if depth > 32 {
+		return
+	}
+	switch v := o.(type) {
+	case types.IndirectRef:
+		each(v.ObjectNumber.Value())
+	case types.Dict:
+		for _, w := range v {
+			collectRefs(w, depth+1, each)
+		}
+	case types.StreamDict:
+		collectRefs(v.Dict, depth+1, each)
+	case types.Array:
+		for _, w := range v {
+			collectRefs(w, depth+1, each)
+		}
+	}
+}
+
+// acroFields is the final form's /Fields.
+func acroFields(xt *model.XRefTable, cat types.Dict) types.Array {
+	af, ok := cat.Find("AcroForm")
+	if !ok {
+		return nil
+	}
+	d, err := xt.DereferenceDict(af)
+	if err != nil || d == nil {
+		return nil
+	}
+	f, _ := d.Find("Fields")
+	arr, _ := xt.DereferenceArray(f)
+	return arr
+}
+
 
 func eqInt(a, b *int) bool {
 	return (a == nil) == (b == nil) && (a == nil || *a == *b)

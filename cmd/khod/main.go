@@ -206,8 +206,9 @@ func run(ctx context.Context, cfg *Config) error {
 			}
 			return signing.VerifyWith(pdf, signing.VerifyOptions{Root: root, TSARoots: tsaRoots})
 		},
-		PKIFiles: transit.PKIFile,
-		Tokens:   tokens,
+		PKIFiles:    transit.PKIFile,
+		Tokens:      tokens,
+		Idempotency: &postgres.Idempotency{DB: db, Abandoned: cfg.UploadTimeout + time.Minute},
 		SignReceiptPDF: func(ctx context.Context, pdf []byte) ([]byte, error) {
 			return pdfSigner.Sign(ctx, pdf, signing.Options{Service: &signing.Service{Key: consent.ReceiptKey, Name: cfg.ControllerName},
 				Reason: "Biên nhận đồng ý xử lý dữ liệu cá nhân / Consent receipt"})

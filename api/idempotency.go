@@ -1,0 +1,140 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"hash"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"kho"
+	"kho/postgres"
+)
+
+// Idempotency keeps Idempotency-Key answers; *postgres.Idempotency meets it.
+type Idempotency interface {
+	Begin(ctx context.Context, owner, key, route string) (*postgres.Idempotent, error)
+	Complete(ctx context.Context, owner, key string, requestHash []byte, status int, contentType, location string, body []byte) error
+	Release(ctx context.Context, owner, key string) error
+}
+
+// maxReplayBody bounds an answer kept for replay.
+const maxReplayBody = 1 << 20
+
+// idempotent makes a write safe to retry (the IETF Idempotency-Key header):
+// the first request with a key does the work and its answer is kept for
+// 24 hours; a retry with the same key and the same body gets that answer
+// again (Idempotent-Replayed: true), the same key with another body or
+// route is 422, and while the first is still at work a retry is 409. A
+// failure a retry may fix (5xx, 409, 429) releases the key. Without the
+// header nothing changes.
+func (s *Server) idempotent() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		key := c.GetHeader("Idempotency-Key")
+		if key == "" || s.cfg.Idempotency == nil {
+			c.Next()
+			return
+		}
+		if len(key) > 255 || strings.ContainsFunc(key, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+			errorf(c, kho.EINVALID, "Idempotency-Key must be 1 to 255 visible ASCII characters")
+			return
+		}
+		ctx := c.Request.Context()
+		owner := ownerOf(principal(c))
+		route := c.Request.Method + " " + c.Request.URL.Path
+		h := sha256.New()
+		h.Write([]byte(route + "\n"))
+		rec, err := s.cfg.Idempotency.Begin(ctx, owner, key, route)
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		if !rec.Fresh {
+			if rec.Pending {
+				c.Header("Retry-After", "1")
+				errorf(c, kho.ECONFLICT, "a request with this Idempotency-Key is still at work: retry later")
+				return
+			}
+			// Same key: the same request gets the same answer.
+			if _, err := io.Copy(h, c.Request.Body); err != nil {
+				writeError(c, kho.WrapError(kho.EINVALID, "the request body could not be read", err))
+				return
+			}
+			if rec.Route != route || !bytes.Equal(h.Sum(nil), rec.RequestHash) {
+				writeProblem(c, http.StatusUnprocessableEntity, kho.EINVALID,
+					kho.Errorf(kho.EINVALID, "this Idempotency-Key was used for another request: use a new key for a new request"))
+				return
+			}
+			c.Header("Idempotent-Replayed", "true")
+			if rec.Location != "" {
+				c.Header("Location", rec.Location)
+			}
+			c.Data(rec.Status, rec.ContentType, rec.Body)
+			c.Abort()
+			return
+		}
+		c.Request.Body = &hashingBody{ReadCloser: c.Request.Body, h: h}
+		w := &recordingWriter{ResponseWriter: c.Writer}
+		c.Writer = w
+		c.Next()
+		// What the handler left unread counts too.
+		_, _ = io.Copy(io.Discard, c.Request.Body)
+		status := w.Status()
+		// The work is done or refused for good: keep the answer.
+		// Otherwise a retry should try again.
+		if status >= 500 || status == http.StatusConflict || status == http.StatusTooManyRequests || w.overflow {
+			_ = s.cfg.Idempotency.Release(context.WithoutCancel(ctx), owner, key)
+			return
+		}
+		if err := s.cfg.Idempotency.Complete(context.WithoutCancel(ctx), owner, key, h.Sum(nil), status, w.Header().Get("Content-Type"), w.Header().Get("Location"), w.body.Bytes()); err != nil {
+			_ = c.Error(err)
+		}
+	}
+}
+
+// ownerOf names a caller for its keys without personal data: a hash of
+// who it is.
+func ownerOf(p kho.Principal) string {
+	sum := sha256.Sum256([]byte(strings.Join([]string{string(p.Kind), string(p.Person), string(p.Business), string(p.Agency), string(p.Staff)}, "\x00")))
+	return hex.EncodeToString(sum[:])
+}
+
+type hashingBody struct {
+	io.ReadCloser
+	h hash.Hash
+}
+
+func (b *hashingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.h.Write(p[:n])
+	return n, err
+}
+
+type recordingWriter struct {
+	gin.ResponseWriter
+	body     bytes.Buffer
+	overflow bool
+}
+
+func (w *recordingWriter) keep(p []byte) {
+	if w.body.Len()+len(p) > maxReplayBody {
+		w.overflow = true
+		return
+	}
+	w.body.Write(p)
+}
+
+func (w *recordingWriter) Write(p []byte) (int, error) {
+	w.keep(p)
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *recordingWriter) WriteString(s string) (int, error) {
+	w.keep([]byte(s))
+	return w.ResponseWriter.WriteString(s)
+}

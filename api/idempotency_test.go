@@ -1,0 +1,105 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"kho"
+	"kho/internal/testenv"
+)
+
+// A client that lost its answer retries with the same Idempotency-Key: 20
+// concurrent retries of one deposit create exactly one document, and every
+// retry learns its id.
+func TestConcurrentRetriesOfOneDepositCreateOneDocument(t *testing.T) {
+	d := newDocServer(t, 0)
+	ct, body := multipartBody(t, textMeta, bytes.Repeat([]byte("giấy khai sinh "), 5000))
+	raw := body.Bytes()
+	const retries = 20
+	ids := make([]string, retries)
+	replayed := make([]bool, retries)
+	var wg sync.WaitGroup
+	for i := range retries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A client retries while the first is at work (409).
+			for attempt := 0; attempt < 200; attempt++ {
+				resp, b := d.call(t, justice, "POST", "/v1/documents", ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": "deposit-0001"})
+				switch resp.StatusCode {
+				case 201:
+					var doc kho.Document
+					_ = json.Unmarshal(b, &doc)
+					ids[i], replayed[i] = string(doc.ID), resp.Header.Get("Idempotent-Replayed") == "true"
+					return
+				case 409:
+					time.Sleep(20 * time.Millisecond)
+				default:
+					t.Errorf("retry %d: %d %s", i, resp.StatusCode, b)
+					return
+				}
+			}
+			t.Errorf("retry %d never got an answer", i)
+		}()
+	}
+	wg.Wait()
+	firsts := 0
+	for i := range retries {
+		if ids[i] == "" || ids[i] != ids[0] {
+			t.Fatalf("retries got documents %v", ids)
+		}
+		if !replayed[i] {
+			firsts++
+		}
+	}
+	if firsts != 1 {
+		t.Fatalf("%d answers were not replays, want 1", firsts)
+	}
+	var n int
+	if err := d.docs.DB.Pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM documents`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d documents stored (%v), want 1", n, err)
+	}
+	// The same key for another body, or another route, is a mistake.
+	ct2, other := multipartBody(t, textMeta, []byte("another document"))
+	if resp, b := d.call(t, justice, "POST", "/v1/documents", ct2, other, map[string]string{"Idempotency-Key": "deposit-0001"}); resp.StatusCode != 422 {
+		t.Fatalf("same key, other body: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := d.call(t, justice, "POST", "/v1/consent-requests", "application/json", strings.NewReader(`{}`), map[string]string{"Idempotency-Key": "deposit-0001"}); resp.StatusCode != 422 {
+		t.Fatalf("same key, other route: %d %s", resp.StatusCode, b)
+	}
+	// Keys are each caller's own: the police's deposit-0001 is another key.
+	if resp, b := d.call(t, police, "POST", "/v1/documents", ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": "deposit-0001"}); resp.StatusCode == 201 || resp.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("another caller replayed the justice office's answer: %d %s", resp.StatusCode, b)
+	}
+	// A key that is not a visible ASCII token is refused.
+	if resp, _ := d.call(t, justice, "POST", "/v1/documents", ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": "khóa có dấu"}); resp.StatusCode != 400 {
+		t.Fatalf("non-ASCII key: %d", resp.StatusCode)
+	}
+}
+
+// Consent writes take keys too: an approval retried is approved once.
+func TestRetriedConsentGrantIsOneConsent(t *testing.T) {
+	d := newDocServer(t, 0)
+	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	body := `{"grantee":"000.00.15.H29","procedure":"CHC","purpose":"Cấp hộ chiếu / passport","document_types":["GKS"],"valid_until":"` + until + `","mode":"once","data_life_days":30}`
+	var first string
+	for i := range 3 {
+		resp, b := d.call(t, citizen, "POST", "/v1/me/consents", "application/json", strings.NewReader(body), map[string]string{"Idempotency-Key": "grant-1"})
+		var c struct{ ID string }
+		_ = json.Unmarshal(b, &c)
+		if resp.StatusCode != 201 || (i > 0 && (c.ID != first || resp.Header.Get("Idempotent-Replayed") != "true")) {
+			t.Fatalf("grant %d: %d %s", i, resp.StatusCode, b)
+		}
+		if i == 0 {
+			first = c.ID
+		}
+	}
+	var n int
+	if err := d.docs.DB.Pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM consents`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d consents (%v), want 1", n, err)
+	}
+}

@@ -1,0 +1,97 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"kho"
+)
+
+// IdempotencyTTL is how long a key's first answer is kept.
+const IdempotencyTTL = 24 * time.Hour
+
+// Idempotent is what is known of an idempotency key.
+type Idempotent struct {
+	Fresh       bool   // the caller now owns the key and does the work
+	Pending     bool   // another request with the key is at work
+	Route       string // the route the key was first used on
+	RequestHash []byte
+	Status      int
+	ContentType string
+	Location    string
+	Body        []byte
+}
+
+// Idempotency keeps idempotency keys in PostgreSQL.
+type Idempotency struct {
+	DB *DB
+	// Abandoned is how long a pending key may stay so before a retry takes
+	// it over (its request died with its khod).
+	Abandoned time.Duration
+}
+
+// Begin claims key for owner on route, or reports what the key holds.
+func (s *Idempotency) Begin(ctx context.Context, owner, key, route string) (*Idempotent, error) {
+	abandoned := s.Abandoned
+	if abandoned == 0 {
+		abandoned = 15 * time.Minute
+	}
+	tag, err := s.DB.Pool.Exec(ctx, `WITH gone AS (DELETE FROM idempotency_keys WHERE owner = $1 AND created_at < now() - make_interval(secs => $4))
+		INSERT INTO idempotency_keys (owner, key, route, state) VALUES ($1, $2, $3, 'pending')
+		ON CONFLICT (owner, key) DO UPDATE SET route = EXCLUDED.route, created_at = now()
+			WHERE idempotency_keys.state = 'pending' AND idempotency_keys.created_at < now() - make_interval(secs => $5)
+			   OR idempotency_keys.created_at < now() - make_interval(secs => $4)`,
+		owner, key, route, IdempotencyTTL.Seconds(), abandoned.Seconds())
+	if err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "idempotency: claim the key", err)
+	}
+	if tag.RowsAffected() == 1 {
+		return &Idempotent{Fresh: true}, nil
+	}
+	var r Idempotent
+	var state string
+	var status *int
+	var ctype, loc *string
+	err = s.DB.Pool.QueryRow(ctx, `SELECT route, request_hash, state, status, content_type, location, body FROM idempotency_keys WHERE owner = $1 AND key = $2`,
+		owner, key).Scan(&r.Route, &r.RequestHash, &state, &status, &ctype, &loc, &r.Body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, kho.Errorf(kho.ECONFLICT, "the Idempotency-Key was released meanwhile: retry")
+	}
+	if err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "idempotency: read the key", err)
+	}
+	r.Pending = state == "pending"
+	if status != nil {
+		r.Status = *status
+	}
+	if ctype != nil {
+		r.ContentType = *ctype
+	}
+	if loc != nil {
+		r.Location = *loc
+	}
+	return &r, nil
+}
+
+// Complete stores the answer to replay.
+func (s *Idempotency) Complete(ctx context.Context, owner, key string, requestHash []byte, status int, contentType, location string, body []byte) error {
+	_, err := s.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET state = 'done', request_hash = $3, status = $4, content_type = $5, location = $6, body = $7
+		WHERE owner = $1 AND key = $2 AND state = 'pending'`, owner, key, requestHash, status, contentType, location, body)
+	if err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "idempotency: store the answer", err)
+	}
+	return nil
+}
+
+// Release forgets a pending key whose request failed in a way a retry may
+// fix (a dependency down), so that the retry does the work.
+func (s *Idempotency) Release(ctx context.Context, owner, key string) error {
+	_, err := s.DB.Pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE owner = $1 AND key = $2 AND state = 'pending'`, owner, key)
+	if err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "idempotency: release the key", err)
+	}
+	return nil
+}
