@@ -1044,7 +1044,9 @@ var (
 	eofRE       = regexp.MustCompile(`%%EOF[\r\n]*`)
 )
 
-func isSpace(b byte) bool { return b == ' ' || b == '\n' || b == '\r' || b == '\t' || b == '\f' || b == 0 }
+func isSpace(b byte) bool {
+	return b == ' ' || b == '\n' || b == '\r' || b == '\t' || b == '\f' || b == 0
+}
 
 // The entries a document timestamp's field and dictionary may have.
 var (
@@ -1096,7 +1098,6 @@ func acroFields(xt *model.XRefTable, cat types.Dict) types.Array {
 	arr, _ := xt.DereferenceArray(f)
 	return arr
 }
-
 
 func eqInt(a, b *int) bool {
 	return (a == nil) == (b == nil) && (a == nil || *a == *b)
