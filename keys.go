@@ -85,6 +85,10 @@ type FetchRequest struct {
 type FetchGrant struct {
 	ConsentID  string
 	LegalBasis string
+	// UseReceipt is the signed use receipt (a compact JWS) of this fetch,
+	// and UseReceiptID its id.
+	UseReceipt   string
+	UseReceiptID string
 }
 
 // ReuseDecider decides fetches under the reuse policy, consent and legal

@@ -22,6 +22,7 @@ type Consents interface {
 	SetStatus(ctx context.Context, p kho.Principal, id, status, reason string, preview bool) (*consent.Consent, *consent.Withdrawal, error)
 	Receipt(ctx context.Context, p kho.Principal, id string) (string, error)
 	PrintableReceipt(ctx context.Context, p kho.Principal, id string) (*consent.Printable, error)
+	UseReceiptJWS(ctx context.Context, p kho.Principal, id string) (string, error)
 	CheckAvailability(ctx context.Context, p kho.Principal, subjectID kho.SubjectID, procedure string) ([]consent.Availability, error)
 }
 
@@ -39,6 +40,7 @@ func (s *Server) consentRoutes(public *gin.Engine, v1 *gin.RouterGroup) {
 	v1.GET("/consents/:id", s.getConsent)
 	v1.GET("/consents/:id/receipt", s.consentReceipt)
 	v1.GET("/consents/:id/receipt.pdf", s.consentReceiptPDF)
+	v1.GET("/use-receipts/:id", s.useReceipt)
 	v1.POST("/consents/:id/pause", s.consentStatus(consent.Paused))
 	v1.POST("/consents/:id/resume", s.consentStatus(consent.Active))
 	v1.POST("/consents/:id/revocation", s.consentStatus(consent.Revoked))
@@ -165,6 +167,16 @@ func (s *Server) getConsent(c *gin.Context) {
 // consentReceipt answers with the latest receipt, a compact JWS.
 func (s *Server) consentReceipt(c *gin.Context) {
 	r, err := s.cfg.Consents.Receipt(c.Request.Context(), principal(c), c.Param("id"))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Data(http.StatusOK, "application/jose", []byte(r))
+}
+
+// useReceipt answers with a kept use receipt, a compact JWS.
+func (s *Server) useReceipt(c *gin.Context) {
+	r, err := s.cfg.Consents.UseReceiptJWS(c.Request.Context(), principal(c), c.Param("id"))
 	if err != nil {
 		writeError(c, err)
 		return

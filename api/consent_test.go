@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,11 +101,12 @@ func TestConsentEndToEnd(t *testing.T) {
 		t.Fatalf("consent: %s", b)
 	}
 
-	// B fetches the exact bytes.
+	// B fetches the exact bytes, with a use receipt to keep.
 	resp, b = d.call(t, police, "GET", content, "", nil, nil)
 	if resp.StatusCode != 200 || !bytes.Equal(b, birth) {
 		t.Fatalf("fetch with consent: %d %q", resp.StatusCode, b)
 	}
+	checkUseReceipt(t, d, resp, doc, granted.ID, birth)
 
 	// C previews the withdrawal, then revokes; B's very next fetch is refused.
 	resp, b = d.call(t, citizen, "POST", "/v1/consents/"+granted.ID+"/revocation?preview=true", "", nil, nil)
@@ -143,6 +146,8 @@ func TestConsentEndToEnd(t *testing.T) {
 		"document.deposited/success", "availability.checked/success", "document.read/denied/consent_required",
 		// The other citizen's attempt to approve is on C's record too.
 		"consent.requested/success", "consent.granted/denied/not_found", "consent.granted/success/consent", "document.read/success/consent",
+		// The use receipt's check reads the consent receipt.
+		"consent.read/success/consent",
 		"consent.revoked/success/consent", "document.read/denied/consent_revoked",
 	}
 	var got []string
@@ -416,5 +421,40 @@ func TestPrintedReceiptIsSignedAndItsQRVerifies(t *testing.T) {
 	// Someone else's store: 404, as for any consent they have no relation to.
 	if resp, _ := d.call(t, stranger, "GET", "/v1/consents/"+c.ID+"/receipt.pdf", "", nil, nil); resp.StatusCode != 404 {
 		t.Fatalf("another citizen printed the receipt: %d", resp.StatusCode)
+	}
+}
+
+// checkUseReceipt checks a fetch's use receipt as an agency and a citizen
+// would: node's jose verifies it against the JWKS; it names the document,
+// its hash, the procedure, the agency and the consent receipt that admitted
+// it; the agency and the citizen read it again later, nobody else does.
+func checkUseReceipt(t *testing.T, d *docServer, resp *http.Response, doc kho.Document, consentID string, content []byte) {
+	t.Helper()
+	jws, id := resp.Header.Get("Kho-Use-Receipt"), resp.Header.Get("Kho-Use-Receipt-Id")
+	if jws == "" || id == "" {
+		t.Fatal("an admitted fetch came without a use receipt")
+	}
+	_, jwks := request(t, "GET", d.url+"/.well-known/jwks.json", "", "", nil, nil)
+	out, err := joseVerify(t, []byte(jws), jwks, consent.UseReceiptType)
+	if err != nil {
+		t.Fatalf("jose does not verify the use receipt: %v\n%s", err, out)
+	}
+	var r consent.UseReceipt
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(content)
+	_, consentReceipt := d.call(t, citizen, "GET", "/v1/consents/"+consentID+"/receipt", "", nil, nil)
+	crSum := sha256.Sum256(bytes.TrimSpace(consentReceipt))
+	if r.ID != id || r.DocumentID != doc.ID || r.SHA256 != hex.EncodeToString(sum[:]) || r.Procedure != "CHC" || r.Agency != "000.00.15.H29" ||
+		r.ConsentID != consentID || r.ConsentHash != base64.RawURLEncoding.EncodeToString(crSum[:]) || r.UsesLeft == nil || r.Subject != doc.Subject {
+		t.Fatalf("use receipt: %s", out)
+	}
+	for who, want := range map[string]int{"police": 200, "citizen": 200, "justice": 404, "stranger": 404} {
+		p := map[string]kho.Principal{"police": police, "citizen": citizen, "justice": justice, "stranger": stranger}[who]
+		resp, b := d.call(t, p, "GET", "/v1/use-receipts/"+id, "", nil, nil)
+		if resp.StatusCode != want || (want == 200 && string(b) != jws) {
+			t.Fatalf("%s reads the use receipt: %d %s", who, resp.StatusCode, b)
+		}
 	}
 }

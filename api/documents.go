@@ -243,6 +243,11 @@ func (s *Server) download(c *gin.Context) {
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("ETag", `"sha256:`+d.SHA256+`"`)
 	h.Set("Cache-Control", "private, no-store")
+	if content.UseReceipt != "" {
+		// The proof of this use, to keep: also at /v1/use-receipts/{id}.
+		h.Set("Kho-Use-Receipt", content.UseReceipt)
+		h.Set("Kho-Use-Receipt-Id", content.UseReceiptID)
+	}
 	status, length := http.StatusOK, d.Size
 	if content.Range != nil {
 		status, length = http.StatusPartialContent, content.Range.Last-content.Range.First+1

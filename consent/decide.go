@@ -235,6 +235,14 @@ func (s *Service) AuthorizeFetch(ctx context.Context, req kho.FetchRequest) (kho
 		if dec.Allowed {
 			ev.Outcome, ev.ConsentID, ev.LegalBasis = audit.Success, dec.ConsentID, dec.LegalBasis
 			grant = kho.FetchGrant{ConsentID: dec.ConsentID, LegalBasis: dec.LegalBasis}
+			// The use receipt is signed and kept in the same transaction:
+			// no admitted fetch without one.
+			id, jws, err := s.useReceipt(ctx, tx, req, dec)
+			if err != nil {
+				return err
+			}
+			grant.UseReceiptID, grant.UseReceipt = id, jws
+			ev.Details = map[string]any{"use_receipt": grant.UseReceiptID}
 		} else {
 			ev.Outcome, ev.Reason = audit.Denied, dec.Reason
 		}

@@ -28,6 +28,7 @@ const (
 	DecideConsent     Action = "consent.decide"     // grant, answer, pause, resume, revoke, list
 	ReadConsent       Action = "consent.read"       // a consent, its history and receipt
 	SearchAudit       Action = "audit.search"       // the security officer's view of the trail
+	ReadUseReceipt    Action = "use_receipt.read"   // the proof of one admitted fetch
 )
 
 // Store is what a decision knows of a store, loaded from PostgreSQL by the
@@ -181,7 +182,7 @@ func ScopeOf(a Action) string {
 		return "documents:deposit"
 	case ResolveStore, ListStore, ReadDocument:
 		return "documents:read"
-	case FetchDocument, CheckAvailability:
+	case FetchDocument, CheckAvailability, ReadUseReceipt:
 		return "documents:fetch"
 	case RequestConsent, ReadConsent:
 		return "consent:request"
@@ -348,6 +349,17 @@ func Authorize(p kho.Principal, a Action, r Resource) Decision {
 			return allow()
 		}
 		return notFound("consent")
+
+	case ReadUseReceipt:
+		// The agency that fetched (Grantee) keeps it as proof; the
+		// store's owner side sees what was used.
+		if isAgency(p) && r.Grantee == p.Agency {
+			return allow()
+		}
+		if ownerSide(r) {
+			return allow()
+		}
+		return notFound("use receipt")
 
 	case SearchAudit:
 		if p.Kind == kho.PrincipalSecurityOfficer {

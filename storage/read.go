@@ -175,6 +175,9 @@ type Content struct {
 	Document *kho.Document
 	Body     io.ReadCloser
 	Range    *ByteRange // the range served, when one was asked for
+	// UseReceipt (a compact JWS) and its id, for a fetch another agency
+	// made under consent or a legal basis.
+	UseReceipt, UseReceiptID string
 }
 
 // Open lets a reader who may read the document have its plaintext. Before it
@@ -250,10 +253,17 @@ func (s *Service) Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID,
 	if err := s.checkReadable(ctx, p, d); err != nil {
 		return nil, err
 	}
-	return s.open(ctx, p, d, rng, func(*ByteRange) error {
-		_, err := s.reuse.AuthorizeFetch(ctx, req)
+	var grant kho.FetchGrant
+	content, err := s.open(ctx, p, d, rng, func(*ByteRange) error {
+		var err error
+		grant, err = s.reuse.AuthorizeFetch(ctx, req)
 		return err
 	})
+	if err != nil {
+		return nil, err
+	}
+	content.UseReceipt, content.UseReceiptID = grant.UseReceipt, grant.UseReceiptID
+	return content, nil
 }
 
 // open decrypts a readable document's object and calls admit with the

@@ -1,0 +1,124 @@
+package consent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"kho"
+	"kho/policies"
+	"kho/postgres"
+)
+
+// UseReceiptType is the JWS type of use receipts.
+const UseReceiptType = "kho-use-receipt+jws"
+
+// UseReceipt is what kho signs for each admitted fetch by another agency:
+// proof for the agency of what it used and under which consent or legal
+// basis, and for the subject of what was used. It is signed with the
+// consent receipts' key (/.well-known/jwks.json).
+type UseReceipt struct {
+	Issuer     string            `json:"iss"`
+	IssuedAt   int64             `json:"iat"`
+	ID         string            `json:"jti"`
+	Subject    kho.SubjectHandle `json:"sub"`
+	Version    string            `json:"receipt_version"`
+	Agency     kho.AgencyCode    `json:"agency"`
+	Procedure  string            `json:"procedure"`
+	DocumentID kho.DocumentID    `json:"document_id"`
+	DocType    string            `json:"document_type"`
+	SHA256     string            `json:"document_sha256"` // hex, of the plaintext delivered
+	// Exactly one of these admitted the fetch.
+	ConsentID     string `json:"consent_id,omitempty"`
+	ConsentHash   string `json:"consent_receipt_sha256,omitempty"` // base64url SHA-256 of the consent's latest receipt JWS
+	UsesLeft      *int   `json:"uses_left,omitempty"`
+	LegalBasis    string `json:"legal_basis,omitempty"`
+	DataLifeDays  int    `json:"data_life_days,omitempty"`
+	DeleteBy      string `json:"delete_by,omitempty"` // RFC 3339: when the agency must have deleted its copy
+	AccessLogNote string `json:"note"`
+}
+
+// UseReceiptVersion names the use receipt's format.
+const UseReceiptVersion = "kho-use-receipt/1"
+
+// useReceipt signs and stores the use receipt of an admitted fetch, in the
+// fetch's transaction.
+func (s *Service) useReceipt(ctx context.Context, tx pgx.Tx, req kho.FetchRequest, dec *Decision) (string, string, error) {
+	d, now := req.Document, s.now().UTC()
+	r := UseReceipt{Issuer: s.issuer, IssuedAt: now.Unix(), ID: uuid.NewString(), Subject: d.Subject, Version: UseReceiptVersion,
+		Agency: req.Principal.Agency, Procedure: req.Procedure, DocumentID: d.ID, DocType: d.Type, SHA256: d.SHA256,
+		ConsentID: dec.ConsentID, LegalBasis: dec.LegalBasis,
+		AccessLogNote: "kept by the agency as proof of use; the subject sees it in the access log"}
+	if dec.ConsentID != "" {
+		var receipt string
+		var maxUses *int
+		var uses, life int
+		err := tx.QueryRow(ctx, `SELECT h.receipt, c.max_uses, c.uses, c.data_life_days FROM consents c
+			JOIN LATERAL (SELECT receipt FROM consent_history WHERE consent_id = c.id ORDER BY seq DESC LIMIT 1) h ON true
+			WHERE c.id = $1`, dec.ConsentID).Scan(&receipt, &maxUses, &uses, &life)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return "", "", policies.NotFound("consent")
+		}
+		if err != nil {
+			return "", "", kho.WrapError(kho.EUNAVAILABLE, "consent: read the consent for the use receipt", err)
+		}
+		sum := sha256.Sum256([]byte(receipt))
+		r.ConsentHash = base64.RawURLEncoding.EncodeToString(sum[:])
+		if maxUses != nil {
+			left := max(*maxUses-uses, 0)
+			r.UsesLeft = &left
+		}
+		r.DataLifeDays = life
+		if life > 0 {
+			r.DeleteBy = now.Add(time.Duration(life) * 24 * time.Hour).Format(time.RFC3339)
+		}
+	}
+	payload, err := json.Marshal(r)
+	if err != nil {
+		return "", "", kho.WrapError(kho.EINTERNAL, "consent: use receipt", err)
+	}
+	jws, err := s.signer.SignCompact(ctx, ReceiptKey, payload, UseReceiptType)
+	if err != nil {
+		return "", "", err
+	}
+	var consentID *string
+	if dec.ConsentID != "" {
+		consentID = &dec.ConsentID
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO use_receipts (id, subject_handle, agency, document_id, consent_id, jws) VALUES ($1, $2, $3, $4, $5, $6)`,
+		r.ID, string(d.Subject), string(r.Agency), string(d.ID), consentID, jws); err != nil {
+		return "", "", kho.WrapError(kho.EUNAVAILABLE, "consent: keep the use receipt", err)
+	}
+	return r.ID, jws, nil
+}
+
+// UseReceiptJWS returns a kept use receipt to the agency that fetched or to
+// the subject's side.
+func (s *Service) UseReceiptJWS(ctx context.Context, p kho.Principal, id string) (string, error) {
+	if !kho.CanonicalUUID(id) {
+		return "", policies.NotFound("use receipt")
+	}
+	var jws, agency string
+	var h kho.SubjectHandle
+	err := s.db.Pool.QueryRow(ctx, `SELECT jws, agency, subject_handle FROM use_receipts WHERE id = $1`, id).Scan(&jws, &agency, &h)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", policies.NotFound("use receipt")
+	}
+	if err != nil {
+		return "", kho.WrapError(kho.EUNAVAILABLE, "consent: read the use receipt", err)
+	}
+	st, err := postgres.StoreByHandle(ctx, s.db.Pool, p, h)
+	if err != nil {
+		return "", err
+	}
+	if d := policies.Authorize(p, policies.ReadUseReceipt, policies.Resource{Store: st, Grantee: kho.AgencyCode(agency)}); !d.Allowed {
+		return "", d.Err()
+	}
+	return jws, nil
+}
