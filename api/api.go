@@ -58,6 +58,12 @@ type Config struct {
 	// SignReceiptPDF signs a printed consent receipt in kho's own name
 	// (PAdES); without it /v1/consents/{id}/receipt.pdf answers 503.
 	SignReceiptPDF func(ctx context.Context, pdf []byte) ([]byte, error)
+	// EncryptDeliveries delivers every fetch for a procedure by another
+	// agency as a JWE to the agency's registered encryption key (else only
+	// when it asks with Accept: application/jose); EncryptionKeys reads
+	// those keys.
+	EncryptDeliveries bool
+	EncryptionKeys    func(ctx context.Context, agency kho.AgencyCode) (jwk.Set, error)
 	// Idempotency, when set, keeps the answers of writes sent with an
 	// Idempotency-Key header (deposits, versions, consent writes).
 	Idempotency Idempotency

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/gin-gonic/gin"
+	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"kho"
 	"kho/policies"
@@ -213,6 +214,14 @@ func (s *Server) download(c *gin.Context) {
 	}
 	var content *storage.Content
 	var err error
+	var deliverTo jwk.Key
+	if procedure != "" && p.Kind == kho.PrincipalAgency && s.wantsEncrypted(c) {
+		// Refused before anything is fetched or any consent used.
+		if deliverTo, err = s.deliveryKey(ctx, p.Agency); err != nil {
+			writeError(c, err)
+			return
+		}
+	}
 	if procedure != "" {
 		content, err = s.cfg.Documents.Fetch(ctx, p, id, procedure, nil)
 		switch code := kho.ErrorCode(err); code {
@@ -235,6 +244,12 @@ func (s *Server) download(c *gin.Context) {
 		return
 	}
 	defer content.Body.Close()
+	if deliverTo != nil && content.UseReceipt != "" {
+		c.Header("Kho-Use-Receipt", content.UseReceipt)
+		c.Header("Kho-Use-Receipt-Id", content.UseReceiptID)
+		s.deliverEncrypted(c, deliverTo, content)
+		return
+	}
 	d := content.Document
 	h := c.Writer.Header()
 	h.Set("Content-Type", d.MediaType)

@@ -72,6 +72,9 @@ func newDocServerWith(t testing.TB, maxUpload int64, limits api.Limits) *docServ
 	srv, err := api.New(api.Config{
 		Logger: slog.New(slog.DiscardHandler), Authenticator: authn, Documents: docs.Svc, Audit: docs.Log, MaxUploadSize: maxUpload,
 		Tokens: tokens, Idempotency: &postgres.Idempotency{DB: docs.DB},
+		EncryptionKeys: func(ctx context.Context, a kho.AgencyCode) (jwk.Set, error) {
+			return oauth.Keys(ctx, docs.DB, a, "enc")
+		},
 		Limits:   limits,
 		Consents: docs.Consents, ReceiptKeys: func(ctx context.Context) (jwk.Set, error) { return docs.Keys.JWKS(ctx, consent.ReceiptKey) },
 		PKIFiles: docs.Keys.PKIFile,

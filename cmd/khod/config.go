@@ -75,6 +75,7 @@ type Config struct {
 	TSA          string
 	PAdESLevel   string
 	PublicURL    string
+	Delivery     string
 	TokenTTL     time.Duration
 	TSARoots     stringList
 	VisibleStamp bool
@@ -172,6 +173,7 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.DurationVar(&cfg.ReconcileGrace, "reconcile-grace", time.Hour, "age below which an unreferenced object is left alone (must outlast the longest upload)")
 	fs.StringVar(&cfg.TSA, "tsa-url", "", "RFC 3161 timestamp authority `URL`: PDF signatures become PAdES B-T (default: B-B)")
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "khod's public base `URL` (https://kho.example.vn): the issuer of agencies' access tokens and the audience of their client assertions at /oauth/token (default in dev mode: http://<listen>; without it in production the token endpoint is off)")
+	fs.StringVar(&cfg.Delivery, "delivery", "", "how fetches by other agencies are delivered: `jwe` (encrypted to the agency's registered key) or plain (default: jwe in production, plain in dev, where an agency may still ask with Accept: application/jose)")
 	fs.DurationVar(&cfg.TokenTTL, "agency-token-ttl", 5*time.Minute, "life of the access tokens /oauth/token issues to agencies' systems (1m to 1h)")
 	fs.StringVar(&cfg.PAdESLevel, "pades-level", "", "PAdES baseline `level` of PDF signatures: B-B, B-T, B-LT (with a DSS of certificates and CRLs for offline validation) or B-LTA (and a document timestamp); all but B-B need --tsa-url (default: B-T with --tsa-url, else B-B)")
 	fs.Var(&cfg.TSARoots, "tsa-root", "PEM `file` of a timestamp authority root whose tokens prove when a PDF signature existed (repeatable); without one, signers' chains are judged at the current time")
@@ -399,6 +401,16 @@ func (c *Config) Validate() error {
 			return errors.New("--public-url must be an https URL with no path (plain http only in dev mode)")
 		}
 		c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	}
+	switch c.Delivery {
+	case "":
+		c.Delivery = "plain"
+		if c.Mode == ModeProduction {
+			c.Delivery = "jwe"
+		}
+	case "plain", "jwe":
+	default:
+		return fmt.Errorf("--delivery must be jwe or plain, not %q", c.Delivery)
 	}
 	if c.TokenTTL < time.Minute || c.TokenTTL > time.Hour {
 		return errors.New("--agency-token-ttl must be between 1m and 1h")

@@ -206,8 +206,12 @@ func run(ctx context.Context, cfg *Config) error {
 			}
 			return signing.VerifyWith(pdf, signing.VerifyOptions{Root: root, TSARoots: tsaRoots})
 		},
-		PKIFiles:    transit.PKIFile,
-		Tokens:      tokens,
+		PKIFiles:          transit.PKIFile,
+		Tokens:            tokens,
+		EncryptDeliveries: cfg.Delivery == "jwe",
+		EncryptionKeys: func(ctx context.Context, a kho.AgencyCode) (jwk.Set, error) {
+			return oauth.Keys(ctx, db, a, "enc")
+		},
 		Idempotency: &postgres.Idempotency{DB: db, Abandoned: cfg.UploadTimeout + time.Minute},
 		SignReceiptPDF: func(ctx context.Context, pdf []byte) ([]byte, error) {
 			return pdfSigner.Sign(ctx, pdf, signing.Options{Service: &signing.Service{Key: consent.ReceiptKey, Name: cfg.ControllerName},
