@@ -476,7 +476,12 @@ func (s *Service) insert(ctx context.Context, tx pgx.Tx, p kho.Principal, st *po
 		ActingFor: st.ActingFor(), Details: details}); err != nil {
 		return err
 	}
-	return notify(ctx, tx, action, doc.Subject, map[string]any{"document_id": doc.ID, "type": doc.Type, "issuer": doc.Issuer})
+	payload := map[string]any{"document_id": doc.ID, "type": doc.Type, "issuer": doc.Issuer}
+	if prev != nil {
+		// Holders of the old version are the ones to tell.
+		payload["document_id"], payload["superseded_by"] = prev.ID, doc.ID
+	}
+	return notify(ctx, tx, action, doc.Subject, payload)
 }
 
 // notify queues a notification in tx.

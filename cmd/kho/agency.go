@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"kho"
 	"kho/audit"
 	"kho/oauth"
+	"kho/outbox"
 )
 
 // runAgency manages agencies' systems as OAuth clients: the public keys
@@ -78,6 +80,74 @@ func runAgency(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "agency %s: key %s retired; assertions it signs are refused from now on\n", *code, *kid)
 		return nil
+	case "webhook":
+		u := fs.String("url", "", "https `URL` kho POSTs the agency's signed events to [required]")
+		if err := parseFlags(fs, args[1:], stdout); err != nil {
+			return err
+		}
+		if *code == "" || *u == "" {
+			return usagef("agency webhook: --code and --url are required")
+		}
+		db, err := dbf.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		if err := outbox.SetWebhook(ctx, db, kho.AgencyCode(*code), *u, strings.HasPrefix(*u, "http://127.0.0.1") || strings.HasPrefix(*u, "http://localhost")); err != nil {
+			return fmt.Errorf("agency webhook: %s", kho.ErrorMessage(err))
+		}
+		fmt.Fprintf(stdout, "agency %s: events go to %s\n", *code, *u)
+		return nil
 	}
-	return usagef("unknown agency command %q: use register or retire-key", args[0])
+	return usagef("unknown agency command %q: use register, retire-key or webhook", args[0])
+}
+
+// runOutbox shows and replays webhook deliveries.
+func runOutbox(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usagef("outbox needs a command: list, replay")
+	}
+	fs := flag.NewFlagSet("outbox "+args[0], flag.ContinueOnError)
+	var dbf databaseFlags
+	dbf.register(fs)
+	switch args[0] {
+	case "list":
+		state := fs.String("state", "", "only deliveries in this `state`: pending, delivered or dead")
+		limit := fs.Int("limit", 50, "at most this many, newest first")
+		if err := parseFlags(fs, args[1:], stdout); err != nil {
+			return err
+		}
+		db, err := dbf.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		list, err := outbox.List(ctx, db, *state, *limit)
+		if err != nil {
+			return fmt.Errorf("outbox list: %s", kho.ErrorMessage(err))
+		}
+		for _, d := range list {
+			fmt.Fprintf(stdout, "%d\t%s\t%s\t%s\t%s\tattempts %d\t%s\n", d.ID, d.State, d.Agency, d.Topic, d.EventID, d.Attempts, d.LastError)
+		}
+		return nil
+	case "replay":
+		id := fs.Int64("id", 0, "the dead delivery to try again [required]")
+		if err := parseFlags(fs, args[1:], stdout); err != nil {
+			return err
+		}
+		if *id == 0 {
+			return usagef("outbox replay: --id is required")
+		}
+		db, err := dbf.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		if err := outbox.Replay(ctx, db, *id); err != nil {
+			return fmt.Errorf("outbox replay: %s", kho.ErrorMessage(err))
+		}
+		fmt.Fprintf(stdout, "delivery %d is due again\n", *id)
+		return nil
+	}
+	return usagef("unknown outbox command %q: use list or replay", args[0])
 }

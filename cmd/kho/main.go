@@ -54,6 +54,12 @@ Usage:
                       register an agency system's public keys (signing client assertions, receiving deliveries)
   kho agency retire-key --code CODE --kid KID
                       stop accepting one of them (rotation)
+  kho agency webhook --code CODE --url URL
+                      where kho POSTs the agency's signed events (revocations, consent changes)
+  kho outbox list [--state dead]
+                      webhook deliveries, with attempts and errors
+  kho outbox replay --id N
+                      try a dead delivery again
   kho policy explain --agency CODE --kind KIND --procedure P --type T [--consent] [--action fetch|list]
                       say whether the reuse policy admits a request, and why
 
@@ -148,13 +154,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runVerify(ctx, args[1:], stdout)
 	case "agency":
 		return runAgency(ctx, args[1:], stdout)
+	case "outbox":
+		return runOutbox(ctx, args[1:], stdout)
 	default:
 		return usagef("unknown command %q (kho -h lists the commands)", args[0])
 	}
 }
 
 // groups are the commands that take a command of their own.
-var groups = map[string]bool{"dev": true, "demo": true, "keys": true, "audit": true, "catalogue": true, "policy": true, "agency": true}
+var groups = map[string]bool{"dev": true, "demo": true, "keys": true, "audit": true, "catalogue": true, "policy": true, "agency": true, "outbox": true}
 
 // usageError is a command line kho cannot make sense of: it exits 2, as
 // opposed to 1 for a command that ran and failed.
@@ -183,6 +191,9 @@ var examples = map[string]string{
 	"verify":            "kho verify signed.pdf --root root.pem --json",
 	"agency register":   "kho agency register --code 000.00.15.H29 --jwks police-system.jwks.json",
 	"agency retire-key": "kho agency retire-key --code 000.00.15.H29 --kid 2026-01",
+	"agency webhook":    "kho agency webhook --code 000.00.15.H29 --url https://hethong.congan.example/kho-events",
+	"outbox list":       "kho outbox list --state dead",
+	"outbox replay":     "kho outbox replay --id 42",
 	"policy explain":    "kho policy explain --agency 000.00.15.H29 --kind police --procedure CHC --type GKS --consent",
 }
 

@@ -29,6 +29,7 @@ import (
 	"kho/internal/devidp"
 	"kho/metrics"
 	"kho/oauth"
+	"kho/outbox"
 	"kho/policies"
 	"kho/postgres"
 	"kho/signing"
@@ -155,6 +156,12 @@ func run(ctx context.Context, cfg *Config) error {
 	if cfg.ReconcileInterval > 0 {
 		go reconcileLoop(ctx, log, docs, m, cfg.ReconcileInterval, cfg.ReconcileGrace)
 	}
+	// The outbox reaches agencies' webhooks: signed events, at least once.
+	dispatcher, err := outbox.New(outbox.Config{DB: db, Signer: transit, Key: consent.ReceiptKey, Issuer: cfg.ReceiptIssuer})
+	if err != nil {
+		return err
+	}
+	go dispatcher.Run(ctx, 5*time.Second, func(err error) { log.Warn("outbox", "err", kho.ErrorMessage(err)) })
 
 	var tsaRoots *x509.CertPool
 	if len(cfg.TSARoots) > 0 {
