@@ -181,7 +181,7 @@ func New(cfg Config) (*Server, error) {
 // act for someone else take it in their JSON body.
 var delegatingQueries = map[string]bool{
 	"GET /v1/me/documents": true, "GET /v1/me/legal-holds": true, "GET /v1/me/access-log": true,
-	"GET /v1/me/consents": true, "GET /v1/consent-requests": true,
+	"GET /v1/me/consents": true, "GET /v1/consent-requests": true, "GET /v1/me/notifications": true,
 }
 
 // checkQuery refuses a query Go's parser would drop keys of (semicolons),

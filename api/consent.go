@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"strconv"
 
 	"github.com/gin-gonic/gin"
 	"github.com/lestrrat-go/jwx/v3/jwk"
@@ -23,6 +24,7 @@ type Consents interface {
 	Receipt(ctx context.Context, p kho.Principal, id string) (string, error)
 	PrintableReceipt(ctx context.Context, p kho.Principal, id string) (*consent.Printable, error)
 	UseReceiptJWS(ctx context.Context, p kho.Principal, id string) (string, error)
+	Notifications(ctx context.Context, p kho.Principal, onBehalfOf kho.SubjectID, limit int) ([]consent.Notification, error)
 	CheckAvailability(ctx context.Context, p kho.Principal, subjectID kho.SubjectID, procedure string) ([]consent.Availability, error)
 }
 
@@ -37,6 +39,7 @@ func (s *Server) consentRoutes(public *gin.Engine, v1 *gin.RouterGroup) {
 	v1.POST("/consent-requests/:id/denial", s.idempotent(), s.answerRequest(false))
 	v1.POST("/me/consents", s.idempotent(), s.grantConsent)
 	v1.GET("/me/consents", s.myConsents)
+	v1.GET("/me/notifications", s.myNotifications)
 	v1.GET("/consents/:id", s.getConsent)
 	v1.GET("/consents/:id/receipt", s.consentReceipt)
 	v1.GET("/consents/:id/receipt.pdf", s.consentReceiptPDF)
@@ -153,6 +156,17 @@ func (s *Server) myConsents(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"consents": cs})
+}
+
+// myNotifications is the owner's inbox: what changed in the store.
+func (s *Server) myNotifications(c *gin.Context) {
+	limit, _ := strconv.Atoi(c.DefaultQuery("limit", "100"))
+	ns, err := s.cfg.Consents.Notifications(c.Request.Context(), principal(c), onBehalfOfQuery(c), limit)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"notifications": ns})
 }
 
 func (s *Server) getConsent(c *gin.Context) {

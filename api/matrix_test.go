@@ -297,6 +297,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		meRow("GET /v1/me/documents", "/v1/me/documents"),
 		meRow("GET /v1/me/legal-holds", "/v1/me/legal-holds"),
 		meRow("GET /v1/me/access-log", "/v1/me/access-log"),
+		meRow("GET /v1/me/notifications", "/v1/me/notifications"),
 		{route: "POST /v1/subjects/:handle/legal-holds", req: func(tg target, _ who, _ bool) call {
 			return call{method: "POST", path: "/v1/subjects/" + string(tg.handle) + "/legal-holds", ctype: "application/json",
 				body: `{"legal_basis":"Quyết định 2/QĐ (mẫu)","until":"` + until + `"}`}

@@ -99,6 +99,17 @@ func TestRevocationIsPushedToTheAgencyThatFetched(t *testing.T) {
 	if ev.Topic != "document.revoked" || ev.Agency != "000.00.15.H29" || ev.ID != gotID || !strings.Contains(string(ev.Payload), string(doc.ID)) {
 		t.Fatalf("event: %s (id header %s)", out, gotID)
 	}
+	// The citizen's inbox says the same, and nobody else's does.
+	resp, b = d.call(t, citizen, "GET", "/v1/me/notifications", "", nil, nil)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"topic":"document.revoked"`) || !strings.Contains(string(b), string(doc.ID)) {
+		t.Fatalf("citizen's notifications: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := d.call(t, stranger, "GET", "/v1/me/notifications", "", nil, nil); resp.StatusCode != 200 || strings.Contains(string(b), string(doc.ID)) {
+		t.Fatalf("another citizen's notifications: %d %s", resp.StatusCode, b)
+	}
+	if resp, _ := d.call(t, police, "GET", "/v1/me/notifications", "", nil, nil); resp.StatusCode != 403 {
+		t.Fatalf("an agency read an inbox: %d", resp.StatusCode)
+	}
 	list, err := outbox.List(ctx, d.docs.DB, "delivered", 10)
 	if err != nil || len(list) != 1 || list[0].Attempts != 3 {
 		t.Fatalf("deliveries: %+v %v", list, err)

@@ -157,6 +157,20 @@ func devToken(ctx context.Context, s *devstack.Stack, args []string, stdout io.W
 // first use, kept in the state folder) and trades a client assertion for
 // an access token at khod's token endpoint.
 func devAgencyToken(ctx context.Context, s *devstack.Stack, st *devstack.State, agency kho.AgencyCode, khodURL string, stdout io.Writer) error {
+	if khodURL == "" {
+		khodURL = "http://" + st.KhodListen
+	}
+	khodURL = strings.TrimSuffix(khodURL, "/")
+	// Nothing to do without khod: say so first.
+	hctx, hcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer hcancel()
+	if req, err := http.NewRequestWithContext(hctx, http.MethodGet, khodURL+"/healthz", nil); err != nil {
+		return fmt.Errorf("dev token: --khod: %v", err)
+	} else if resp, err := http.DefaultClient.Do(req); err != nil {
+		return fmt.Errorf("dev token: khod's token endpoint at %s is not reachable (start it with kho dev khod): %v", khodURL, err)
+	} else {
+		resp.Body.Close()
+	}
 	key, err := devidp.AgencyKey(s.StateDir, string(agency))
 	if err != nil {
 		return fmt.Errorf("dev token: the agency's key: %v", err)
@@ -177,12 +191,9 @@ func devAgencyToken(ctx context.Context, s *devstack.Stack, st *devstack.State, 
 	}
 	defer db.Close()
 	if _, err := oauth.Register(ctx, db, agency, set); err != nil && kho.ErrorCode(err) != kho.ECONFLICT {
-		return fmt.Errorf("dev token: register the agency's key: %s", kho.ErrorMessage(err))
+		return fmt.Errorf("dev token: register the agency's key (has kho migrate run?): %s", kho.ErrorMessage(err))
 	}
-	if khodURL == "" {
-		khodURL = "http://" + st.KhodListen
-	}
-	ts := &client.TokenSource{Agency: string(agency), TokenURL: strings.TrimSuffix(khodURL, "/") + "/oauth/token", Key: key}
+	ts := &client.TokenSource{Agency: string(agency), TokenURL: khodURL + "/oauth/token", Key: key}
 	tok, err := ts.Token(ctx)
 	if err != nil {
 		var te *client.TokenError

@@ -161,7 +161,6 @@ func run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	go dispatcher.Run(ctx, 5*time.Second, func(err error) { log.Warn("outbox", "err", kho.ErrorMessage(err)) })
 
 	var tsaRoots *x509.CertPool
 	if len(cfg.TSARoots) > 0 {
@@ -253,6 +252,12 @@ func run(ctx context.Context, cfg *Config) error {
 	}
 
 	go srv.Run(ctx)
+	go dispatcher.Run(ctx, 5*time.Second, func(err error) {
+		// Quiet until the schema is migrated: readiness says so already.
+		if st, serr := db.Status(ctx); serr == nil && st.UpToDate() {
+			log.Warn("outbox", "err", kho.ErrorMessage(err))
+		}
+	})
 	m.WatchState(func(ctx context.Context) (metrics.State, error) { return readState(ctx, db) })
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
