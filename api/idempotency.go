@@ -61,7 +61,7 @@ func (s *Server) idempotent() gin.HandlerFunc {
 				return
 			}
 			// Same key: the same request gets the same answer.
-			if _, err := io.Copy(h, c.Request.Body); err != nil {
+			if _, err := io.Copy(h, http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxUploadSize)); err != nil {
 				writeError(c, kho.WrapError(kho.EINVALID, "the request body could not be read", err))
 				return
 			}

@@ -764,7 +764,9 @@ func readStructure(pdf []byte) (*updateInput, error) {
 func pdfConfig() *model.Configuration {
 	conf := model.NewDefaultConfiguration()
 	conf.ValidationMode = model.ValidationRelaxed
-	conf.Limits.MaxStreamBytes = 64 << 20
+	// Encoded streams are in the file, whose size is bounded already (a
+	// scan's image may be most of it); what decoding makes of them is not.
+	conf.Limits.MaxStreamBytes = 1 << 30
 	conf.Limits.MaxDecodeBytes = 64 << 20
 	conf.Limits.MaxImageBytes = 64 << 20
 	conf.Limits.MaxObjectCount = 1_000_000
