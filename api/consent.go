@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/lestrrat-go/jwx/v3/jwk"
@@ -24,6 +25,7 @@ type Consents interface {
 	Receipt(ctx context.Context, p kho.Principal, id string) (string, error)
 	PrintableReceipt(ctx context.Context, p kho.Principal, id string) (*consent.Printable, error)
 	UseReceiptJWS(ctx context.Context, p kho.Principal, id string) (string, error)
+	AcknowledgeDeletion(ctx context.Context, p kho.Principal, id string) (time.Time, error)
 	Notifications(ctx context.Context, p kho.Principal, onBehalfOf kho.SubjectID, limit int) ([]consent.Notification, error)
 	CheckAvailability(ctx context.Context, p kho.Principal, subjectID kho.SubjectID, procedure string) ([]consent.Availability, error)
 }
@@ -44,6 +46,7 @@ func (s *Server) consentRoutes(public *gin.Engine, v1 *gin.RouterGroup) {
 	v1.GET("/consents/:id/receipt", s.consentReceipt)
 	v1.GET("/consents/:id/receipt.pdf", s.consentReceiptPDF)
 	v1.GET("/use-receipts/:id", s.useReceipt)
+	v1.POST("/use-receipts/:id/deletion", s.acknowledgeDeletion)
 	v1.POST("/consents/:id/pause", s.consentStatus(consent.Paused))
 	v1.POST("/consents/:id/resume", s.consentStatus(consent.Active))
 	v1.POST("/consents/:id/revocation", s.consentStatus(consent.Revoked))
@@ -196,6 +199,16 @@ func (s *Server) useReceipt(c *gin.Context) {
 		return
 	}
 	c.Data(http.StatusOK, "application/jose", []byte(r))
+}
+
+// acknowledgeDeletion is the fetching agency saying it deleted its copy.
+func (s *Server) acknowledgeDeletion(c *gin.Context) {
+	at, err := s.cfg.Consents.AcknowledgeDeletion(c.Request.Context(), principal(c), c.Param("id"))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"use_receipt": c.Param("id"), "deletion_acknowledged_at": at})
 }
 
 // consentReceiptPDF answers with the latest receipt printed: Vietnamese

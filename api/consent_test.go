@@ -151,10 +151,21 @@ func TestConsentEndToEnd(t *testing.T) {
 		"consent.revoked/success/consent", "document.read/denied/consent_revoked",
 	}
 	var got []string
+	receiptReads := map[string]int{}
 	for _, s := range steps {
+		if strings.HasPrefix(s, "use_receipt.read") {
+			// Checked below: their order follows the check's.
+			receiptReads[s]++
+			continue
+		}
 		if !strings.HasPrefix(s, "documents.listed") && !strings.HasPrefix(s, "document.metadata") {
 			got = append(got, s)
 		}
+	}
+	// The agency and the citizen read the use receipt; the other agency
+	// and the other citizen were refused: all four on the record.
+	if receiptReads["use_receipt.read/success"] != 2 || receiptReads["use_receipt.read/denied/not_found"] != 2 {
+		t.Fatalf("use receipt reads on the record: %v", receiptReads)
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("audit trail:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

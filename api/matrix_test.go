@@ -340,6 +340,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 			return call{method: "GET", path: "/v1/consents/" + tg.consent + "/receipt"}
 		}, own: map[string]int{"citizen": 200, "guardian": 200, "business-rep": 200, "agency-reuser": 200, "agency-not-issuer": 200}},
 		{route: "GET /v1/use-receipts/:id", req: get("/v1/use-receipts/00000000-0000-4000-8000-000000000000"), role: all(namesOf(whos), 404)},
+		{route: "POST /v1/use-receipts/:id/deletion", req: func(target, who, bool) call {
+			return call{method: "POST", path: "/v1/use-receipts/00000000-0000-4000-8000-000000000000/deletion"}
+		}, role: merge(all(subjects, 403), all(staff, 403), all(agencies, 404))},
 		{route: "GET /v1/consents/:id/receipt.pdf", req: func(tg target, _ who, _ bool) call {
 			return call{method: "GET", path: "/v1/consents/" + tg.consent + "/receipt.pdf"}
 		}, own: map[string]int{"citizen": 200, "guardian": 200, "business-rep": 200, "agency-reuser": 200, "agency-not-issuer": 200}},

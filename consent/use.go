@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"kho"
+	"kho/audit"
 	"kho/policies"
 	"kho/postgres"
 )
@@ -91,11 +92,52 @@ func (s *Service) useReceipt(ctx context.Context, tx pgx.Tx, req kho.FetchReques
 	if dec.ConsentID != "" {
 		consentID = &dec.ConsentID
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO use_receipts (id, subject_handle, agency, document_id, consent_id, jws) VALUES ($1, $2, $3, $4, $5, $6)`,
-		r.ID, string(d.Subject), string(r.Agency), string(d.ID), consentID, jws); err != nil {
+	var deleteBy *time.Time
+	if r.DeleteBy != "" {
+		t := now.Add(time.Duration(r.DataLifeDays) * 24 * time.Hour)
+		deleteBy = &t
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO use_receipts (id, subject_handle, agency, document_id, consent_id, jws, delete_by) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		r.ID, string(d.Subject), string(r.Agency), string(d.ID), consentID, jws, deleteBy); err != nil {
 		return "", "", kho.WrapError(kho.EUNAVAILABLE, "consent: keep the use receipt", err)
 	}
 	return r.ID, jws, nil
+}
+
+// AcknowledgeDeletion records that the agency that fetched a document has
+// deleted its copy (its data life ended, or earlier). Only that agency
+// may; saying it twice changes nothing.
+func (s *Service) AcknowledgeDeletion(ctx context.Context, p kho.Principal, id string) (time.Time, error) {
+	if !kho.CanonicalUUID(id) {
+		return time.Time{}, policies.NotFound("use receipt")
+	}
+	var agency string
+	var h kho.SubjectHandle
+	var doc kho.DocumentID
+	err := s.db.Pool.QueryRow(ctx, `SELECT agency, subject_handle, document_id FROM use_receipts WHERE id = $1`, id).Scan(&agency, &h, &doc)
+	if errors.Is(err, pgx.ErrNoRows) {
+		_, derr := audit.Decide(ctx, s.db, p, "delivery.deletion_acknowledged", policies.AcknowledgeDeletion, policies.Resource{})
+		return time.Time{}, derr
+	}
+	if err != nil {
+		return time.Time{}, kho.WrapError(kho.EUNAVAILABLE, "consent: read the use receipt", err)
+	}
+	st, err := postgres.StoreByHandle(ctx, s.db.Pool, p, h)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if _, err := audit.Decide(ctx, s.db, p, "delivery.deletion_acknowledged", policies.AcknowledgeDeletion, policies.Resource{Store: st, Grantee: kho.AgencyCode(agency)}); err != nil {
+		return time.Time{}, err
+	}
+	var at time.Time
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `UPDATE use_receipts SET deletion_acknowledged_at = coalesce(deletion_acknowledged_at, now()) WHERE id = $1 RETURNING deletion_acknowledged_at`, id).Scan(&at); err != nil {
+			return kho.WrapError(kho.EUNAVAILABLE, "consent: record the deletion", err)
+		}
+		return audit.Record(ctx, tx, audit.Event{Action: "delivery.deletion_acknowledged", Outcome: audit.Success, Actor: p, Subject: h, Document: doc,
+			Details: map[string]any{"use_receipt": id}})
+	})
+	return at, err
 }
 
 // UseReceiptJWS returns a kept use receipt to the agency that fetched or to
@@ -117,8 +159,12 @@ func (s *Service) UseReceiptJWS(ctx context.Context, p kho.Principal, id string)
 	if err != nil {
 		return "", err
 	}
-	if d := policies.Authorize(p, policies.ReadUseReceipt, policies.Resource{Store: st, Grantee: kho.AgencyCode(agency)}); !d.Allowed {
-		return "", d.Err()
+	if _, err := audit.Decide(ctx, s.db, p, "use_receipt.read", policies.ReadUseReceipt, policies.Resource{Store: st, Grantee: kho.AgencyCode(agency)}); err != nil {
+		return "", err
+	}
+	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: "use_receipt.read", Outcome: audit.Success, Actor: p, Subject: h,
+		ActingFor: st.ActingFor(), Details: map[string]any{"use_receipt": id}}); err != nil {
+		return "", err
 	}
 	return jws, nil
 }

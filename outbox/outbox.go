@@ -45,6 +45,7 @@ type Config struct {
 	Backoff     time.Duration // the first retry's delay (default 10s), doubling
 	MaxAttempts int           // then dead (default 10)
 	Batch       int           // rows per pass (default 100)
+	Now         func() time.Time
 }
 
 // Dispatcher routes outbox rows to agencies and delivers them.
@@ -67,6 +68,9 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Batch == 0 {
 		cfg.Batch = 100
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &Dispatcher{cfg: cfg}, nil
 }
 
@@ -85,6 +89,9 @@ func (d *Dispatcher) Run(ctx context.Context, every time.Duration, onErr func(er
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		if _, err := d.DeletionDue(ctx); err != nil && onErr != nil {
+			onErr(err)
+		}
 		if _, err := d.Route(ctx); err != nil && onErr != nil {
 			onErr(err)
 		}
@@ -97,6 +104,24 @@ func (d *Dispatcher) Run(ctx context.Context, every time.Duration, onErr func(er
 		case <-t.C:
 		}
 	}
+}
+
+// DeletionDue queues, once per delivery whose data life has ended and
+// whose deletion the agency has not acknowledged, a "delivery.deletion_due"
+// notification: to the agency's webhook, and in the subject's inbox. It
+// returns how many it queued.
+func (d *Dispatcher) DeletionDue(ctx context.Context) (int, error) {
+	tag, err := d.cfg.DB.Pool.Exec(ctx, `WITH due AS (
+			UPDATE use_receipts SET deletion_due_sent_at = $1
+			WHERE id IN (SELECT id FROM use_receipts WHERE delete_by <= $1 AND deletion_acknowledged_at IS NULL AND deletion_due_sent_at IS NULL LIMIT $2)
+			RETURNING id, subject_handle, agency, delete_by)
+		INSERT INTO outbox (topic, subject_handle, payload)
+		SELECT 'delivery.deletion_due', subject_handle, jsonb_build_object('agency', agency, 'use_receipt', id, 'delete_by', delete_by) FROM due`,
+		d.cfg.Now(), d.cfg.Batch)
+	if err != nil {
+		return 0, kho.WrapError(kho.EUNAVAILABLE, "outbox: queue deletions due", err)
+	}
+	return int(tag.RowsAffected()), nil
 }
 
 // Route turns undelivered outbox rows into deliveries for the agencies

@@ -12,23 +12,24 @@ type Action string
 
 // Actions.
 const (
-	ResolveStore      Action = "store.resolve"      // learn the handle of a subject's store
-	ListStore         Action = "store.list"         // list a store's documents
-	ReadAccessLog     Action = "store.access_log"   // read every event on a store
-	ListHolds         Action = "store.holds"        // see the legal holds on a store
-	EraseStore        Action = "store.erase"        // crypto-shred a store
-	PlaceHold         Action = "store.hold"         // place a legal hold
-	ReleaseHold       Action = "store.hold_release" // end a legal hold
-	CheckAvailability Action = "store.availability" // which of a procedure's documents exist
-	DepositDocument   Action = "document.deposit"   // put a document in a store
-	ReadDocument      Action = "document.read"      // metadata, content and verification, directly
-	ChangeDocument    Action = "document.change"    // supersede or revoke
-	FetchDocument     Action = "document.fetch"     // read for a procedure, under the reuse policy
-	RequestConsent    Action = "consent.request"    // an agency asks a subject
-	DecideConsent     Action = "consent.decide"     // grant, answer, pause, resume, revoke, list
-	ReadConsent       Action = "consent.read"       // a consent, its history and receipt
-	SearchAudit       Action = "audit.search"       // the security officer's view of the trail
-	ReadUseReceipt    Action = "use_receipt.read"   // the proof of one admitted fetch
+	ResolveStore        Action = "store.resolve"      // learn the handle of a subject's store
+	ListStore           Action = "store.list"         // list a store's documents
+	ReadAccessLog       Action = "store.access_log"   // read every event on a store
+	ListHolds           Action = "store.holds"        // see the legal holds on a store
+	EraseStore          Action = "store.erase"        // crypto-shred a store
+	PlaceHold           Action = "store.hold"         // place a legal hold
+	ReleaseHold         Action = "store.hold_release" // end a legal hold
+	CheckAvailability   Action = "store.availability" // which of a procedure's documents exist
+	DepositDocument     Action = "document.deposit"   // put a document in a store
+	ReadDocument        Action = "document.read"      // metadata, content and verification, directly
+	ChangeDocument      Action = "document.change"    // supersede or revoke
+	FetchDocument       Action = "document.fetch"     // read for a procedure, under the reuse policy
+	RequestConsent      Action = "consent.request"    // an agency asks a subject
+	DecideConsent       Action = "consent.decide"     // grant, answer, pause, resume, revoke, list
+	ReadConsent         Action = "consent.read"       // a consent, its history and receipt
+	SearchAudit         Action = "audit.search"       // the security officer's view of the trail
+	ReadUseReceipt      Action = "use_receipt.read"   // the proof of one admitted fetch
+	AcknowledgeDeletion Action = "delivery.delete"    // the fetching agency says it deleted its copy
 )
 
 // Store is what a decision knows of a store, loaded from PostgreSQL by the
@@ -182,7 +183,7 @@ func ScopeOf(a Action) string {
 		return "documents:deposit"
 	case ResolveStore, ListStore, ReadDocument:
 		return "documents:read"
-	case FetchDocument, CheckAvailability, ReadUseReceipt:
+	case FetchDocument, CheckAvailability, ReadUseReceipt, AcknowledgeDeletion:
 		return "documents:fetch"
 	case RequestConsent, ReadConsent:
 		return "consent:request"
@@ -349,6 +350,15 @@ func Authorize(p kho.Principal, a Action, r Resource) Decision {
 			return allow()
 		}
 		return notFound("consent")
+
+	case AcknowledgeDeletion:
+		if !isAgency(p) {
+			return wrongRole("only the agency that fetched a document acknowledges deleting it")
+		}
+		if r.Grantee == p.Agency && r.Store != nil {
+			return allow()
+		}
+		return notFound("use receipt")
 
 	case ReadUseReceipt:
 		// The agency that fetched (Grantee) keeps it as proof; the
