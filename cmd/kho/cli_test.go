@@ -16,7 +16,7 @@ func TestEveryCommandHasHelpWithAnExample(t *testing.T) {
 	for _, cmd := range [][]string{
 		{"dev", "up"}, {"dev", "down"}, {"dev", "status"}, {"dev", "env"}, {"dev", "token"}, {"dev", "khod"},
 		{"migrate"}, {"demo", "seed"}, {"init"}, {"keys", "rotate"}, {"keys", "rewrap"}, {"reconcile"},
-		{"audit", "verify"}, {"catalogue", "load"}, {"verify"}, {"policy", "explain"}, {"agency", "register"}, {"agency", "retire-key"}, {"agency", "webhook"}, {"outbox", "list"}, {"outbox", "replay"},
+		{"audit", "verify"}, {"catalogue", "load"}, {"verify"}, {"policy", "explain"}, {"agency", "register"}, {"agency", "retire-key"}, {"agency", "webhook"}, {"outbox", "list"}, {"outbox", "replay"}, {"receipt", "verify"},
 	} {
 		name := strings.Join(cmd, " ")
 		t.Run(name, func(t *testing.T) {

@@ -60,6 +60,8 @@ Usage:
                       webhook deliveries, with attempts and errors
   kho outbox replay --id N
                       try a dead delivery again
+  kho receipt verify FILE --jwks JWKS
+                      check a consent or use receipt, a QR summary or an event offline, with kho's published keys
   kho policy explain --agency CODE --kind KIND --procedure P --type T [--consent] [--action fetch|list]
                       say whether the reuse policy admits a request, and why
 
@@ -156,13 +158,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAgency(ctx, args[1:], stdout)
 	case "outbox":
 		return runOutbox(ctx, args[1:], stdout)
+	case "receipt":
+		return runReceipt(ctx, args[1:], stdout)
 	default:
 		return usagef("unknown command %q (kho -h lists the commands)", args[0])
 	}
 }
 
 // groups are the commands that take a command of their own.
-var groups = map[string]bool{"dev": true, "demo": true, "keys": true, "audit": true, "catalogue": true, "policy": true, "agency": true, "outbox": true}
+var groups = map[string]bool{"dev": true, "demo": true, "keys": true, "audit": true, "catalogue": true, "policy": true, "agency": true, "outbox": true, "receipt": true}
 
 // usageError is a command line kho cannot make sense of: it exits 2, as
 // opposed to 1 for a command that ran and failed.
@@ -193,6 +197,7 @@ var examples = map[string]string{
 	"agency retire-key": "kho agency retire-key --code 000.00.15.H29 --kid 2026-01",
 	"agency webhook":    "kho agency webhook --code 000.00.15.H29 --url https://hethong.congan.example/kho-events",
 	"outbox list":       "kho outbox list --state dead",
+	"receipt verify":    "kho receipt verify use-receipt.jws --jwks jwks.json",
 	"outbox replay":     "kho outbox replay --id 42",
 	"policy explain":    "kho policy explain --agency 000.00.15.H29 --kind police --procedure CHC --type GKS --consent",
 }
