@@ -221,6 +221,7 @@ func (s *Server) download(c *gin.Context) {
 			writeError(c, err)
 			return
 		}
+		ctx = storage.WithMaxFetchSize(ctx, maxEncryptedDelivery)
 	}
 	if procedure != "" {
 		content, err = s.cfg.Documents.Fetch(ctx, p, id, procedure, nil)

@@ -30,9 +30,10 @@ const maxReplayBody = 1 << 20
 // the first request with a key does the work and its answer is kept for
 // 24 hours; a retry with the same key and the same body gets that answer
 // again (Idempotent-Replayed: true), the same key with another body or
-// route is 422, and while the first is still at work a retry is 409. A
-// failure a retry may fix (5xx, 409, 429) releases the key. Without the
-// header nothing changes.
+// route is 422, and while the first is still at work a retry is 409. Only
+// a success is kept: any other answer releases the key. The body is
+// compared byte for byte (a multipart retry must keep its boundary).
+// Without the header nothing changes.
 func (s *Server) idempotent() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		key := c.GetHeader("Idempotency-Key")
@@ -85,9 +86,9 @@ func (s *Server) idempotent() gin.HandlerFunc {
 		// What the handler left unread counts too.
 		_, _ = io.Copy(io.Discard, c.Request.Body)
 		status := w.Status()
-		// The work is done or refused for good: keep the answer.
-		// Otherwise a retry should try again.
-		if status >= 500 || status == http.StatusConflict || status == http.StatusTooManyRequests || w.overflow {
+		// The work is done: keep the answer. A refusal or a failure is not
+		// kept, so that a retry is decided again, as a new request.
+		if status/100 != 2 || w.overflow {
 			_ = s.cfg.Idempotency.Release(context.WithoutCancel(ctx), owner, key)
 			return
 		}
@@ -98,9 +99,14 @@ func (s *Server) idempotent() gin.HandlerFunc {
 }
 
 // ownerOf names a caller for its keys without personal data: a hash of
-// who it is.
+// who it is, and of its token's scope, so that a token without the scope
+// of a request is never answered from another token's.
 func ownerOf(p kho.Principal) string {
-	sum := sha256.Sum256([]byte(strings.Join([]string{string(p.Kind), string(p.Person), string(p.Business), string(p.Agency), string(p.Staff)}, "\x00")))
+	scope := ""
+	if p.Scoped {
+		scope = "scope:" + p.Scope
+	}
+	sum := sha256.Sum256([]byte(strings.Join([]string{string(p.Kind), string(p.Person), string(p.Business), string(p.Agency), string(p.Staff), scope}, "\x00")))
 	return hex.EncodeToString(sum[:])
 }
 

@@ -172,6 +172,20 @@ func TestTokenEndpointPrivateKeyJWT(t *testing.T) {
 	if resp.StatusCode != 403 || !strings.Contains(string(b), "documents:fetch") {
 		t.Fatalf("availability with a read-only token: %d %s", resp.StatusCode, b)
 	}
+	// An idempotent answer is never served to a token without the
+	// request's scope: it is decided again, and refused.
+	form = grant(assertion(t, key, police, nil))
+	form.Set("scope", "consent:request")
+	_, body = tokenRequest(t, d, form)
+	asker := body["access_token"].(string)
+	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	ask := `{"subject_id":"001090000001","procedure":"CHC","purpose":"Cấp hộ chiếu / passport","document_types":["GKS"],"valid_until":"` + until + `","mode":"once","data_life_days":30}`
+	if resp, b := request(t, "POST", d.url+"/v1/consent-requests", asker, "application/json", strings.NewReader(ask), map[string]string{"Idempotency-Key": "k-scope"}); resp.StatusCode != 201 {
+		t.Fatalf("consent request: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := request(t, "POST", d.url+"/v1/consent-requests", readOnly, "application/json", strings.NewReader(ask), map[string]string{"Idempotency-Key": "k-scope"}); resp.StatusCode != 403 || resp.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("replay to a read-only token: %d %s", resp.StatusCode, b)
+	}
 	// A retired key signs nothing from then on.
 	if err := oauth.Retire(ctx, d.docs.DB, kho.AgencyCode(police), "police-2026-01"); err != nil {
 		t.Fatal(err)

@@ -152,8 +152,11 @@ func (s *Server) Issue(ctx context.Context, r Request) (*Token, kho.AgencyCode, 
 	if err != nil {
 		return nil, "", err
 	}
+	// One answer whether the client has no key or the wrong one: the
+	// endpoint does not say which agencies are registered.
+	const unverified = "the client assertion is not signed by a current key of this client, or is malformed or expired"
 	if keys.Len() == 0 {
-		return nil, "", fail(401, "invalid_client", "no key is registered for client %s", agency)
+		return nil, "", fail(401, "invalid_client", unverified)
 	}
 	now := s.cfg.Now()
 	tok, err := jwt.Parse([]byte(r.Assertion),
@@ -164,7 +167,7 @@ func (s *Server) Issue(ctx context.Context, r Request) (*Token, kho.AgencyCode, 
 		jwt.WithRequiredClaim(jwt.ExpirationKey), jwt.WithRequiredClaim(jwt.JwtIDKey), jwt.WithRequiredClaim(jwt.AudienceKey),
 	)
 	if err != nil {
-		return nil, "", fail(401, "invalid_client", "the client assertion does not verify with a registered key, or has expired: %v", err)
+		return nil, "", fail(401, "invalid_client", unverified)
 	}
 	aud, _ := tok.Audience()
 	if !slices.ContainsFunc(aud, func(a string) bool { return slices.Contains(s.cfg.Audiences, a) }) {

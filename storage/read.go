@@ -243,6 +243,11 @@ func (s *Service) Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID,
 	if !dec.Reuse {
 		return s.openReadable(ctx, p, d, rng)
 	}
+	if limit, ok := ctx.Value(maxFetchKey{}).(int64); ok && d.Size > limit {
+		// Known before anything is decided: no consent is used for a
+		// delivery that cannot be made.
+		return nil, kho.Refusal(kho.EINVALID, "too_large_for_delivery", "documents over %d MiB are not delivered encrypted yet: fetch without Accept: application/jose over TLS", limit>>20)
+	}
 	if s.reuse == nil {
 		return nil, policies.NotFound("document")
 	}
@@ -264,6 +269,15 @@ func (s *Service) Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID,
 	}
 	content.UseReceipt, content.UseReceiptID = grant.UseReceipt, grant.UseReceiptID
 	return content, nil
+}
+
+type maxFetchKey struct{}
+
+// WithMaxFetchSize bounds the size of a document Fetch will deliver under
+// the reuse policy (an encrypted delivery is made in memory): a larger one
+// is refused before the fetch is decided, so no consent is used.
+func WithMaxFetchSize(ctx context.Context, n int64) context.Context {
+	return context.WithValue(ctx, maxFetchKey{}, n)
 }
 
 // open decrypts a readable document's object and calls admit with the
