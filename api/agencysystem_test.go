@@ -3,9 +3,6 @@ package api_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -30,18 +27,7 @@ import (
 // encryptionKey makes an agency system's key to receive deliveries.
 func encryptionKey(t *testing.T, kid string) (jwk.Key, jwk.Set) {
 	t.Helper()
-	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	k, err := jwk.Import(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = k.Set(jwk.KeyIDKey, kid)
-	_ = k.Set(jwk.AlgorithmKey, jwa.ECDH_ES_A256KW())
-	_ = k.Set(jwk.KeyUsageKey, "enc")
-	pub, _ := k.PublicKey()
-	set := jwk.NewSet()
-	_ = set.AddKey(pub)
-	return k, set
+	return agencySystemKey(t, kid, "enc", jwa.ECDH_ES_A256KW())
 }
 
 // An agency's system, with its own key pairs and kho's Go client: it gets

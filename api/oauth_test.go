@@ -22,9 +22,16 @@ import (
 	"kho/oauth"
 )
 
-// agencyKey makes an agency system's key pair: the private key, and a JWKS
-// of its public part for kho agency register.
+// agencyKey makes an agency system's signing key pair: the private key,
+// and a JWKS of its public part for kho agency register.
 func agencyKey(t *testing.T, kid string) (jwk.Key, jwk.Set) {
+	t.Helper()
+	return agencySystemKey(t, kid, "sig", jwa.ES256())
+}
+
+// agencySystemKey makes a P-256 key pair of an agency's system for a use
+// ("sig", or "enc" to receive deliveries) and an algorithm.
+func agencySystemKey(t *testing.T, kid, use string, alg jwa.KeyAlgorithm) (jwk.Key, jwk.Set) {
 	t.Helper()
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	k, err := jwk.Import(priv)
@@ -32,8 +39,8 @@ func agencyKey(t *testing.T, kid string) (jwk.Key, jwk.Set) {
 		t.Fatal(err)
 	}
 	_ = k.Set(jwk.KeyIDKey, kid)
-	_ = k.Set(jwk.AlgorithmKey, jwa.ES256())
-	_ = k.Set(jwk.KeyUsageKey, "sig")
+	_ = k.Set(jwk.AlgorithmKey, alg)
+	_ = k.Set(jwk.KeyUsageKey, use)
 	pub, _ := k.PublicKey()
 	set := jwk.NewSet()
 	_ = set.AddKey(pub)

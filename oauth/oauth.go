@@ -148,7 +148,7 @@ func (s *Server) Issue(ctx context.Context, r Request) (*Token, kho.AgencyCode, 
 	if agency.Validate() != nil || (r.ClientID != "" && r.ClientID != iss) {
 		return nil, "", fail(401, "invalid_client", "the client assertion's iss must be the agency's code, and client_id, when given, the same")
 	}
-	keys, err := s.keys(ctx, agency, "sig")
+	keys, err := Keys(ctx, s.cfg.DB, agency, "sig")
 	if err != nil {
 		return nil, "", err
 	}
@@ -208,11 +208,6 @@ func (s *Server) Issue(ctx context.Context, r Request) (*Token, kho.AgencyCode, 
 		return nil, "", err
 	}
 	return &Token{AccessToken: at, TokenType: "Bearer", ExpiresIn: int(s.cfg.TTL.Seconds()), Scope: strings.Join(scopes, " "), ID: id}, agency, nil
-}
-
-// keys reads an agency's current keys for a use ("sig" or "enc").
-func (s *Server) keys(ctx context.Context, agency kho.AgencyCode, use string) (jwk.Set, error) {
-	return Keys(ctx, s.cfg.DB, agency, use)
 }
 
 // Keys reads an agency's current (not retired) public keys for a use.

@@ -319,9 +319,6 @@ func (s *Signer) Sign(ctx context.Context, pdf []byte, o Options) ([]byte, error
 	return s.extend(ctx, signed, certs)
 }
 
-// Level is the PAdES level of the signatures this signer makes.
-func (s *Signer) Level() string { return s.cfg.Level }
-
 // sign adds one signature (B-B, or B-T with the TSA) and returns the
 // certificates a validator needs for it: the signer's chain and the
 // timestamp authority's.
