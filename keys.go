@@ -116,3 +116,12 @@ type ReuseDecider interface {
 type PDFSigner interface {
 	SignPDF(ctx context.Context, issuer AgencyCode, officer StaffID, pdf []byte, resultCode string) ([]byte, error)
 }
+
+// SelfDeclaredKey is the Transit key kho signs the manifests of
+// self-declared documents with ("issuer": "self-declared" in the manifest).
+const SelfDeclaredKey = "kho-self-declared"
+
+// AgencySigningKey is the Transit key an agency signs its manifests and PDF
+// signatures with; its public keys are published at
+// /issuers/{code}/jwks.json.
+func AgencySigningKey(a AgencyCode) string { return "agency-" + string(a) }

@@ -8,6 +8,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,9 +19,11 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwe"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"kho"
+	"kho/api"
 	"kho/client"
 	"kho/internal/testenv"
 	"kho/oauth"
@@ -120,4 +125,136 @@ func TestAgencySystemFetchesAnEncryptedDelivery(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), `"sha256":"`+hex.EncodeToString(sum[:])+`"`) || !strings.Contains(string(out), `"typ":"kho-delivery+jwe"`) {
 		t.Fatalf("jose: %v %s", err, out)
 	}
+}
+
+// A segmented delivery (Accept: application/vnd.kho.jwe-stream) of a
+// document whose size is a multiple of the segment size (no empty last
+// segment, which some JOSE libraries cannot open): node's jose opens
+// every segment to the original bytes; the Go client does too, and refuses
+// the stream cut short, reordered, spliced with another delivery's segment
+// or extended, and a delivery an outsider encrypted to the agency's public
+// key with the right headers and other content.
+func TestSegmentedDeliveryAndItsTampering(t *testing.T) {
+	d := newDocServer(t, 0)
+	ctx := testenv.Context(t)
+	content := bytes.Repeat([]byte("0123456789abcdef"), 2*api.SegmentSize/16)
+	doc := d.deposit(t, justice, textMeta, content)
+	sig, sigSet := agencyKey(t, "police-seg-sig")
+	enc, encSet := encryptionKey(t, "police-seg-enc")
+	for _, set := range []jwk.Set{sigSet, encSet} {
+		if _, err := oauth.Register(ctx, d.docs.DB, police.Agency, set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	if resp, b := d.call(t, citizen, "POST", "/v1/me/consents", "application/json", strings.NewReader(
+		`{"grantee":"000.00.15.H29","procedure":"CHC","purpose":"Cấp hộ chiếu / passport","document_types":["GKS"],"valid_until":"`+until+`","mode":"standing","data_life_days":30}`), nil); resp.StatusCode != 201 {
+		t.Fatalf("grant: %d %s", resp.StatusCode, b)
+	}
+	stream := map[string]string{"Accept": api.MediaTypeJWEStream}
+	path := "/v1/documents/" + string(doc.ID) + "/content?procedure=CHC"
+	resp, first := d.call(t, police, "GET", path, "", nil, stream)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != api.MediaTypeJWEStream {
+		t.Fatalf("segmented fetch: %d %s %.300s", resp.StatusCode, resp.Header.Get("Content-Type"), first)
+	}
+	receipt := resp.Header.Get("Kho-Use-Receipt")
+	_, second := d.call(t, police, "GET", path, "", nil, stream)
+	lines := strings.Split(strings.TrimSuffix(string(first), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d segments for two segments' worth of content", len(lines))
+	}
+
+	dir := t.TempDir()
+	jf, kf := filepath.Join(dir, "delivery"), filepath.Join(dir, "key.json")
+	_ = os.WriteFile(jf, first, 0o600)
+	kb, _ := json.Marshal(enc)
+	_ = os.WriteFile(kf, kb, 0o600)
+	out, err := exec.Command("node", "../scripts/node/decrypt-delivery.mjs", jf, kf).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"sha256":"`+doc.SHA256+`"`) || !strings.Contains(string(out), `"segments":2`) {
+		t.Fatalf("jose: %v %s", err, out)
+	}
+	// jose refuses the segments out of order too.
+	_ = os.WriteFile(jf, []byte(lines[1]+"\n"+lines[0]+"\n"), 0o600)
+	if out, err := exec.Command("node", "../scripts/node/decrypt-delivery.mjs", jf, kf).CombinedOutput(); err == nil {
+		t.Fatalf("jose accepted reordered segments: %s", out)
+	}
+
+	// A forged delivery: the genuine first header, other content,
+	// encrypted to the police's public key as anyone can.
+	hdr := segmentHeader(t, lines[0], enc)
+	hdr["typ"] = api.DeliveryType
+	delete(hdr, "kho_stream")
+	pub, _ := enc.PublicKey()
+	forged := encryptWith(t, pub, []byte("giấy tờ giả / forged"), hdr)
+
+	// The client reads through a proxy that serves a given body for the
+	// content and passes everything else to kho.
+	var body []byte
+	var contentType string
+	upstream, _ := url.Parse(d.url)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/content") {
+			w.Header().Set("Content-Type", contentType)
+			w.Header().Set("Kho-Use-Receipt", receipt)
+			w.Write(body)
+			return
+		}
+		httputil.NewSingleHostReverseProxy(upstream).ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	ts := &client.TokenSource{Agency: string(police.Agency), TokenURL: d.url + "/oauth/token", Audience: tokenIssuer + "/oauth/token", Key: sig}
+	c := client.New(proxy.URL, ts, enc)
+	other := strings.Split(strings.TrimSuffix(string(second), "\n"), "\n")
+	for _, tc := range []struct {
+		name, typ, body, fails string
+	}{
+		{"intact", api.MediaTypeJWEStream, string(first), ""},
+		{"cut short", api.MediaTypeJWEStream, lines[0] + "\n", "ended before its last segment"},
+		{"reordered", api.MediaTypeJWEStream, lines[1] + "\n" + lines[0] + "\n", "not a kho delivery"},
+		{"spliced", api.MediaTypeJWEStream, lines[0] + "\n" + other[1] + "\n", "out of place"},
+		{"extended", api.MediaTypeJWEStream, string(first) + lines[1] + "\n", "goes on after its last segment"},
+		{"forged", api.MediaTypeJOSE, string(forged), "not the document its issuer signed"},
+	} {
+		body, contentType = []byte(tc.body), tc.typ
+		var got bytes.Buffer
+		_, err := c.Fetch(ctx, string(doc.ID), "CHC", &got)
+		if tc.fails == "" {
+			if err != nil || !bytes.Equal(got.Bytes(), content) {
+				t.Fatalf("%s: %v (%d bytes)", tc.name, err, got.Len())
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.fails) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.fails)
+		}
+	}
+}
+
+// segmentHeader decrypts one compact JWE and returns its protected header.
+func segmentHeader(t *testing.T, compact string, key jwk.Key) map[string]any {
+	t.Helper()
+	m := jwe.NewMessage()
+	if _, err := jwe.Decrypt([]byte(compact), jwe.WithKey(jwa.ECDH_ES_A256KW(), key), jwe.WithMessage(m)); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(m.ProtectedHeaders())
+	var h map[string]any
+	_ = json.Unmarshal(b, &h)
+	delete(h, "epk")
+	delete(h, "enc")
+	delete(h, "alg")
+	return h
+}
+
+func encryptWith(t *testing.T, pub jwk.Key, plain []byte, fields map[string]any) []byte {
+	t.Helper()
+	h := jwe.NewHeaders()
+	for k, v := range fields {
+		_ = h.Set(k, v)
+	}
+	out, err := jwe.Encrypt(plain, jwe.WithKey(jwa.ECDH_ES_A256KW(), pub), jwe.WithContentEncryption(jwa.A256GCM()), jwe.WithProtectedHeaders(h), jwe.WithCompact())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -52,6 +52,11 @@ type Config struct {
 	// publishes the receipt signing keys.
 	Consents    Consents
 	ReceiptKeys keysFunc
+	// SigningKeys reads the public keys of a Transit signing key, all
+	// versions; when set, GET /issuers/{code}/jwks.json publishes each
+	// issuer's manifest keys, so a document's receiver checks the issuer's
+	// signature without trusting kho.
+	SigningKeys func(ctx context.Context, name string) (jwk.Set, error)
 	// PDFVerifier checks the signatures inside a PDF against the deployment
 	// root; optional.
 	PDFVerifier func(ctx context.Context, pdf []byte) (*signing.Report, error)
@@ -157,6 +162,9 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/readyz", s.readyz)
 	if cfg.PKIFiles != nil {
 		e.GET("/pki/:file", s.pkiFile)
+	}
+	if cfg.SigningKeys != nil {
+		e.GET("/issuers/:code/jwks.json", s.issuerKeys)
 	}
 	if cfg.Tokens != nil {
 		e.POST("/oauth/token", s.token)
@@ -381,4 +389,31 @@ func (s *Server) pkiFile(c *gin.Context) {
 	}
 	c.Header("Cache-Control", "public, max-age=300")
 	c.Data(http.StatusOK, typ, der)
+}
+
+// issuerKeys publishes the keys an issuer signs its manifests with (every
+// version, so old signatures still verify): an agency's by its code, kho's
+// own for self-declared documents by "self-declared". Public, like any
+// certificate an issuer publishes; an issuer without keys is 404.
+func (s *Server) issuerKeys(c *gin.Context) {
+	code := c.Param("code")
+	name := kho.SelfDeclaredKey
+	if code != "self-declared" {
+		a := kho.AgencyCode(code)
+		if err := a.Validate(); err != nil {
+			writeError(c, err)
+			return
+		}
+		name = kho.AgencySigningKey(a)
+	}
+	set, err := s.cfg.SigningKeys(c.Request.Context(), name)
+	if err != nil {
+		if kho.ErrorCode(err) == kho.ENOTFOUND {
+			err = kho.Errorf(kho.ENOTFOUND, "issuer %s has no signing keys", kho.Truncate(code, 40))
+		}
+		writeError(c, err)
+		return
+	}
+	c.Header("Cache-Control", "public, max-age=300")
+	c.JSON(http.StatusOK, set)
 }

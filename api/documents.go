@@ -215,13 +215,16 @@ func (s *Server) download(c *gin.Context) {
 	var content *storage.Content
 	var err error
 	var deliverTo jwk.Key
+	streamed := acceptsMedia(c, MediaTypeJWEStream)
 	if procedure != "" && p.Kind == kho.PrincipalAgency && s.wantsEncrypted(c) {
 		// Refused before anything is fetched or any consent used.
 		if deliverTo, err = s.deliveryKey(ctx, p.Agency); err != nil {
 			writeError(c, err)
 			return
 		}
-		ctx = storage.WithMaxFetchSize(ctx, maxEncryptedDelivery)
+		if !streamed {
+			ctx = storage.WithMaxFetchSize(ctx, maxEncryptedDelivery)
+		}
 	}
 	if procedure != "" {
 		content, err = s.cfg.Documents.Fetch(ctx, p, id, procedure, nil)
@@ -248,7 +251,11 @@ func (s *Server) download(c *gin.Context) {
 	if deliverTo != nil && content.UseReceipt != "" {
 		c.Header("Kho-Use-Receipt", content.UseReceipt)
 		c.Header("Kho-Use-Receipt-Id", content.UseReceiptID)
-		s.deliverEncrypted(c, deliverTo, content)
+		if streamed {
+			s.deliverStream(c, deliverTo, content)
+		} else {
+			s.deliverEncrypted(c, deliverTo, content)
+		}
 		return
 	}
 	d := content.Document
@@ -259,6 +266,9 @@ func (s *Server) download(c *gin.Context) {
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("ETag", `"sha256:`+d.SHA256+`"`)
 	h.Set("Cache-Control", "private, no-store")
+	if content.ManifestJWS != "" {
+		h.Set("Kho-Manifest-Signature", content.ManifestJWS)
+	}
 	if content.UseReceipt != "" {
 		// The proof of this use, to keep: also at /v1/use-receipts/{id}.
 		h.Set("Kho-Use-Receipt", content.UseReceipt)

@@ -77,7 +77,7 @@ func newDocServerWith(t testing.TB, maxUpload int64, limits api.Limits) *docServ
 		},
 		Limits:   limits,
 		Consents: docs.Consents, ReceiptKeys: func(ctx context.Context) (jwk.Set, error) { return docs.Keys.JWKS(ctx, consent.ReceiptKey) },
-		PKIFiles: docs.Keys.PKIFile,
+		PKIFiles: docs.Keys.PKIFile, SigningKeys: docs.Keys.PublishedJWKS,
 		SignReceiptPDF: func(ctx context.Context, pdf []byte) ([]byte, error) {
 			return receiptSigner.Sign(ctx, pdf, signing.Options{Service: &signing.Service{Key: consent.ReceiptKey, Name: "kho (test deployment)"}})
 		},

@@ -94,6 +94,18 @@ func (s *TokenSource) Token(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	tok, ttl, err := s.Exchange(ctx, a)
+	if err != nil {
+		return "", err
+	}
+	s.token, s.expires = tok, time.Now().Add(ttl)
+	return s.token, nil
+}
+
+// Exchange trades one client assertion for an access token and how long
+// it lasts; Token does this when it needs to. An assertion is good for one
+// exchange: kho refuses it a second time.
+func (s *TokenSource) Exchange(ctx context.Context, a string) (string, time.Duration, error) {
 	form := url.Values{"grant_type": {"client_credentials"}, "client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
 		"client_assertion": {a}, "client_id": {s.Agency}}
 	if len(s.Scopes) > 0 {
@@ -101,7 +113,7 @@ func (s *TokenSource) Token(ctx context.Context) (string, error) {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.TokenURL, strings.NewReader(form.Encode()))
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	hc := s.HTTP
@@ -110,27 +122,26 @@ func (s *TokenSource) Token(ctx context.Context) (string, error) {
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("token endpoint: %w", err)
+		return "", 0, fmt.Errorf("token endpoint: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return "", fmt.Errorf("token endpoint: %w", err)
+		return "", 0, fmt.Errorf("token endpoint: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		te := &TokenError{Status: resp.StatusCode}
 		if json.Unmarshal(body, te) != nil || te.Code == "" {
 			te.Code, te.Description = "unexpected_answer", strings.TrimSpace(string(body))
 		}
-		return "", te
+		return "", 0, te
 	}
 	var tok struct {
 		AccessToken string `json:"access_token"`
 		ExpiresIn   int    `json:"expires_in"`
 	}
 	if err := json.Unmarshal(body, &tok); err != nil || tok.AccessToken == "" {
-		return "", fmt.Errorf("token endpoint: the answer holds no access token")
+		return "", 0, fmt.Errorf("token endpoint: the answer holds no access token")
 	}
-	s.token, s.expires = tok.AccessToken, time.Now().Add(time.Duration(tok.ExpiresIn)*time.Second)
-	return s.token, nil
+	return tok.AccessToken, time.Duration(tok.ExpiresIn) * time.Second, nil
 }

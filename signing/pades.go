@@ -132,7 +132,7 @@ func New(cfg Config) (*Signer, error) {
 
 // KeyName is the Transit key of an agency: the same key signs its manifests
 // and its PDFs.
-func KeyName(a kho.AgencyCode) string { return "agency-" + string(a) }
+func KeyName(a kho.AgencyCode) string { return kho.AgencySigningKey(a) }
 
 // OfficerKeyName is the Transit key of a digitizing officer of an agency, for
 // the officer's personal signature on scans of paper.

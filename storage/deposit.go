@@ -60,9 +60,9 @@ func manifestOf(d *kho.Document) Manifest {
 // issuing agency's own, or kho's for self-declared documents.
 func signingKeyName(d *kho.Document) string {
 	if d.Source == kho.SourceSelfDeclared {
-		return "kho-self-declared"
+		return kho.SelfDeclaredKey
 	}
-	return "agency-" + string(d.Issuer)
+	return kho.AgencySigningKey(d.Issuer)
 }
 
 var pdfcpuOnce sync.Once

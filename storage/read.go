@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"hash"
@@ -178,6 +179,11 @@ type Content struct {
 	// UseReceipt (a compact JWS) and its id, for a fetch another agency
 	// made under consent or a legal basis.
 	UseReceipt, UseReceiptID string
+	// ManifestJWS is the issuer's signature over the document's manifest,
+	// as a compact JWS with the manifest as its payload: anyone with the
+	// issuer's published keys (GET /issuers/{code}/jwks.json) checks it
+	// without trusting kho.
+	ManifestJWS string
 }
 
 // Open lets a reader who may read the document have its plaintext. Before it
@@ -246,7 +252,7 @@ func (s *Service) Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID,
 	if limit, ok := ctx.Value(maxFetchKey{}).(int64); ok && d.Size > limit {
 		// Known before anything is decided: no consent is used for a
 		// delivery that cannot be made.
-		return nil, kho.Refusal(kho.EINVALID, "too_large_for_delivery", "documents over %d MiB are not delivered encrypted yet: fetch without Accept: application/jose over TLS", limit>>20)
+		return nil, kho.Refusal(kho.EINVALID, "too_large_for_delivery", "documents over %d MiB are not delivered as one JWE: ask for the segmented form (Accept: application/vnd.kho.jwe-stream), which the Go client reads", limit>>20)
 	}
 	if s.reuse == nil {
 		return nil, policies.NotFound("document")
@@ -325,7 +331,16 @@ func (s *Service) open(ctx context.Context, p kho.Principal, d *docRow, rng *Byt
 		body.Close()
 		return nil, err
 	}
-	return &Content{Document: &d.Document, Body: body, Range: rng}, nil
+	return &Content{Document: &d.Document, Body: body, Range: rng, ManifestJWS: attach(d.signature, manifestOf(&d.Document).Bytes())}, nil
+}
+
+// attach puts the payload back into a detached compact JWS.
+func attach(detached string, payload []byte) string {
+	head, sig, ok := strings.Cut(detached, "..")
+	if !ok {
+		return ""
+	}
+	return head + "." + base64.RawURLEncoding.EncodeToString(payload) + "." + sig
 }
 
 // checkReadable refuses a document whose content was erased or whose

@@ -532,6 +532,12 @@ func (t *Transit) JWKS(ctx context.Context, name string) (jwk.Set, error) {
 	if _, _, err := t.signingKeyInfo(ctx, name); err != nil {
 		return nil, err
 	}
+	return t.PublishedJWKS(ctx, name)
+}
+
+// PublishedJWKS is JWKS for a key that must already exist: it never creates
+// one, so a public route can serve it (ENOTFOUND for a key never made).
+func (t *Transit) PublishedJWKS(ctx context.Context, name string) (jwk.Set, error) {
 	if _, err := t.loadPublicKeys(ctx, name); err != nil {
 		return nil, err
 	}

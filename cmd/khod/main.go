@@ -213,6 +213,7 @@ func run(ctx context.Context, cfg *Config) error {
 			return signing.VerifyWith(pdf, signing.VerifyOptions{Root: root, TSARoots: tsaRoots})
 		},
 		PKIFiles:          transit.PKIFile,
+		SigningKeys:       transit.PublishedJWKS,
 		Tokens:            tokens,
 		EncryptDeliveries: cfg.Delivery == "jwe",
 		EncryptionKeys: func(ctx context.Context, a kho.AgencyCode) (jwk.Set, error) {
