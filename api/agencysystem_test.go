@@ -258,3 +258,37 @@ func encryptWith(t *testing.T, pub jwk.Key, plain []byte, fields map[string]any)
 	}
 	return out
 }
+
+// Issuers' manifest keys are public, every version, and reading them never
+// makes a key: an agency that never signed anything is 404 and still has
+// no key in Vault afterwards.
+func TestIssuerKeysArePublishedNotMade(t *testing.T) {
+	d := newDocServer(t, 0)
+	ctx := testenv.Context(t)
+	doc := d.deposit(t, justice, textMeta, []byte("GIẤY KHAI SINH — khoá công khai"))
+	resp, b := request(t, "GET", d.url+"/issuers/"+string(justice.Agency)+"/jwks.json", "", "", nil, nil)
+	set, err := jwk.Parse(b)
+	if resp.StatusCode != 200 || err != nil || set.Len() == 0 || resp.Header.Get("Cache-Control") != "public, max-age=300" {
+		t.Fatalf("justice's keys: %d %v %s", resp.StatusCode, err, b)
+	}
+	k, _ := set.Key(0)
+	if kid, _ := k.KeyID(); !strings.HasPrefix(kid, kho.AgencySigningKey(justice.Agency)+":") {
+		t.Fatalf("kid %q", kid)
+	}
+	// The manifest a reader gets verifies with them, with jose.
+	resp, _ = d.call(t, citizen, "GET", "/v1/documents/"+string(doc.ID)+"/content", "", nil, nil)
+	out, err := joseVerify(t, []byte(resp.Header.Get("Kho-Manifest-Signature")), b, "")
+	if err != nil || !strings.Contains(string(out), `"document_id":"`+string(doc.ID)+`"`) || !strings.Contains(string(out), `"issuer":"000.06.16.G09"`) {
+		t.Fatalf("jose on the manifest: %v %s", err, out)
+	}
+	for path, want := range map[string]int{
+		"/issuers/000.00.99.Z99/jwks.json": 404, "/issuers/not%20a%20code/jwks.json": 400, "/issuers/..%2F..%2Fsys/jwks.json": 404,
+	} {
+		if resp, b := request(t, "GET", d.url+path, "", "", nil, nil); resp.StatusCode != want {
+			t.Errorf("%s: %d %s", path, resp.StatusCode, b)
+		}
+	}
+	if set, err := d.docs.Keys.PublishedJWKS(ctx, kho.AgencySigningKey("000.00.99.Z99")); err == nil || set != nil {
+		t.Fatal("reading an unknown issuer's keys made a key")
+	}
+}

@@ -255,6 +255,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{route: "GET /audit/checkpoint", req: get("/audit/checkpoint"), role: all(namesOf(whos), 200)},
 		{route: "GET /audit/key", req: get("/audit/key"), role: all(namesOf(whos), 200)},
 		{route: "GET /pki/:file", req: get("/pki/ca.crl"), role: all(namesOf(whos), 200)},
+		{route: "GET /issuers/:code/jwks.json", req: get("/issuers/000.06.16.G09/jwks.json"), role: all(namesOf(whos), 200)},
 		{route: "POST /oauth/token", req: func(target, who, bool) call {
 			return call{method: "POST", path: "/oauth/token", ctype: "application/x-www-form-urlencoded", body: "grant_type=client_credentials"}
 		}, role: all(namesOf(whos), 401)},

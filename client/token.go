@@ -6,6 +6,8 @@ package client
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -144,4 +146,40 @@ func (s *TokenSource) Exchange(ctx context.Context, a string) (string, time.Dura
 		return "", 0, fmt.Errorf("token endpoint: the answer holds no access token")
 	}
 	return tok.AccessToken, time.Duration(tok.ExpiresIn) * time.Second, nil
+}
+
+// GenerateKeys makes an agency system's two P-256 key pairs: one to sign
+// client assertions (ES256, use "sig") and one to receive deliveries
+// (ECDH-ES+A256KW, use "enc"), with kids prefix+"-sig" and prefix+"-enc".
+// public holds both public keys: the JWKS to hand to kho's operator (kho
+// agency register). The private keys never leave the agency's system.
+func GenerateKeys(prefix string) (sig, enc jwk.Key, public jwk.Set, err error) {
+	public = jwk.NewSet()
+	mk := func(use string, alg jwa.KeyAlgorithm) (jwk.Key, error) {
+		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		k, err := jwk.Import(priv)
+		if err != nil {
+			return nil, err
+		}
+		for name, v := range map[string]any{jwk.KeyIDKey: prefix + "-" + use, jwk.AlgorithmKey: alg, jwk.KeyUsageKey: use} {
+			if err := k.Set(name, v); err != nil {
+				return nil, err
+			}
+		}
+		pub, err := k.PublicKey()
+		if err != nil {
+			return nil, err
+		}
+		return k, public.AddKey(pub)
+	}
+	if sig, err = mk("sig", jwa.ES256()); err != nil {
+		return nil, nil, nil, err
+	}
+	if enc, err = mk("enc", jwa.ECDH_ES_A256KW()); err != nil {
+		return nil, nil, nil, err
+	}
+	return sig, enc, public, nil
 }

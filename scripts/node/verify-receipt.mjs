@@ -10,7 +10,7 @@ const [jwsFile, jwksFile, typ] = process.argv.slice(2);
 const jws = readFileSync(jwsFile, "utf8").trim();
 const keys = createLocalJWKSet(JSON.parse(readFileSync(jwksFile, "utf8")));
 try {
-  const { payload } = await jwtVerify(jws, keys, { algorithms: ["ES256"], typ });
+  const { payload } = await jwtVerify(jws, keys, { algorithms: ["ES256"], typ: typ || undefined });
   console.log(JSON.stringify(payload));
 } catch (e) {
   console.log("NOT VALID: " + e.message);
