@@ -1,8 +1,8 @@
 package api
 
 import (
-	"context"
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"io"
