@@ -160,6 +160,7 @@ func New(cfg Config) (*Server, error) {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
+	e.GET("/openapi.json", s.openapi)
 	if cfg.PKIFiles != nil {
 		e.GET("/pki/:file", s.pkiFile)
 	}
@@ -199,6 +200,14 @@ var delegatingQueries = map[string]bool{
 // themself.
 func checkQuery() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		for _, p := range c.Params {
+			if p.Value == "" {
+				// "/legal-holds//release": a path with a segment left out
+				// names nothing.
+				errorf(c, kho.ENOTFOUND, "no such route")
+				return
+			}
+		}
 		if _, err := url.ParseQuery(c.Request.URL.RawQuery); err != nil {
 			errorf(c, kho.EINVALID, "the query string is malformed (use & between parameters)")
 			return

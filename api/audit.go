@@ -80,6 +80,9 @@ func (s *Server) consistency(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
+	if p == nil {
+		p = [][]byte{}
+	}
 	c.JSON(http.StatusOK, gin.H{"from": from, "to": to, "hashes": p})
 }
 

@@ -52,10 +52,12 @@ func TestAgencySystemEndToEndWithTheGoClient(t *testing.T) {
 	}
 	aud := tokenIssuer + "/oauth/token"
 	source := func(agency kho.AgencyCode, key jwk.Key) *client.TokenSource {
-		return &client.TokenSource{Agency: string(agency), TokenURL: d.url + "/oauth/token", Audience: aud, Key: key}
+		return &client.TokenSource{Agency: string(agency), TokenURL: d.url + "/oauth/token", Audience: aud, Key: key, HTTP: http.DefaultClient}
 	}
+	// Every exchange is checked against the OpenAPI document.
 	pol := client.New(d.url, source(police.Agency, policeSig), policeEnc)
 	jus := client.New(d.url, source(justice.Agency, justiceSig), nil)
+	pol.HTTP, jus.HTTP = http.DefaultClient, http.DefaultClient
 
 	t.Run("token", func(t *testing.T) {
 		ts := source(police.Agency, policeSig)

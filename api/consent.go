@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -163,7 +162,11 @@ func (s *Server) myConsents(c *gin.Context) {
 
 // myNotifications is the owner's inbox: what changed in the store.
 func (s *Server) myNotifications(c *gin.Context) {
-	limit, _ := strconv.Atoi(c.DefaultQuery("limit", "100"))
+	limit, err := queryLimit(c)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
 	ns, err := s.cfg.Consents.Notifications(c.Request.Context(), principal(c), onBehalfOfQuery(c), limit)
 	if err != nil {
 		writeError(c, err)

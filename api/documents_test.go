@@ -71,7 +71,7 @@ func newDocServerWith(t testing.TB, maxUpload int64, limits api.Limits) *docServ
 	}
 	srv, err := api.New(api.Config{
 		Logger: slog.New(slog.DiscardHandler), Authenticator: authn, Documents: docs.Svc, Audit: docs.Log, MaxUploadSize: maxUpload,
-		Tokens: tokens, Idempotency: &postgres.Idempotency{DB: docs.DB},
+		Tokens: tokens, Idempotency: &postgres.Idempotency{DB: docs.DB}, DevJWKS: s.set,
 		EncryptionKeys: func(ctx context.Context, a kho.AgencyCode) (jwk.Set, error) {
 			return oauth.Keys(ctx, docs.DB, a, "enc")
 		},

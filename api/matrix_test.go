@@ -145,7 +145,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	tA := target{subject: "001090000001", handle: docA.Subject, doc: docA.ID, consent: cA,
 		request: ask(police, "001090000001", "CHC", "GKS"), request2: ask(police, "001090000001", "CHC", "GKS"), hold: hold(police, docA.Subject)}
 	tM := target{subject: "001215000004", handle: docM.Subject, doc: docM.ID, consent: cM,
-		request: ask(police, "001215000004", "CHC", "GKS"), request2: ask(police, "001215000004", "CHC", "GKS")}
+		request: ask(police, "001215000004", "CHC", "GKS"), request2: ask(police, "001215000004", "CHC", "GKS"), hold: hold(police, docM.Subject)}
 	tB := target{subject: "0101234567", handle: docB.Subject, doc: docB.ID, consent: cB,
 		request: ask(finance, "0101234567", "DKTDDN", "GCNDKDN"), request2: ask(finance, "0101234567", "DKTDDN", "GCNDKDN"), hold: hold(finance, docB.Subject)}
 	tV := target{subject: "031200000003", handle: docV.Subject, doc: docV.ID, consent: cV,
@@ -255,6 +255,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{route: "GET /audit/checkpoint", req: get("/audit/checkpoint"), role: all(namesOf(whos), 200)},
 		{route: "GET /audit/key", req: get("/audit/key"), role: all(namesOf(whos), 200)},
 		{route: "GET /pki/:file", req: get("/pki/ca.crl"), role: all(namesOf(whos), 200)},
+		{route: "GET /openapi.json", req: get("/openapi.json"), role: all(namesOf(whos), 200)},
+		{route: "GET /dev/idp/jwks.json", req: get("/dev/idp/jwks.json"), role: all(namesOf(whos), 200)},
 		{route: "GET /issuers/:code/jwks.json", req: get("/issuers/000.06.16.G09/jwks.json"), role: all(namesOf(whos), 200)},
 		{route: "POST /oauth/token", req: func(target, who, bool) call {
 			return call{method: "POST", path: "/oauth/token", ctype: "application/x-www-form-urlencoded", body: "grant_type=client_credentials"}

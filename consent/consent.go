@@ -131,7 +131,7 @@ type Consent struct {
 	Status        string            `json:"status"`
 	GrantedBy     string            `json:"granted_by"`
 	RequestID     string            `json:"request_id,omitempty"`
-	History       []Change          `json:"history"`
+	History       []Change          `json:"history,omitempty"` // read one consent to have it; lists leave it out
 }
 
 // Change is one status change of a consent.
@@ -288,6 +288,9 @@ func (s *Service) RequestConsent(ctx context.Context, p kho.Principal, t Terms) 
 	if len(t.DocumentIDs) > 0 {
 		return nil, kho.FieldErrorf("document_ids", "a consent request names document types; document_ids are the subject's to choose when granting")
 	}
+	if t.Grantee != "" {
+		return nil, kho.FieldErrorf("grantee", "a consent request is for the agency that sends it: leave grantee out")
+	}
 	_, proc, err := s.agencyFacts(ctx, p, policies.RequestConsent, audit.ConsentRequested, t.Procedure, t.SubjectID)
 	if err != nil {
 		return nil, err
@@ -302,7 +305,7 @@ func (s *Service) RequestConsent(ctx context.Context, p kho.Principal, t Terms) 
 	if erased {
 		return nil, kho.Refusal(kho.ECONFLICT, policies.ReasonErased, "the store was erased")
 	}
-	r := &Request{ID: uuid.NewString(), Subject: string(h), Agency: string(p.Agency), Status: "pending", CreatedAt: s.now()}
+	r := &Request{ID: uuid.NewString(), Subject: string(h), Agency: string(p.Agency), Status: "pending", CreatedAt: s.now(), Approvals: []string{}}
 	t.SubjectID, t.Grantee = "", p.Agency
 	r.Terms = t
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {

@@ -27,7 +27,10 @@ type Notification struct {
 // side reads them as it reads its access log (a guardian for a ward with
 // onBehalfOf). The reading is recorded.
 func (s *Service) Notifications(ctx context.Context, p kho.Principal, onBehalfOf kho.SubjectID, limit int) ([]Notification, error) {
-	if limit <= 0 || limit > 500 {
+	if limit < 0 || limit > 500 {
+		return nil, kho.Errorf(kho.EINVALID, "limit must be between 1 and 500")
+	}
+	if limit == 0 {
 		limit = 100
 	}
 	st, err := postgres.SelectedStore(ctx, s.db.Pool, p, policies.ReadAccessLog, onBehalfOf)
