@@ -152,7 +152,7 @@ func TestAgencySystemEndToEndWithTheGoClient(t *testing.T) {
 	}))
 	defer hook.Close()
 	now := time.Now()
-	disp, err := outbox.New(outbox.Config{DB: d.docs.DB, Signer: d.docs.Keys, Key: consent.ReceiptKey, Issuer: "urn:kho:test", Backoff: time.Millisecond,
+	disp, err := outbox.New(outbox.Config{AllowInternal: true, DB: d.docs.DB, Signer: d.docs.Keys, Key: consent.ReceiptKey, Issuer: "urn:kho:test", Backoff: time.Millisecond,
 		Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
@@ -186,6 +186,14 @@ func TestAgencySystemEndToEndWithTheGoClient(t *testing.T) {
 	other, _ := encryptionKey(t, "police-e2e-enc")
 	if _, err := client.New(d.url, pol.Tokens, other).Fetch(ctx, doc.ID, "CHC", io.Discard); err == nil || !strings.Contains(err.Error(), "does not decrypt") {
 		t.Fatalf("a delivery opened with another key: %v", err)
+	}
+	// Both uses spent: the citizen sees the consent used up, and it can
+	// only be revoked now.
+	if resp, b := d.call(t, citizen, "GET", "/v1/consents/"+consentID, "", nil, nil); resp.StatusCode != 200 || !strings.Contains(string(b), `"status":"used_up"`) {
+		t.Fatalf("a used-up consent reads: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := d.call(t, citizen, "POST", "/v1/consents/"+consentID+"/pause", "", nil, nil); resp.StatusCode != 409 {
+		t.Fatalf("pausing a used-up consent: %d %s", resp.StatusCode, b)
 	}
 
 	// The issuer revokes; the police are told.

@@ -44,7 +44,7 @@ func TestDataLifeEndIsNotifiedAndDeletionAcknowledged(t *testing.T) {
 	}))
 	defer hook.Close()
 	now := time.Now()
-	disp, err := outbox.New(outbox.Config{DB: d.docs.DB, Signer: d.docs.Keys, Key: consent.ReceiptKey, Issuer: "urn:kho:test", Backoff: time.Millisecond,
+	disp, err := outbox.New(outbox.Config{AllowInternal: true, DB: d.docs.DB, Signer: d.docs.Keys, Key: consent.ReceiptKey, Issuer: "urn:kho:test", Backoff: time.Millisecond,
 		Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"kho"
 	"kho/consent"
 	"kho/internal/testenv"
 	"kho/outbox"
@@ -34,7 +35,7 @@ func TestRevocationIsPushedToTheAgencyThatFetched(t *testing.T) {
 		t.Fatalf("fetch: %d %s", resp.StatusCode, b)
 	}
 
-	disp, err := outbox.New(outbox.Config{DB: d.docs.DB, Signer: d.docs.Keys, Key: consent.ReceiptKey, Issuer: "urn:kho:test", Backoff: time.Millisecond, MaxAttempts: 5})
+	disp, err := outbox.New(outbox.Config{AllowInternal: true, DB: d.docs.DB, Signer: d.docs.Keys, Key: consent.ReceiptKey, Issuer: "urn:kho:test", Backoff: time.Millisecond, MaxAttempts: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func TestRevocationIsPushedToTheAgencyThatFetched(t *testing.T) {
 		`{"grantee":"000.00.15.H29","procedure":"CHC","purpose":"lần hai / again","document_types":["GKS"],"valid_until":"`+until+`","mode":"once","data_life_days":0}`), nil); resp.StatusCode != 201 {
 		t.Fatalf("grant: %d %s", resp.StatusCode, b)
 	}
-	short, _ := outbox.New(outbox.Config{DB: d.docs.DB, Signer: d.docs.Keys, Key: consent.ReceiptKey, Issuer: "urn:kho:test", Backoff: time.Millisecond, MaxAttempts: 2})
+	short, _ := outbox.New(outbox.Config{AllowInternal: true, DB: d.docs.DB, Signer: d.docs.Keys, Key: consent.ReceiptKey, Issuer: "urn:kho:test", Backoff: time.Millisecond, MaxAttempts: 2})
 	var dead []outbox.Delivery
 	for i := 0; i < 500 && len(dead) == 0; i++ {
 		_, _ = short.Route(ctx)
@@ -140,5 +141,56 @@ func TestRevocationIsPushedToTheAgencyThatFetched(t *testing.T) {
 	}
 	if err := outbox.Replay(ctx, d.docs.DB, dead[0].ID); err == nil {
 		t.Fatal("a pending delivery was replayed")
+	}
+}
+
+// Outside dev, kho does not call into its own network: a webhook whose name
+// resolves to a loopback (or private, link-local) address is never called,
+// and the delivery says why. Removing the webhook stops deliveries.
+func TestWebhooksDoNotReachInternalAddresses(t *testing.T) {
+	d := newDocServer(t, 0)
+	ctx := testenv.Context(t)
+	var calls int
+	var mu sync.Mutex
+	hook := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+	}))
+	defer hook.Close()
+	strict, err := outbox.New(outbox.Config{DB: d.docs.DB, Signer: d.docs.Keys, Key: consent.ReceiptKey, Issuer: "urn:kho:test", Backoff: time.Millisecond, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := strict.Route(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Named, not numbered: the address is checked when it is called.
+	named := strings.Replace(hook.URL, "127.0.0.1", "localhost", 1)
+	if err := outbox.SetWebhook(ctx, d.docs.DB, police.Agency, named, true); err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	if resp, b := d.call(t, citizen, "POST", "/v1/me/consents", "application/json", strings.NewReader(
+		`{"grantee":"000.00.15.H29","procedure":"CHC","purpose":"Cấp hộ chiếu / passport","document_types":["GKS"],"valid_until":"`+until+`","mode":"once","data_life_days":0}`), nil); resp.StatusCode != 201 {
+		t.Fatalf("grant: %d %s", resp.StatusCode, b)
+	}
+	if _, err := strict.Route(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := strict.Deliver(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dead, err := outbox.List(ctx, d.docs.DB, "dead", 10)
+	mu.Lock()
+	defer mu.Unlock()
+	if err != nil || len(dead) != 1 || !strings.Contains(dead[0].LastError, "internal") || calls != 0 {
+		t.Fatalf("a webhook on loopback: %d calls, dead %+v %v", calls, dead, err)
+	}
+	if err := outbox.RemoveWebhook(ctx, d.docs.DB, police.Agency); err != nil {
+		t.Fatal(err)
+	}
+	if err := outbox.RemoveWebhook(ctx, d.docs.DB, police.Agency); kho.ErrorCode(err) != kho.ENOTFOUND {
+		t.Fatalf("removing a webhook twice: %v", err)
 	}
 }

@@ -34,13 +34,15 @@ import (
 	"kho/postgres"
 )
 
-// Statuses of a consent. Expired is not stored: an active consent past its
-// validity is reported as expired.
+// Statuses of a consent. Expired and UsedUp are not stored: an active
+// consent past its validity is reported as expired, and one whose uses are
+// all spent as used up.
 const (
 	Active  = "active"
 	Paused  = "paused"
 	Revoked = "revoked"
 	Expired = "expired"
+	UsedUp  = "used_up"
 )
 
 // Receipt signing key (Transit, on kho-signing) and JWS type.
@@ -143,10 +145,16 @@ type Change struct {
 	Reason    string    `json:"reason,omitempty"`
 }
 
-// effectiveStatus reports expired for an active consent past its validity.
+// effectiveStatus reports expired for an active consent past its validity,
+// and used up for one with no uses left.
 func (c *Consent) effectiveStatus(now time.Time) string {
-	if c.Status == Active && !now.Before(c.ValidUntil) {
+	switch {
+	case c.Status != Active:
+		return c.Status
+	case !now.Before(c.ValidUntil):
 		return Expired
+	case c.MaxUses != nil && c.Uses >= *c.MaxUses:
+		return UsedUp
 	}
 	return c.Status
 }

@@ -251,6 +251,8 @@ func (s *Service) SetStatus(ctx context.Context, p kho.Principal, id, status, re
 		}
 		if eff := c.effectiveStatus(s.now()); eff == Expired && status != Revoked {
 			return kho.Errorf(kho.ECONFLICT, "the consent has expired")
+		} else if eff == UsedUp && status != Revoked {
+			return kho.Errorf(kho.ECONFLICT, "the consent has no uses left")
 		}
 		allowed := false
 		for _, f := range t.from {

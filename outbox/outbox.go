@@ -16,8 +16,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -41,7 +44,12 @@ type Config struct {
 	Signer      Signer
 	Key         string // the Transit key that signs events (published in the JWKS)
 	Issuer      string
-	HTTP        *http.Client
+	// HTTP posts the events. By default: 10 s a delivery, no redirects
+	// followed, and no connection to a loopback, private, link-local or
+	// otherwise internal address unless AllowInternal (dev and tests),
+	// whatever the webhook's name resolves to when it is called.
+	HTTP          *http.Client
+	AllowInternal bool
 	Backoff     time.Duration // the first retry's delay (default 10s), doubling
 	MaxAttempts int           // then dead (default 10)
 	Batch       int           // rows per pass (default 100)
@@ -57,7 +65,15 @@ func New(cfg Config) (*Dispatcher, error) {
 		return nil, kho.Errorf(kho.EINVALID, "outbox: a database, a signer, its key and an issuer are required")
 	}
 	if cfg.HTTP == nil {
-		cfg.HTTP = &http.Client{Timeout: 10 * time.Second}
+		dialer := &net.Dialer{Timeout: 5 * time.Second}
+		if !cfg.AllowInternal {
+			dialer.Control = refuseInternal
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.DialContext = dialer.DialContext
+		tr.Proxy = nil
+		cfg.HTTP = &http.Client{Timeout: 10 * time.Second, Transport: tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	if cfg.Backoff == 0 {
 		cfg.Backoff = 10 * time.Second
@@ -319,6 +335,41 @@ func Replay(ctx context.Context, db *postgres.DB, id int64) error {
 	}
 	if tag.RowsAffected() == 0 {
 		return kho.Errorf(kho.ENOTFOUND, "no dead delivery %d", id)
+	}
+	return nil
+}
+
+// refuseInternal stops a webhook from reaching into kho's own network: a
+// URL whose name resolves (now, not when it was registered) to a loopback,
+// private, link-local, multicast or unspecified address is not called.
+func refuseInternal(_, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return fmt.Errorf("webhook address %q is not an IP address", host)
+	}
+	ip = ip.Unmap()
+	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsMulticast() ||
+		ip.IsUnspecified() || ip.IsInterfaceLocalMulticast() || cgnat.Contains(ip) {
+		return fmt.Errorf("webhook address %s is internal: kho does not deliver events inside its own network", ip)
+	}
+	return nil
+}
+
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// RemoveWebhook stops events to an agency: what is already queued for it
+// waits, and goes out if a webhook is registered again.
+func RemoveWebhook(ctx context.Context, db *postgres.DB, agency kho.AgencyCode) error {
+	tag, err := db.Pool.Exec(ctx, `DELETE FROM agency_webhooks WHERE agency = $1`, string(agency))
+	if err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "outbox: remove the webhook", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return kho.Errorf(kho.ENOTFOUND, "agency %s has no webhook", agency)
 	}
 	return nil
 }

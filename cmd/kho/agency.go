@@ -81,18 +81,26 @@ func runAgency(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "agency %s: key %s retired; assertions it signs are refused from now on\n", *code, *kid)
 		return nil
 	case "webhook":
-		u := fs.String("url", "", "https `URL` kho POSTs the agency's signed events to [required]")
+		u := fs.String("url", "", "https `URL` kho POSTs the agency's signed events to")
+		remove := fs.Bool("remove", false, "stop sending the agency events (queued ones wait for a new webhook)")
 		if err := parseFlags(fs, args[1:], stdout); err != nil {
 			return err
 		}
-		if *code == "" || *u == "" {
-			return usagef("agency webhook: --code and --url are required")
+		if *code == "" || (*u == "") == !*remove {
+			return usagef("agency webhook: --code, and either --url or --remove, are required")
 		}
 		db, err := dbf.open(ctx)
 		if err != nil {
 			return err
 		}
 		defer db.Close()
+		if *remove {
+			if err := outbox.RemoveWebhook(ctx, db, kho.AgencyCode(*code)); err != nil {
+				return fmt.Errorf("agency webhook: %s", kho.ErrorMessage(err))
+			}
+			fmt.Fprintf(stdout, "agency %s: no webhook; events wait until one is registered\n", *code)
+			return nil
+		}
 		if err := outbox.SetWebhook(ctx, db, kho.AgencyCode(*code), *u, strings.HasPrefix(*u, "http://127.0.0.1") || strings.HasPrefix(*u, "http://localhost")); err != nil {
 			return fmt.Errorf("agency webhook: %s", kho.ErrorMessage(err))
 		}
