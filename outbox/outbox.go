@@ -40,20 +40,20 @@ type Signer interface {
 
 // Config configures the dispatcher.
 type Config struct {
-	DB          *postgres.DB
-	Signer      Signer
-	Key         string // the Transit key that signs events (published in the JWKS)
-	Issuer      string
+	DB     *postgres.DB
+	Signer Signer
+	Key    string // the Transit key that signs events (published in the JWKS)
+	Issuer string
 	// HTTP posts the events. By default: 10 s a delivery, no redirects
 	// followed, and no connection to a loopback, private, link-local or
 	// otherwise internal address unless AllowInternal (dev and tests),
 	// whatever the webhook's name resolves to when it is called.
 	HTTP          *http.Client
 	AllowInternal bool
-	Backoff     time.Duration // the first retry's delay (default 10s), doubling
-	MaxAttempts int           // then dead (default 10)
-	Batch       int           // rows per pass (default 100)
-	Now         func() time.Time
+	Backoff       time.Duration // the first retry's delay (default 10s), doubling
+	MaxAttempts   int           // then dead (default 10)
+	Batch         int           // rows per pass (default 100)
+	Now           func() time.Time
 }
 
 // Dispatcher routes outbox rows to agencies and delivers them.
