@@ -198,6 +198,10 @@ func (s *Service) acquire(ctx context.Context) (func(), error) {
 	}
 }
 
+// errStoreStopped is what the encryption sees when the object store stops
+// reading its output.
+var errStoreStopped = errors.New("the object store stopped reading")
+
 // encryptToStore streams src through age into a new object. It returns the
 // wrapped file key and its key version.
 func (s *Service) encryptToStore(ctx context.Context, object string, doc kho.DocumentID, subject kho.SubjectHandle, src io.Reader) (*transitRecipient, error) {
@@ -219,10 +223,15 @@ func (s *Service) encryptToStore(ctx context.Context, object string, doc kho.Doc
 		encErr <- err
 	}()
 	putErr := s.blobs.Put(ctx, object, pr, -1)
-	pr.CloseWithError(errors.New("object store stopped reading"))
+	pr.CloseWithError(errStoreStopped)
 	// The content's own failure (too large, unreadable body, Vault) says more
-	// than the object store's report of a broken stream.
+	// than the object store's report of a broken stream; but when the store
+	// failed first, the encryption only saw it stop reading, and the
+	// store's failure (an outage) is the answer.
 	if err := <-encErr; err != nil {
+		if errors.Is(err, errStoreStopped) && putErr != nil {
+			return nil, putErr
+		}
 		if kho.ErrorCode(err) == kho.EINTERNAL {
 			return nil, kho.WrapError(kho.EINVALID, "could not read the document", err)
 		}

@@ -35,6 +35,10 @@ type MinIOConfig struct {
 	PartSize uint64
 	// WrapTransport, when set, wraps the HTTP transport (metrics).
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// Timeout bounds how long MinIO may take to start answering a request
+	// once it was sent (default 5 s): a frozen MinIO is an outage within
+	// seconds, not a request held for minutes.
+	Timeout time.Duration
 }
 
 // MinIO is a BlobStore over one MinIO bucket.
@@ -91,7 +95,10 @@ func NewMinIO(cfg MinIOConfig) (*MinIO, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	tr.ResponseHeaderTimeout = 30 * time.Second
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	tr.ResponseHeaderTimeout = cfg.Timeout
 	var rt http.RoundTripper = tr
 	if cfg.WrapTransport != nil {
 		rt = cfg.WrapTransport(tr)
@@ -159,11 +166,48 @@ func (m *MinIO) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, mapErr("get object", err)
 	}
-	if _, err := obj.Stat(); err != nil {
+	st, err := obj.Stat()
+	if err != nil {
 		obj.Close()
 		return nil, mapErr("get object", err)
 	}
-	return obj, nil
+	return &objectReader{r: obj, size: st.Size}, nil
+}
+
+// objectReader tells a transfer that failed from an object that is wrong:
+// an error while reading, or an end before the length MinIO announced, is
+// an outage (EUNAVAILABLE), never data to judge. Bytes that arrive whole
+// and are wrong are for the decryption and the hash to find.
+type objectReader struct {
+	r       io.ReadCloser
+	n, size int64
+}
+
+func (o *objectReader) Read(p []byte) (int, error) {
+	n, err := o.r.Read(p)
+	o.n += int64(n)
+	switch {
+	case err == io.EOF && o.n < o.size:
+		return n, kho.Errorf(kho.EUNAVAILABLE, "storage: the object's transfer ended after %d of %d bytes", o.n, o.size)
+	case err != nil && err != io.EOF && kho.ErrorCode(err) == kho.EINTERNAL:
+		return n, mapErr("read object", err)
+	}
+	return n, err
+}
+
+func (o *objectReader) Close() error { return o.r.Close() }
+
+// objectReaderAt is objectReader for ranged reads.
+type objectReaderAt struct {
+	*minio.Object
+}
+
+func (o objectReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := o.Object.ReadAt(p, off)
+	if err != nil && err != io.EOF && kho.ErrorCode(err) == kho.EINTERNAL {
+		return n, mapErr("read object", err)
+	}
+	return n, err
 }
 
 // OpenAt opens the object for random access; each ReadAt is a ranged GET.
@@ -180,7 +224,7 @@ func (m *MinIO) OpenAt(ctx context.Context, name string) (kho.ReaderAtCloser, in
 		obj.Close()
 		return nil, 0, mapErr("get object", err)
 	}
-	return obj, st.Size, nil
+	return objectReaderAt{obj}, st.Size, nil
 }
 
 // Walk lists the objects under prefix.
@@ -214,8 +258,10 @@ func mapErr(op string, err error) error {
 	switch resp.Code {
 	case "NoSuchKey":
 		return kho.WrapError(kho.ENOTFOUND, "storage: object not found", err)
-	case "AccessDenied":
-		return kho.WrapError(kho.EFORBIDDEN, "storage: "+op+": access denied", err)
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch":
+		// kho's own credentials refused: an outage of kho's, not the
+		// caller's fault.
+		return kho.WrapError(kho.EUNAVAILABLE, "storage: "+op+": MinIO refused kho's credentials", err)
 	}
 	return kho.WrapError(kho.EUNAVAILABLE, "storage: "+op, err)
 }

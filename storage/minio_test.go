@@ -3,6 +3,7 @@ package storage_test
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -94,11 +95,16 @@ func TestKhodCredentialsAreLimitedToTheBucket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := khodOther.Get(ctx, "secret"); kho.ErrorCode(err) != kho.EFORBIDDEN {
-		t.Errorf("khod read another bucket: %v, want forbidden", err)
+	// MinIO refuses; for kho's callers that is an outage (503), not
+	// their fault.
+	refused := func(err error) bool {
+		return kho.ErrorCode(err) == kho.EUNAVAILABLE && minio.ToErrorResponse(errors.Unwrap(err)).Code == "AccessDenied"
 	}
-	if err := khodOther.Put(ctx, "planted", strings.NewReader("x"), 1); kho.ErrorCode(err) != kho.EFORBIDDEN {
-		t.Errorf("khod wrote another bucket: %v, want forbidden", err)
+	if _, err := khodOther.Get(ctx, "secret"); !refused(err) {
+		t.Errorf("khod read another bucket: %v, want refused", err)
+	}
+	if err := khodOther.Put(ctx, "planted", strings.NewReader("x"), 1); !refused(err) {
+		t.Errorf("khod wrote another bucket: %v, want refused", err)
 	}
 	if err := khodOther.Health(ctx); err == nil {
 		t.Errorf("khod can see another bucket")

@@ -376,17 +376,19 @@ func (s *Service) identity(ctx context.Context, d *docRow) *transitIdentity {
 // integrityFailure records a failed read of stored data and returns err, as
 // an integrity failure unless it is a plain outage.
 func (s *Service) integrityFailure(ctx context.Context, p kho.Principal, d *docRow, err error) error {
-	code := kho.ErrorCode(err)
-	if code == kho.EUNAVAILABLE {
-		return err
-	}
-	if code == kho.ENOTFOUND {
+	switch code := kho.ErrorCode(err); code {
+	case kho.ENOTFOUND:
 		// A row with no object, or a subject key that is gone: the stored
 		// state is broken, not the request.
 		err = kho.WrapError(kho.EINTEGRITY, "the document's stored content is missing or unreadable", err)
-	}
-	if code != kho.EINTEGRITY && code != kho.ENOTFOUND {
-		err = kho.WrapError(kho.EINTEGRITY, "the document failed its integrity check", err)
+	case kho.EINTEGRITY:
+	default:
+		// An outage, or a failure nothing proves is in the stored bytes
+		// or keys: never raised as tampering.
+		if code != kho.EUNAVAILABLE {
+			s.log.ErrorContext(ctx, "reading a document failed", "document_id", d.ID, "request_id", kho.RequestID(ctx), "err", err.Error())
+		}
+		return err
 	}
 	s.log.ErrorContext(ctx, "document failed an integrity check", "document_id", d.ID, "request_id", kho.RequestID(ctx), "err", err.Error())
 	if aerr := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentIntegrity, Outcome: audit.Failure, Actor: p, Subject: d.Subject, Document: d.ID,

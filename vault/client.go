@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +40,10 @@ type Config struct {
 	Logger  *slog.Logger
 	// WrapTransport, when set, wraps the HTTP transport (metrics).
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// RefusalGrace: a 403 this soon after a login is taken as a policy's
+	// refusal, not the token's death, and does not start another login
+	// (default 5 s).
+	RefusalGrace time.Duration
 }
 
 // Client is an authenticated Vault client whose token is kept alive in the
@@ -50,10 +55,49 @@ type Client struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// refused is signalled when Vault answers 403 to one of kho's calls:
+	// the token was revoked or expired, so keepAlive logs in again now
+	// rather than at the next renewal.
+	refused chan struct{}
+
 	mu        sync.Mutex
 	renewals  int
 	logins    int
+	lastLogin time.Time
 	lastError error
+}
+
+// refusalWatcher tells the client when Vault refuses its token.
+type refusalWatcher struct {
+	next http.RoundTripper
+	c    *Client
+}
+
+func (w refusalWatcher) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := w.next.RoundTrip(req)
+	if err == nil && resp.StatusCode == http.StatusForbidden && !strings.Contains(req.URL.Path, "/auth/") {
+		w.c.tokenRefused()
+	}
+	return resp, err
+}
+
+// tokenRefused marks the token unusable (readiness fails) and wakes
+// keepAlive to log in again; refusals within a few seconds of a login are
+// a policy's doing, not a dead token, and only logged.
+func (c *Client) tokenRefused() {
+	c.mu.Lock()
+	recent := time.Since(c.lastLogin) < c.cfg.RefusalGrace
+	if !recent {
+		c.lastError = kho.Errorf(kho.EUNAVAILABLE, "vault refused kho's token; logging in again")
+	}
+	c.mu.Unlock()
+	if recent {
+		return
+	}
+	select {
+	case c.refused <- struct{}{}:
+	default:
+	}
 }
 
 var _ kho.HealthChecker = (*Client)(nil)
@@ -111,14 +155,23 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
 	}
+	if cfg.RefusalGrace == 0 {
+		cfg.RefusalGrace = 5 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	api, err := newAPIClient(cfg.Address, "", cfg.Timeout, cfg.WrapTransport)
+	c := &Client{cfg: cfg, log: cfg.Logger, done: make(chan struct{}), refused: make(chan struct{}, 1)}
+	api, err := newAPIClient(cfg.Address, "", cfg.Timeout, func(rt http.RoundTripper) http.RoundTripper {
+		if cfg.WrapTransport != nil {
+			rt = cfg.WrapTransport(rt)
+		}
+		return refusalWatcher{next: rt, c: c}
+	})
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{api: api, cfg: cfg, log: cfg.Logger, done: make(chan struct{})}
+	c.api = api
 	secret, err := c.login(ctx)
 	if err != nil {
 		return nil, err
@@ -148,6 +201,7 @@ func (c *Client) login(ctx context.Context) (*vaultapi.Secret, error) {
 	c.api.SetToken(secret.Auth.ClientToken)
 	c.mu.Lock()
 	c.logins++
+	c.lastLogin = time.Now()
 	c.mu.Unlock()
 	return secret, nil
 }
@@ -178,6 +232,8 @@ func (c *Client) keepAlive(ctx context.Context, secret *vaultapi.Secret) {
 			case <-ctx.Done():
 				return
 			case <-time.After(ttl):
+			case <-c.refused:
+				c.log.Warn("vault refused the token; logging in again")
 			}
 		}
 		for {
@@ -218,6 +274,8 @@ func (c *Client) watch(ctx context.Context, secret *vaultapi.Secret) error {
 			return nil
 		case err := <-w.DoneCh():
 			return err
+		case <-c.refused:
+			return errors.New("vault refused the token")
 		case <-w.RenewCh():
 			c.mu.Lock()
 			c.renewals++
@@ -245,9 +303,19 @@ func (c *Client) Stats() (logins, renewals int) {
 // to show what that token can and cannot do.
 func (c *Client) API() *vaultapi.Client { return c.api }
 
-// Health asks Vault whether it is initialised, unsealed and active.
+// Health asks Vault whether it is initialised, unsealed and active, and
+// fails while kho has no usable token (refused, or a login failing).
 func (c *Client) Health(ctx context.Context) error {
-	return Health(ctx, c.api)
+	if err := Health(ctx, c.api); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	err := c.lastError
+	c.mu.Unlock()
+	if err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "vault: kho has no usable token", err)
+	}
+	return nil
 }
 
 // Health asks the Vault behind api whether it is initialised, unsealed and

@@ -79,7 +79,10 @@ func mapErr(op string, err error) error {
 	msg := strings.ToLower(strings.Join(re.Errors, "; "))
 	switch {
 	case re.StatusCode == 403:
-		return kho.WrapError(kho.EFORBIDDEN, "vault: "+op+": permission denied", err)
+		// kho's token refused (revoked, expired, or a policy that does not
+		// allow this): kho's outage, never the caller's fault. The client
+		// logs in again as soon as it sees one.
+		return kho.WrapError(kho.EUNAVAILABLE, "vault: "+op+": Vault refused kho's token", err)
 	case strings.Contains(msg, "key not found") || strings.Contains(msg, "no existing key") || strings.Contains(msg, "could not find key"):
 		return kho.WrapError(kho.ENOTFOUND, "vault: "+op+": key not found", err)
 	case strings.Contains(msg, "message authentication failed") || strings.Contains(msg, "invalid ciphertext") ||

@@ -31,8 +31,11 @@ func TestSubjectKeyLifecycle(t *testing.T) {
 
 	// Transit's encrypt would create a missing key; khod's policy allows
 	// creating keys only through the keys path, so this is refused.
-	if _, _, err := tr.Wrap(ctx, h, fileKey, ad); kho.ErrorCode(err) != kho.EFORBIDDEN {
-		t.Fatalf("wrap before the key exists: %v, want forbidden", err)
+	// Vault's refusal is kho's outage, never the caller's fault.
+	if _, _, err := tr.Wrap(ctx, h, fileKey, ad); kho.ErrorCode(err) != kho.EUNAVAILABLE {
+		t.Fatalf("wrap before the key exists: %v, want unavailable", err)
+	} else {
+		denied(t, "wrap before the key exists", err)
 	}
 	for range 2 { // idempotent
 		if err := tr.EnsureKey(ctx, h); err != nil {
@@ -74,8 +77,10 @@ func TestSubjectKeyLifecycle(t *testing.T) {
 	// Retiring is the operator's (kho keys rewrap runs with its token):
 	// khod's token may not touch min_decryption_version, so it can never
 	// lower it again either.
-	if err := tr.RetireBefore(ctx, h, 2); kho.ErrorCode(err) != kho.EFORBIDDEN {
-		t.Fatalf("khod retires a key version: %v, want forbidden", err)
+	if err := tr.RetireBefore(ctx, h, 2); kho.ErrorCode(err) != kho.EUNAVAILABLE {
+		t.Fatalf("khod retires a key version: %v, want unavailable", err)
+	} else {
+		denied(t, "khod retires a key version", err)
 	}
 	operator, err := vault.NewTransitWith(testenv.VaultRoot(t))
 	if err != nil {

@@ -327,3 +327,47 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("health of nothing: %v", err)
 	}
 }
+
+// A token revoked behind khod's back: the next call is refused as an
+// outage (never as the caller's fault or an integrity failure), readiness
+// fails, and the client logs in again at once instead of at its next
+// renewal; then calls work again.
+func TestRevokedTokenIsReplacedAtOnce(t *testing.T) {
+	st := testenv.Stack(t)
+	root := testenv.VaultRoot(t)
+	ctx := testenv.Context(t)
+	c, err := vault.New(ctx, vault.Config{Address: st.VaultAddr, RoleID: st.VaultRoleID, SecretID: st.VaultSecretID, RefusalGrace: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	tr, err := vault.NewTransit(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.JWKS(ctx, "consent-receipt"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	if err := root.Auth().Token().RevokeTreeWithContext(ctx, c.API().Token()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tr.SignCompact(ctx, "consent-receipt", []byte(`{}`), "x")
+	if kho.ErrorCode(err) != kho.EUNAVAILABLE {
+		t.Fatalf("a call with a revoked token: %v, want unavailable", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if logins, _ := c.Stats(); logins >= 2 && c.Health(ctx) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			logins, _ := c.Stats()
+			t.Fatalf("no new login 10 s after the refusal (%d logins, health %v)", logins, c.Health(ctx))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := tr.SignCompact(ctx, "consent-receipt", []byte(`{}`), "x"); err != nil {
+		t.Fatalf("after logging in again: %v", err)
+	}
+}

@@ -1,0 +1,173 @@
+package storage_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"kho"
+	"kho/audit"
+	"kho/internal/testenv"
+	"kho/storage"
+)
+
+// cuttingProxy passes TCP to MinIO and, once armed, drops every connection
+// after it has carried limit more bytes from MinIO: a MinIO killed or a
+// network lost in the middle of a download.
+type cuttingProxy struct {
+	ln     net.Listener
+	target string
+	armed  atomic.Bool
+	passed atomic.Int64
+	limit  int64
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func (p *cuttingProxy) track(c net.Conn) {
+	p.mu.Lock()
+	p.conns = append(p.conns, c)
+	p.mu.Unlock()
+}
+
+func (p *cuttingProxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+func newCuttingProxy(t *testing.T, target string, limit int64) *cuttingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cuttingProxy{ln: ln, target: target, limit: limit}
+	go p.serve()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *cuttingProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			defer c.Close()
+			s, err := net.Dial("tcp", p.target)
+			if err != nil {
+				return
+			}
+			defer s.Close()
+			p.track(c)
+			p.track(s)
+			go func() { _, _ = io.Copy(s, c) }()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := s.Read(buf)
+				if n > 0 {
+					if p.armed.Load() && p.passed.Add(int64(n)) > p.limit {
+						return // the connection dies mid-answer
+					}
+					if _, werr := c.Write(buf[:n]); werr != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// A download cut off by the network is an outage, not tampering: the
+// reader fails with EUNAVAILABLE, no integrity failure is recorded, and
+// the same document reads back whole once the network is back.
+func TestCutDownloadIsAnOutageNotTampering(t *testing.T) {
+	st := testenv.Stack(t)
+	ctx := testenv.Context(t)
+	var proxy *cuttingProxy
+	docs := testenv.NewDocuments(t, func(c *storage.Config) {
+		proxy = newCuttingProxy(t, st.MinIOEndpoint, 512<<10)
+		m, err := storage.NewMinIO(storage.MinIOConfig{Endpoint: proxy.ln.Addr().String(), AccessKey: st.MinIOAccessKey, SecretKey: st.MinIOSecretKey, Bucket: st.MinIOBucket})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Blobs = m
+	})
+	raw := make([]byte, 3<<19)
+	_, _ = rand.Read(raw)
+	content := []byte(hex.EncodeToString(raw)) // 3 MiB of text
+	doc, err := docs.Svc.Deposit(ctx, asAgencyJ, meta(citizenA, "GKS", "text/plain"), bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	proxy.armed.Store(true)
+	c, err := docs.Svc.Open(ctx, asCitizenA, doc.ID, nil)
+	if err == nil {
+		_, err = io.Copy(io.Discard, c.Body)
+		c.Body.Close()
+	}
+	if kho.ErrorCode(err) != kho.EUNAVAILABLE {
+		t.Fatalf("a download cut by the network: %v, want unavailable", err)
+	}
+	var n int
+	if err := docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE document_id = $1 AND action = $2`, doc.ID, audit.DocumentIntegrity).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("integrity failures recorded for an intact document: %d %v", n, err)
+	}
+
+	proxy.armed.Store(false)
+	c, err = docs.Svc.Open(ctx, asCitizenA, doc.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Body.Close()
+	got, err := io.ReadAll(c.Body)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("after the network came back: %v (%d bytes)", err, len(got))
+	}
+}
+
+// A deposit whose upload to MinIO is cut is an outage (503 for the
+// caller, who may retry), not a document the caller got wrong; nothing is
+// left recorded for it.
+func TestCutUploadIsAnOutage(t *testing.T) {
+	st := testenv.Stack(t)
+	ctx := testenv.Context(t)
+	var proxy *cuttingProxy
+	docs := testenv.NewDocuments(t, func(c *storage.Config) {
+		proxy = newCuttingProxy(t, st.MinIOEndpoint, 0)
+		m, err := storage.NewMinIO(storage.MinIOConfig{Endpoint: proxy.ln.Addr().String(), AccessKey: st.MinIOAccessKey, SecretKey: st.MinIOSecretKey, Bucket: st.MinIOBucket})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Blobs = m
+	})
+	proxy.armed.Store(true)
+	raw := make([]byte, 3<<19)
+	_, _ = rand.Read(raw)
+	_, err := docs.Svc.Deposit(ctx, asAgencyJ, meta(citizenA, "GKS", "text/plain"), bytes.NewReader([]byte(hex.EncodeToString(raw))))
+	if kho.ErrorCode(err) != kho.EUNAVAILABLE {
+		t.Fatalf("a deposit MinIO never answered: %v, want unavailable", err)
+	}
+	var n int
+	if err := docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM documents`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d documents recorded after a failed deposit: %v", n, err)
+	}
+}
