@@ -35,6 +35,38 @@ type Error struct {
 	// Fields names the fields of a request that are wrong, for EINVALID
 	// (problem+json's "errors" member).
 	Fields []FieldError
+	// Dependency names the server that failed, for EUNAVAILABLE: "minio",
+	// "vault" or "postgresql" (problem+json's "dependency" member).
+	Dependency string
+}
+
+// Dependencies kho answers 503 for.
+const (
+	DependencyMinIO      = "minio"
+	DependencyVault      = "vault"
+	DependencyPostgreSQL = "postgresql"
+)
+
+// Unavailable returns an EUNAVAILABLE error naming the dependency that
+// failed.
+func Unavailable(dependency, message string, err error) *Error {
+	return &Error{Code: EUNAVAILABLE, Message: message, Err: err, Dependency: dependency}
+}
+
+// ErrorDependency returns the dependency the first *Error in err's chain
+// that names one names, or "".
+func ErrorDependency(err error) string {
+	for err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			return ""
+		}
+		if e.Dependency != "" {
+			return e.Dependency
+		}
+		err = e.Err
+	}
+	return ""
 }
 
 // Error returns the safe message followed by the wrapped detail.

@@ -3,6 +3,8 @@ package api
 import (
 	"errors"
 	"net/http"
+	"reflect"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -20,6 +22,9 @@ type Problem struct {
 	Code      string `json:"code"`
 	Reason    string `json:"reason,omitempty"` // a stable refusal reason, when there is one
 	RequestID string `json:"request_id,omitempty"`
+	// Dependency names the server that failed, on a 503: minio, vault or
+	// postgresql.
+	Dependency string `json:"dependency,omitempty"`
 	// Errors names each field of the request that is wrong (RFC 9457
 	// extension member): a JSON pointer into the body and what was
 	// expected.
@@ -78,6 +83,12 @@ func writeProblem(c *gin.Context, status int, code string, err error) {
 	if status == http.StatusUnauthorized {
 		c.Header("WWW-Authenticate", `Bearer realm="kho"`)
 	}
+	if status == http.StatusServiceUnavailable {
+		p.Dependency = dependencyOf(err)
+		if c.Writer.Header().Get("Retry-After") == "" {
+			c.Header("Retry-After", "5")
+		}
+	}
 	_ = c.Error(err)
 	c.Header("Content-Type", "application/problem+json")
 	c.AbortWithStatusJSON(status, p)
@@ -92,4 +103,18 @@ func errorf(c *gin.Context, code, format string, args ...any) {
 func isClientError(err error) bool {
 	var e *kho.Error
 	return errors.As(err, &e) && statusOf(e.Code) < 500
+}
+
+// dependencyOf names the server behind an outage: the one an adapter
+// named, else PostgreSQL when the chain holds a driver error.
+func dependencyOf(err error) string {
+	if d := kho.ErrorDependency(err); d != "" {
+		return d
+	}
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if t := reflect.TypeOf(e).String(); strings.Contains(t, "pgconn.") || strings.Contains(t, "pgx.") || strings.Contains(t, "pgxpool.") {
+			return kho.DependencyPostgreSQL
+		}
+	}
+	return ""
 }

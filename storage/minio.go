@@ -188,7 +188,7 @@ func (o *objectReader) Read(p []byte) (int, error) {
 	o.n += int64(n)
 	switch {
 	case err == io.EOF && o.n < o.size:
-		return n, kho.Errorf(kho.EUNAVAILABLE, "storage: the object's transfer ended after %d of %d bytes", o.n, o.size)
+		return n, kho.Unavailable(kho.DependencyMinIO, fmt.Sprintf("storage: the object's transfer ended after %d of %d bytes", o.n, o.size), nil)
 	case err != nil && err != io.EOF && kho.ErrorCode(err) == kho.EINTERNAL:
 		return n, mapErr("read object", err)
 	}
@@ -261,7 +261,7 @@ func mapErr(op string, err error) error {
 	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch":
 		// kho's own credentials refused: an outage of kho's, not the
 		// caller's fault.
-		return kho.WrapError(kho.EUNAVAILABLE, "storage: "+op+": MinIO refused kho's credentials", err)
+		return kho.Unavailable(kho.DependencyMinIO, "storage: "+op+": MinIO refused kho's credentials", err)
 	}
-	return kho.WrapError(kho.EUNAVAILABLE, "storage: "+op, err)
+	return kho.Unavailable(kho.DependencyMinIO, "storage: "+op, err)
 }

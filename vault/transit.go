@@ -74,7 +74,7 @@ func NewTransitWith(api *vaultapi.Client) (*Transit, error) {
 func mapErr(op string, err error) error {
 	var re *vaultapi.ResponseError
 	if !errors.As(err, &re) {
-		return kho.WrapError(kho.EUNAVAILABLE, "vault: "+op, err)
+		return kho.Unavailable(kho.DependencyVault, "vault: "+op, err)
 	}
 	msg := strings.ToLower(strings.Join(re.Errors, "; "))
 	switch {
@@ -82,14 +82,14 @@ func mapErr(op string, err error) error {
 		// kho's token refused (revoked, expired, or a policy that does not
 		// allow this): kho's outage, never the caller's fault. The client
 		// logs in again as soon as it sees one.
-		return kho.WrapError(kho.EUNAVAILABLE, "vault: "+op+": Vault refused kho's token", err)
+		return kho.Unavailable(kho.DependencyVault, "vault: "+op+": Vault refused kho's token", err)
 	case strings.Contains(msg, "key not found") || strings.Contains(msg, "no existing key") || strings.Contains(msg, "could not find key"):
 		return kho.WrapError(kho.ENOTFOUND, "vault: "+op+": key not found", err)
 	case strings.Contains(msg, "message authentication failed") || strings.Contains(msg, "invalid ciphertext") ||
 		strings.Contains(msg, "disallowed by policy") || strings.Contains(msg, "too old"):
 		return kho.WrapError(kho.EINTEGRITY, "vault: "+op+": wrapped key does not decrypt", err)
 	case re.StatusCode >= 500:
-		return kho.WrapError(kho.EUNAVAILABLE, "vault: "+op, err)
+		return kho.Unavailable(kho.DependencyVault, "vault: "+op, err)
 	}
 	return kho.WrapError(kho.EINTERNAL, "vault: "+op, err)
 }
