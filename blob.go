@@ -41,6 +41,13 @@ type BlobRandomAccess interface {
 
 // BlobLister is met by blob stores that can list what they hold, for the
 // reconciler that removes objects no document row refers to.
+// BlobUploads is met by blob stores whose uploads can be left incomplete
+// (an S3 multipart upload whose writer died).
+type BlobUploads interface {
+	// AbortUpload abandons the incomplete uploads of the named blob.
+	AbortUpload(ctx context.Context, name string) error
+}
+
 type BlobLister interface {
 	// Walk calls fn for each blob whose name starts with prefix, with its
 	// last modification time, until fn returns an error.

@@ -371,6 +371,11 @@ func (s *Service) deposit(ctx context.Context, p kho.Principal, req depositReq) 
 		doc.Supersedes = &prev.ID
 	}
 	object := s.newObjectName()
+	// Recorded before the upload starts, so whatever a crash leaves of it
+	// is found by the reconciler.
+	if _, err := s.db.Pool.Exec(ctx, `INSERT INTO pending_objects (object_name) VALUES ($1)`, object); err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "storage: record the upload", err)
+	}
 	rcpt, err := s.encryptToStore(ctx, object, doc.ID, subj.handle, pre.src)
 	if err != nil {
 		return nil, err
@@ -435,6 +440,9 @@ func (s *Service) insert(ctx context.Context, tx pgx.Tx, p kho.Principal, st *po
 	}
 	if rcpt.version < minVersion {
 		return kho.Errorf(kho.EUNAVAILABLE, "the subject's key was rotated during the deposit; send it again")
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM pending_objects WHERE object_name = $1`, object); err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "storage: record the upload", err)
 	}
 	if prev != nil {
 		var status string

@@ -242,6 +242,18 @@ func (m *MinIO) Walk(ctx context.Context, prefix string, fn func(name string, mo
 	return ctx.Err()
 }
 
+// AbortUpload abandons the named object's incomplete multipart uploads:
+// what a khod that died mid-deposit left behind.
+func (m *MinIO) AbortUpload(ctx context.Context, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if err := m.client.RemoveIncompleteUpload(ctx, m.bucket, name); err != nil {
+		return mapErr("abort incomplete upload", err)
+	}
+	return nil
+}
+
 // Delete removes the object.
 func (m *MinIO) Delete(ctx context.Context, name string) error {
 	if err := checkName(name); err != nil {

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
 
 	"kho"
 	"kho/audit"
@@ -75,23 +78,31 @@ func (p *cuttingProxy) serve() {
 			defer s.Close()
 			p.track(c)
 			p.track(s)
-			go func() { _, _ = io.Copy(s, c) }()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := s.Read(buf)
-				if n > 0 {
-					if p.armed.Load() && p.passed.Add(int64(n)) > p.limit {
-						return // the connection dies mid-answer
-					}
-					if _, werr := c.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
+			go p.pipe(c, s)
+			p.pipe(s, c)
 		}()
+	}
+}
+
+// pipe copies from one side to the other until either ends or, once
+// armed, the proxy has carried its limit in both directions together.
+func (p *cuttingProxy) pipe(to, from net.Conn) {
+	defer to.Close()
+	defer from.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := from.Read(buf)
+		if n > 0 {
+			if p.armed.Load() && p.passed.Add(int64(n)) > p.limit {
+				return // the connection dies mid-transfer
+			}
+			if _, werr := to.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 
@@ -169,5 +180,61 @@ func TestCutUploadIsAnOutage(t *testing.T) {
 	var n int
 	if err := docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM documents`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d documents recorded after a failed deposit: %v", n, err)
+	}
+}
+
+// A khod that dies mid-deposit leaves an incomplete multipart upload,
+// which MinIO lists only by the object's exact name: the deposit recorded
+// that name before the upload began, so reconciling finds the upload and
+// abandons it once past the grace period, and leaves a recent one (a
+// deposit still under way) alone.
+func TestReconcileAbandonsIncompleteUploads(t *testing.T) {
+	st := testenv.Stack(t)
+	ctx := testenv.Context(t)
+	var proxy *cuttingProxy
+	docs := testenv.NewDocuments(t, func(c *storage.Config) {
+		proxy = newCuttingProxy(t, st.MinIOEndpoint, 1<<20)
+		m, err := storage.NewMinIO(storage.MinIOConfig{Endpoint: proxy.ln.Addr().String(), AccessKey: st.MinIOAccessKey, SecretKey: st.MinIOSecretKey, Bucket: st.MinIOBucket})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Blobs = m
+	})
+	// A 20 MiB deposit: its first part lands, then MinIO stops answering
+	// (as if khod died): the upload stays incomplete.
+	proxy.armed.Store(true)
+	raw := make([]byte, 10<<20)
+	_, _ = rand.Read(raw)
+	if _, err := docs.Svc.Deposit(ctx, asAgencyJ, meta(citizenA, "GKS", "text/plain"), bytes.NewReader([]byte(hex.EncodeToString(raw)))); err == nil {
+		t.Fatal("the deposit succeeded through a dead connection")
+	}
+	proxy.armed.Store(false)
+	var name string
+	if err := docs.DB.Pool.QueryRow(ctx, `SELECT object_name FROM pending_objects`).Scan(&name); err != nil {
+		t.Fatalf("the unfinished upload was not recorded: %v", err)
+	}
+	core := minio.Core{Client: testenv.MinIORoot(t).S3()}
+	pending := func() int {
+		n := 0
+		for u := range core.ListIncompleteUploads(ctx, st.MinIOBucket, name, true) {
+			if u.Err != nil {
+				t.Fatal(u.Err)
+			}
+			n++
+		}
+		return n
+	}
+	if pending() != 1 {
+		t.Fatal("no incomplete upload was left")
+	}
+	if n, err := docs.Svc.Reconcile(ctx, time.Hour); err != nil || n != 0 || pending() != 1 {
+		t.Fatalf("within the grace period: %d %v, %d pending", n, err, pending())
+	}
+	if n, err := docs.Svc.Reconcile(ctx, 0); err != nil || n != 1 || pending() != 0 {
+		t.Fatalf("after it: %d %v, %d pending", n, err, pending())
+	}
+	var rows int
+	if err := docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM pending_objects`).Scan(&rows); err != nil || rows != 0 {
+		t.Fatalf("pending rows after reconciling: %d %v", rows, err)
 	}
 }

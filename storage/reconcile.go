@@ -36,6 +36,7 @@ func (s *Service) Reconcile(ctx context.Context, grace time.Duration) (int, erro
 
 	cutoff := s.now().Add(-grace)
 	removed := 0
+	deleted := map[string]bool{}
 	var batch []string
 	flush := func() error {
 		if len(batch) == 0 {
@@ -60,6 +61,7 @@ func (s *Service) Reconcile(ctx context.Context, grace time.Duration) (int, erro
 			if err := s.blobs.Delete(ctx, name); err != nil {
 				return err
 			}
+			deleted[name] = true
 			removed++
 			if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.ObjectReclaimed, Outcome: audit.Success,
 				Details: map[string]any{"object": name}}); err != nil {
@@ -87,6 +89,41 @@ func (s *Service) Reconcile(ctx context.Context, grace time.Duration) (int, erro
 	}
 	if removed > 0 {
 		s.log.InfoContext(ctx, "reconciler removed orphan objects", "count", removed)
+	}
+	// Uploads a crashed khod never finished recording: an incomplete
+	// multipart upload holds MinIO's space but is no object to walk.
+	rows, err := conn.Query(ctx, `SELECT object_name FROM pending_objects WHERE started_at < $1 ORDER BY started_at LIMIT 10000`, cutoff)
+	if err != nil {
+		return removed, kho.WrapError(kho.EUNAVAILABLE, "storage: reconcile", err)
+	}
+	pending, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return removed, kho.WrapError(kho.EUNAVAILABLE, "storage: reconcile", err)
+	}
+	uploads, _ := s.blobs.(kho.BlobUploads)
+	abandoned := 0
+	for _, name := range pending {
+		if uploads != nil {
+			if err := uploads.AbortUpload(ctx, name); err != nil {
+				return removed, err
+			}
+		}
+		// A completed object was removed by the walk above if no document
+		// names it; one a document names is kept.
+		if _, err := conn.Exec(ctx, `DELETE FROM pending_objects WHERE object_name = $1`, name); err != nil {
+			return removed, kho.WrapError(kho.EUNAVAILABLE, "storage: reconcile", err)
+		}
+		if !deleted[name] {
+			abandoned++
+		}
+	}
+	if abandoned > 0 {
+		removed += abandoned
+		s.log.InfoContext(ctx, "reconciler abandoned unfinished uploads", "count", abandoned)
+		if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.ObjectReclaimed, Outcome: audit.Success,
+			Details: map[string]any{"unfinished_uploads": abandoned}}); err != nil {
+			return removed, err
+		}
 	}
 	return removed, nil
 }
