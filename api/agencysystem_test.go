@@ -158,7 +158,8 @@ func TestSegmentedDeliveryAndItsTampering(t *testing.T) {
 		t.Fatalf("segmented fetch: %d %s %.300s", resp.StatusCode, resp.Header.Get("Content-Type"), first)
 	}
 	receipt := resp.Header.Get("Kho-Use-Receipt")
-	_, second := d.call(t, police, "GET", path, "", nil, stream)
+	resp, second := d.call(t, police, "GET", path, "", nil, stream)
+	secondReceipt := resp.Header.Get("Kho-Use-Receipt")
 	lines := strings.Split(strings.TrimSuffix(string(first), "\n"), "\n")
 	if len(lines) != 2 {
 		t.Fatalf("%d segments for two segments' worth of content", len(lines))
@@ -182,20 +183,25 @@ func TestSegmentedDeliveryAndItsTampering(t *testing.T) {
 	// A forged delivery: the genuine first header, other content,
 	// encrypted to the police's public key as anyone can.
 	hdr := segmentHeader(t, lines[0], enc)
-	hdr["typ"] = api.DeliveryType
-	delete(hdr, "kho_stream")
+	hdr["kho_stream"] = map[string]any{"id": hdr["kho_stream"].(map[string]any)["id"], "seq": 0, "last": true}
 	pub, _ := enc.PublicKey()
-	forged := encryptWith(t, pub, []byte("giấy tờ giả / forged"), hdr)
+	forged := string(encryptWith(t, pub, []byte("giấy tờ giả / forged"), hdr)) + "\n"
+	compact := hdr
+	compact["typ"] = api.DeliveryType
+	delete(compact, "kho_stream")
+	oneJWE := encryptWith(t, pub, content, compact)
 
 	// The client reads through a proxy that serves a given body for the
 	// content and passes everything else to kho.
 	var body []byte
-	var contentType string
+	var contentType, useReceipt string
 	upstream, _ := url.Parse(d.url)
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/content") {
 			w.Header().Set("Content-Type", contentType)
-			w.Header().Set("Kho-Use-Receipt", receipt)
+			if useReceipt != "" {
+				w.Header().Set("Kho-Use-Receipt", useReceipt)
+			}
 			w.Write(body)
 			return
 		}
@@ -206,16 +212,20 @@ func TestSegmentedDeliveryAndItsTampering(t *testing.T) {
 	c := client.New(proxy.URL, ts, enc)
 	other := strings.Split(strings.TrimSuffix(string(second), "\n"), "\n")
 	for _, tc := range []struct {
-		name, typ, body, fails string
+		name, typ, body, receipt, fails string
 	}{
-		{"intact", api.MediaTypeJWEStream, string(first), ""},
-		{"cut short", api.MediaTypeJWEStream, lines[0] + "\n", "ended before its last segment"},
-		{"reordered", api.MediaTypeJWEStream, lines[1] + "\n" + lines[0] + "\n", "not a kho delivery"},
-		{"spliced", api.MediaTypeJWEStream, lines[0] + "\n" + other[1] + "\n", "out of place"},
-		{"extended", api.MediaTypeJWEStream, string(first) + lines[1] + "\n", "goes on after its last segment"},
-		{"forged", api.MediaTypeJOSE, string(forged), "not the document its issuer signed"},
+		{"intact", api.MediaTypeJWEStream, string(first), receipt, ""},
+		{"cut short", api.MediaTypeJWEStream, lines[0] + "\n", receipt, "ended before its last segment"},
+		{"reordered", api.MediaTypeJWEStream, lines[1] + "\n" + lines[0] + "\n", receipt, "not a kho delivery"},
+		{"spliced", api.MediaTypeJWEStream, lines[0] + "\n" + other[1] + "\n", receipt, "out of place"},
+		{"extended", api.MediaTypeJWEStream, string(first) + lines[1] + "\n", receipt, "goes on after its last segment"},
+		{"forged content", api.MediaTypeJWEStream, forged, receipt, "not the document its issuer signed"},
+		{"one JWE, read whole", api.MediaTypeJOSE, string(oneJWE), receipt, "asked for an encrypted delivery"},
+		{"plain text", "text/plain", string(content), receipt, "asked for an encrypted delivery"},
+		{"no use receipt", api.MediaTypeJWEStream, string(first), "", "without a use receipt"},
+		{"another fetch's receipt", api.MediaTypeJWEStream, string(first), secondReceipt, "for another fetch"},
 	} {
-		body, contentType = []byte(tc.body), tc.typ
+		body, contentType, useReceipt = []byte(tc.body), tc.typ, tc.receipt
 		var got bytes.Buffer
 		_, err := c.Fetch(ctx, string(doc.ID), "CHC", &got)
 		if tc.fails == "" {
@@ -227,6 +237,12 @@ func TestSegmentedDeliveryAndItsTampering(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.fails) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.fails)
 		}
+	}
+	// The whole genuine delivery, replayed later: its receipt is old.
+	body, contentType, useReceipt = first, api.MediaTypeJWEStream, receipt
+	c.Now = func() time.Time { return time.Now().Add(client.ReceiptMaxAge + time.Minute) }
+	if _, err := c.Fetch(ctx, string(doc.ID), "CHC", io.Discard); err == nil || !strings.Contains(err.Error(), "not for this fetch") {
+		t.Errorf("a replayed delivery: %v", err)
 	}
 }
 
@@ -268,7 +284,7 @@ func TestIssuerKeysArePublishedNotMade(t *testing.T) {
 	doc := d.deposit(t, justice, textMeta, []byte("GIẤY KHAI SINH — khoá công khai"))
 	resp, b := request(t, "GET", d.url+"/issuers/"+string(justice.Agency)+"/jwks.json", "", "", nil, nil)
 	set, err := jwk.Parse(b)
-	if resp.StatusCode != 200 || err != nil || set.Len() == 0 || resp.Header.Get("Cache-Control") != "public, max-age=300" {
+	if resp.StatusCode != 200 || err != nil || set.Len() == 0 || resp.Header.Get("Cache-Control") != "public, max-age=60" {
 		t.Fatalf("justice's keys: %d %v %s", resp.StatusCode, err, b)
 	}
 	k, _ := set.Key(0)

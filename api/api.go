@@ -11,7 +11,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -25,6 +24,7 @@ import (
 	"kho"
 	"kho/oauth"
 	"kho/signing"
+	"kho/storage"
 )
 
 // Check is one dependency readiness probes look at.
@@ -115,6 +115,21 @@ type Server struct {
 	engine   *gin.Engine
 	failures *failures
 	pdfGate  gate
+	// budget bounds the memory of bodies read whole, as they arrive.
+	budget  storage.Budget
+	issuers issuerCache
+}
+
+// issuerCache keeps issuers' published keys, and the absence of keys, for
+// a few seconds.
+type issuerCache struct {
+	mu sync.Mutex
+	m  map[string]issuerEntry
+}
+
+type issuerEntry struct {
+	set jwk.Set // nil: the issuer has no keys
+	at  time.Time
 }
 
 // New validates cfg and builds the routes.
@@ -155,7 +170,7 @@ func New(cfg Config) (*Server, error) {
 	e.NoMethod(func(c *gin.Context) {
 		writeProblem(c, http.StatusMethodNotAllowed, kho.EINVALID, kho.Errorf(kho.EINVALID, "method not allowed on this route"))
 	})
-	s := &Server{cfg: cfg, engine: e, pdfGate: make(gate, cfg.Limits.InMemory),
+	s := &Server{cfg: cfg, engine: e, pdfGate: make(gate, cfg.Limits.InMemory), budget: storage.NewBudget(cfg.Limits.InMemory * 64),
 		failures: newFailures(cfg.Audit, cfg.Limits.FailureWindow, cfg.Limits.FailuresPerWindow)}
 
 	e.GET("/healthz", s.healthz)
@@ -165,7 +180,15 @@ func New(cfg Config) (*Server, error) {
 		e.GET("/pki/:file", s.pkiFile)
 	}
 	if cfg.SigningKeys != nil {
-		e.GET("/issuers/:code/jwks.json", s.issuerKeys)
+		// Public: limited per source address, and answered from a
+		// short cache, so asking costs Vault little.
+		ipLimit := newLimiter(cfg.Limits.RequestsPerSecond, cfg.Limits.Burst)
+		e.GET("/issuers/:code/jwks.json", func(c *gin.Context) {
+			if ok, wait := ipLimit.allow("ip:"+c.ClientIP(), time.Now()); !ok {
+				tooMany(c, wait, "too many requests from this address")
+				return
+			}
+		}, s.issuerKeys)
 	}
 	if cfg.Tokens != nil {
 		e.POST("/oauth/token", s.token)
@@ -356,25 +379,25 @@ func (s *Server) me(c *gin.Context) {
 // (application/pdf, up to the PDF size limit): signer, integrity, chain to
 // the deployment root, signing time, later revisions, timestamp.
 func (s *Server) verifyPDF(c *gin.Context) {
+	// The body is read first, against the memory budget as it arrives; the
+	// slot for the check is taken once it is in, so a slow sender holds
+	// no slot.
+	b, done, err := s.budget.ReadAll(c.Request.Context(), c.Request.Body, 64<<20, "a PDF to verify")
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	defer done()
+	if !bytes.HasPrefix(b, []byte("%PDF-")) {
+		errorf(c, kho.EINVALID, "the body is not a PDF")
+		return
+	}
 	leave, err := s.pdfGate.enter(c.Request.Context())
 	if err != nil {
 		writeError(c, err)
 		return
 	}
 	defer leave()
-	b, err := io.ReadAll(io.LimitReader(c.Request.Body, 64<<20+1))
-	if err != nil {
-		errorf(c, kho.EINVALID, "could not read the body")
-		return
-	}
-	if len(b) > 64<<20 {
-		errorf(c, kho.ETOOLARGE, "a PDF to verify may be at most 64 MiB")
-		return
-	}
-	if !bytes.HasPrefix(b, []byte("%PDF-")) {
-		errorf(c, kho.EINVALID, "the body is not a PDF")
-		return
-	}
 	rep, err := s.cfg.PDFVerifier(c.Request.Context(), b)
 	if err != nil {
 		writeError(c, err)
@@ -415,14 +438,38 @@ func (s *Server) issuerKeys(c *gin.Context) {
 		}
 		name = kho.AgencySigningKey(a)
 	}
-	set, err := s.cfg.SigningKeys(c.Request.Context(), name)
+	set, err := s.issuers.get(c.Request.Context(), name, s.cfg.SigningKeys)
 	if err != nil {
-		if kho.ErrorCode(err) == kho.ENOTFOUND {
-			err = kho.Errorf(kho.ENOTFOUND, "issuer %s has no signing keys", kho.Truncate(code, 40))
-		}
 		writeError(c, err)
 		return
 	}
-	c.Header("Cache-Control", "public, max-age=300")
+	c.Header("Cache-Control", "public, max-age=60")
 	c.JSON(http.StatusOK, set)
+}
+
+func (ic *issuerCache) get(ctx context.Context, name string, load func(context.Context, string) (jwk.Set, error)) (jwk.Set, error) {
+	ic.mu.Lock()
+	e, ok := ic.m[name]
+	ic.mu.Unlock()
+	ttl := 10 * time.Second // a rotated key is published within seconds
+	if ok && e.set == nil {
+		ttl = 5 * time.Second // an issuer's first key too
+	}
+	if !ok || time.Since(e.at) > ttl {
+		set, err := load(ctx, name)
+		if err != nil && kho.ErrorCode(err) != kho.ENOTFOUND {
+			return nil, err
+		}
+		e = issuerEntry{set: set, at: time.Now()}
+		ic.mu.Lock()
+		if ic.m == nil || len(ic.m) >= 4096 {
+			ic.m = map[string]issuerEntry{}
+		}
+		ic.m[name] = e
+		ic.mu.Unlock()
+	}
+	if e.set == nil {
+		return nil, kho.Errorf(kho.ENOTFOUND, "no such issuer, or it has signed nothing")
+	}
+	return e.set, nil
 }

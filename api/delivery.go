@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -48,9 +49,15 @@ const (
 func acceptsMedia(c *gin.Context, typ string) bool {
 	for _, part := range strings.Split(c.GetHeader("Accept"), ",") {
 		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
-		if err == nil && mt == typ && params["q"] != "0" && params["q"] != "0.0" && params["q"] != "0.000" {
-			return true
+		if err != nil || mt != typ {
+			continue
 		}
+		if q, ok := params["q"]; ok {
+			if v, err := strconv.ParseFloat(q, 64); err != nil || v <= 0 {
+				continue
+			}
+		}
+		return true
 	}
 	return false
 }
@@ -62,9 +69,9 @@ func (s *Server) wantsEncrypted(c *gin.Context) bool {
 	return s.cfg.EncryptDeliveries || acceptsMedia(c, MediaTypeJOSE) || acceptsMedia(c, MediaTypeJWEStream)
 }
 
-// deliveryKey is the agency's registered encryption key (the first
-// current one): without one an encrypted delivery is refused before any
-// consent is used.
+// deliveryKey is the agency's registered encryption key (the newest
+// current one, so a rotation takes effect at once): without one an
+// encrypted delivery is refused before any consent is used.
 func (s *Server) deliveryKey(ctx context.Context, agency kho.AgencyCode) (jwk.Key, error) {
 	if s.cfg.EncryptionKeys == nil {
 		return nil, kho.Errorf(kho.EUNAVAILABLE, "encrypted deliveries are not configured")
@@ -109,14 +116,8 @@ func encryptTo(key jwk.Key, plain []byte, fields map[string]any) ([]byte, error)
 }
 
 // deliverEncrypted answers with the document as one compact JWE to the
-// agency's key.
+// agency's key; the caller holds a memory slot.
 func (s *Server) deliverEncrypted(c *gin.Context, key jwk.Key, content *storage.Content) {
-	leave, err := s.pdfGate.enter(c.Request.Context())
-	if err != nil {
-		writeError(c, err)
-		return
-	}
-	defer leave()
 	plain, err := io.ReadAll(io.LimitReader(content.Body, maxEncryptedDelivery+1))
 	if err != nil {
 		// Integrity failures were recorded by the reader; nothing partial

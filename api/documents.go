@@ -224,6 +224,15 @@ func (s *Server) download(c *gin.Context) {
 		}
 		if !streamed {
 			ctx = storage.WithMaxFetchSize(ctx, maxEncryptedDelivery)
+			// One JWE is made in memory: its slot is taken before the
+			// fetch is decided, so a busy server answers 503 without
+			// spending a consent's use.
+			leave, err := s.pdfGate.enter(ctx)
+			if err != nil {
+				writeError(c, err)
+				return
+			}
+			defer leave()
 		}
 	}
 	if procedure != "" {

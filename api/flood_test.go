@@ -1,6 +1,9 @@
 package api_test
 
 import (
+	"bytes"
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -160,4 +163,45 @@ func BenchmarkDepositUnderBadTokenFlood(b *testing.B) {
 	}
 	b.ReportMetric(float64(flooded)/float64(alone), "slowdown")
 	b.ReportMetric(float64(events)/float64(b.N), "audit-events/10k-bad-tokens")
+}
+
+// Slow senders hold no slot: eight clients that announce a megabyte and
+// then stall, on PDF verification and on deposits of documents checked in
+// memory, do not keep a PDF from being verified or a JSON document from
+// being deposited.
+func TestSlowSendersHoldNoSlot(t *testing.T) {
+	d := newDocServer(t, 0)
+	host := strings.TrimPrefix(d.url, "http://")
+	jsonMeta := strings.Replace(textMeta, "text/plain", "application/json", 1)
+	ct, body := multipartBody(t, jsonMeta, append([]byte(`{"a":"`), bytes.Repeat([]byte("x"), 1<<20)...))
+	stalled := body.Bytes()[:body.Len()/2]
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range 8 {
+		c, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if i%2 == 0 {
+			fmt.Fprintf(c, "POST /v1/pdf-signatures/verification HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/pdf\r\nContent-Length: %d\r\n\r\n%%PDF-1.7\n",
+				host, d.token(t, citizen), 1<<20)
+		} else {
+			fmt.Fprintf(c, "POST /v1/documents HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n",
+				host, d.token(t, justice), ct, body.Len())
+			c.Write(stalled)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // every stalled request is in its handler
+	pdfMeta := strings.Replace(textMeta, "text/plain", "application/pdf", 1)
+	doc := d.deposit(t, justice, pdfMeta, testenv.PDF("kết quả / result"))
+	_, signed := d.call(t, citizen, "GET", "/v1/documents/"+string(doc.ID)+"/content", "", nil, nil)
+	if resp, b := d.call(t, citizen, "POST", "/v1/pdf-signatures/verification", "application/pdf", bytes.NewReader(signed), nil); resp.StatusCode != 200 {
+		t.Fatalf("verification beside stalled senders: %d %s", resp.StatusCode, b)
+	}
+	d.deposit(t, justice, jsonMeta, []byte(`{"giấy tờ":"kết quả"}`))
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
 	"net/url"
 	"strings"
@@ -233,6 +234,23 @@ func TestRegisterAgencyKeys(t *testing.T) {
 	_ = pk.Remove(jwk.AlgorithmKey)
 	noAlgSet := jwk.NewSet()
 	_ = noAlgSet.AddKey(pk)
+	// Keys that claim what they cannot do: an RSA key to receive ECDH-ES
+	// deliveries, a P-384 key for ES256.
+	mismatched := func(kid string, priv any, use string, alg jwa.KeyAlgorithm) jwk.Set {
+		k, err := jwk.Import(priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = k.Set(jwk.KeyIDKey, kid)
+		_ = k.Set(jwk.KeyUsageKey, use)
+		_ = k.Set(jwk.AlgorithmKey, alg)
+		p, _ := k.PublicKey()
+		set := jwk.NewSet()
+		_ = set.AddKey(p)
+		return set
+	}
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	for _, tc := range []struct {
 		name   string
 		agency string
@@ -243,6 +261,8 @@ func TestRegisterAgencyKeys(t *testing.T) {
 		{"fail/no alg", "000.00.15.H29", noAlgSet, kho.EINVALID},
 		{"fail/unknown agency", "000.99.99.Z99", pub, kho.ENOTFOUND},
 		{"fail/empty set", "000.00.15.H29", jwk.NewSet(), kho.EINVALID},
+		{"fail/RSA key for ECDH-ES", "000.00.15.H29", mismatched("k4", rsaKey, "enc", jwa.ECDH_ES_A256KW()), kho.EINVALID},
+		{"fail/P-384 key for ES256", "000.00.15.H29", mismatched("k5", p384, "sig", jwa.ES256()), kho.EINVALID},
 		{"ok/public key", "000.00.15.H29", pub, ""},
 		{"fail/same kid again", "000.00.15.H29", pub, kho.ECONFLICT},
 	} {

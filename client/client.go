@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -28,18 +29,23 @@ type Client struct {
 	// "enc", alg ECDH-ES+A256KW); with it Fetch asks for encrypted
 	// deliveries. Without it documents arrive as sent over the transport.
 	DeliveryKey jwk.Key
-	// HTTP sends the requests (default: a client with a 60 s timeout per
-	// request; a large fetch is bounded by its context instead).
+	// HTTP sends the requests. By default a connection must be made in
+	// 10 s and kho must start answering within 60 s; how long a body may
+	// take (a large deposit or fetch) is bounded by the call's context.
 	HTTP *http.Client
 	// IssuerKeys, when set, gives the keys an issuer signs manifests with
-	// ("self-declared" for documents their subject uploaded): pin them here
-	// to trust no one but the issuer. By default they are read from kho's
-	// /issuers/{code}/jwks.json.
+	// ("self-declared" for documents their subject uploaded). By default
+	// they are read from kho's /issuers/{code}/jwks.json, which trusts kho
+	// (over TLS) to publish them; pin them here to trust no one but the
+	// issuer.
 	IssuerKeys func(ctx context.Context, issuer string) (jwk.Set, error)
 	// KhoKeys, when set, gives kho's receipt and event keys; by default
 	// they are read from /.well-known/jwks.json and read again when a
 	// signature names a key not seen yet.
 	KhoKeys func(ctx context.Context) (jwk.Set, error)
+	// Now is the clock a use receipt's time is checked against (default
+	// time.Now).
+	Now func() time.Time
 
 	mu      sync.Mutex
 	khoKeys jwk.Set
@@ -91,8 +97,15 @@ func (c *Client) httpClient() *http.Client {
 	if c.HTTP != nil {
 		return c.HTTP
 	}
-	return &http.Client{Timeout: 60 * time.Second}
+	return defaultHTTP
 }
+
+var defaultHTTP = func() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	tr.ResponseHeaderTimeout = 60 * time.Second
+	return &http.Client{Transport: tr}
+}()
 
 // do sends one authenticated request; an answer of 400 or more is returned
 // as a *Problem.

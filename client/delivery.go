@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwe"
@@ -121,20 +122,19 @@ func (c *Client) Fetch(ctx context.Context, documentID, procedure string, w io.W
 	out := &Fetched{}
 	var m *Manifest
 	var got *digest
-	switch mt {
-	case mediaStream:
-		if c.DeliveryKey == nil {
-			return nil, errors.New("kho: an encrypted delivery, and no DeliveryKey to open it")
-		}
+	var receiptID string
+	switch {
+	case c.DeliveryKey != nil && mt != mediaStream:
+		// Asked for the encrypted stream: anything else (plain text, or
+		// one JWE read whole) is not what kho sends, and is refused.
+		return nil, fmt.Errorf("kho: fetch %s: asked for an encrypted delivery, got %q", documentID, mt)
+	case c.DeliveryKey == nil && (mt == mediaJOSE || mt == mediaStream):
+		return nil, fmt.Errorf("kho: fetch %s: an encrypted delivery, and no DeliveryKey to open it", documentID)
+	case mt == mediaStream:
 		out.Encrypted = true
-		m, got, err = c.readStream(ctx, resp.Body, w)
-	case mediaJOSE:
-		if c.DeliveryKey == nil {
-			return nil, errors.New("kho: an encrypted delivery, and no DeliveryKey to open it")
-		}
-		out.Encrypted = true
-		m, got, err = c.readCompact(ctx, resp.Body, w)
+		m, got, receiptID, err = c.readStream(ctx, resp.Body, w)
 	default:
+		receiptID = resp.Header.Get("Kho-Use-Receipt-Id")
 		if m, err = c.verifyManifest(ctx, []byte(resp.Header.Get("Kho-Manifest-Signature")), documentID); err == nil {
 			got = newDigest(w)
 			_, err = io.Copy(got, resp.Body)
@@ -150,17 +150,40 @@ func (c *Client) Fetch(ctx context.Context, documentID, procedure string, w io.W
 		return nil, fmt.Errorf("kho: fetch %s: %w", documentID, err)
 	}
 	out.Manifest = *m
-	if r := resp.Header.Get("Kho-Use-Receipt"); r != "" {
-		ur, err := c.VerifyUseReceipt(ctx, []byte(r))
-		if err != nil {
-			return nil, fmt.Errorf("kho: fetch %s: %w", documentID, err)
+	// Another issuer's document is reuse: kho admits it only with a use
+	// receipt, signed now, for this agency, procedure and content, and
+	// named by the delivery itself. One missing, old or for another fetch
+	// means the answer did not come from this fetch.
+	r := resp.Header.Get("Kho-Use-Receipt")
+	if r == "" {
+		if m.Issuer != c.Tokens.Agency {
+			return nil, fmt.Errorf("kho: fetch %s: another issuer's document came without a use receipt", documentID)
 		}
-		if ur.DocumentID != m.DocumentID || ur.SHA256 != m.SHA256 || ur.Procedure != procedure || ur.Agency != c.Tokens.Agency {
-			return nil, fmt.Errorf("kho: fetch %s: the use receipt is for another fetch", documentID)
-		}
-		out.UseReceipt = ur
+		return out, nil
 	}
+	ur, err := c.VerifyUseReceipt(ctx, []byte(r))
+	if err != nil {
+		return nil, fmt.Errorf("kho: fetch %s: %w", documentID, err)
+	}
+	if ur.DocumentID != m.DocumentID || ur.SHA256 != m.SHA256 || ur.Procedure != procedure || ur.Agency != c.Tokens.Agency || ur.ID != receiptID {
+		return nil, fmt.Errorf("kho: fetch %s: the use receipt is for another fetch", documentID)
+	}
+	if age := c.now().Sub(time.Unix(ur.IssuedAt, 0)); age > ReceiptMaxAge || age < -ReceiptMaxAge {
+		return nil, fmt.Errorf("kho: fetch %s: the use receipt was signed %s ago, not for this fetch", documentID, age.Round(time.Second))
+	}
+	out.UseReceipt = ur
 	return out, nil
+}
+
+// ReceiptMaxAge is how far a fetch's use receipt may be signed from the
+// client's clock: a receipt outside it belongs to another fetch.
+const ReceiptMaxAge = 10 * time.Minute
+
+func (c *Client) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
 }
 
 // FetchFile is Fetch into the file at path: it writes a temporary file
@@ -351,63 +374,50 @@ func (c *Client) first(ctx context.Context, s *segment, typ string) (*Manifest, 
 	return m, nil
 }
 
-func (c *Client) readCompact(ctx context.Context, r io.Reader, w io.Writer) (*Manifest, *digest, error) {
-	b, err := io.ReadAll(io.LimitReader(r, 400<<20))
-	if err != nil {
-		return nil, nil, err
-	}
-	s, err := c.open(bytes.TrimSpace(b))
-	if err != nil {
-		return nil, nil, err
-	}
-	m, err := c.first(ctx, s, DeliveryType)
-	if err != nil {
-		return nil, nil, err
-	}
-	d := newDigest(w)
-	_, err = d.Write(s.plain)
-	return m, d, err
-}
-
 // readStream decrypts a segmented delivery line by line: every segment of
 // one stream, in order, up to the one marked last, and nothing after.
-func (c *Client) readStream(ctx context.Context, r io.Reader, w io.Writer) (*Manifest, *digest, error) {
+func (c *Client) readStream(ctx context.Context, r io.Reader, w io.Writer) (*Manifest, *digest, string, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var m *Manifest
-	var stream string
+	var stream, receipt string
 	d := newDigest(w)
 	for seq := 0; ; seq++ {
 		line, err := readLine(br)
 		if err != nil {
 			if err == io.EOF {
-				return nil, nil, errors.New("the delivery ended before its last segment")
+				return nil, nil, "", errors.New("the delivery ended before its last segment")
 			}
-			return nil, nil, err
+			return nil, nil, "", err
 		}
 		s, err := c.open(line)
 		if err != nil {
-			return nil, nil, fmt.Errorf("segment %d: %w", seq, err)
+			return nil, nil, "", fmt.Errorf("segment %d: %w", seq, err)
 		}
 		if seq == 0 {
 			if m, err = c.first(ctx, s, SegmentType); err != nil {
-				return nil, nil, err
+				return nil, nil, "", err
 			}
-			stream = s.stream.ID
+			stream, receipt = s.stream.ID, s.receipt
 		}
 		if s.typ != SegmentType || s.stream.ID == "" || s.stream.ID != stream || s.stream.Seq != seq {
-			return nil, nil, fmt.Errorf("segment %d is out of place (another stream, or out of order)", seq)
+			return nil, nil, "", fmt.Errorf("segment %d is out of place (another stream, or out of order)", seq)
+		}
+		if len(s.plain) == 0 {
+			// kho never sends an empty segment: a stream of them would
+			// never end.
+			return nil, nil, "", fmt.Errorf("segment %d is empty", seq)
 		}
 		if _, err := d.Write(s.plain); err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
 		if d.n > m.Size {
-			return nil, nil, errors.New("the delivery is longer than the document")
+			return nil, nil, "", errors.New("the delivery is longer than the document")
 		}
 		if s.stream.Last {
 			if _, err := br.ReadByte(); err != io.EOF {
-				return nil, nil, errors.New("the delivery goes on after its last segment")
+				return nil, nil, "", errors.New("the delivery goes on after its last segment")
 			}
-			return m, d, nil
+			return m, d, receipt, nil
 		}
 	}
 }

@@ -11,6 +11,11 @@ package oauth
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -210,9 +215,10 @@ func (s *Server) Issue(ctx context.Context, r Request) (*Token, kho.AgencyCode, 
 	return &Token{AccessToken: at, TokenType: "Bearer", ExpiresIn: int(s.cfg.TTL.Seconds()), Scope: strings.Join(scopes, " "), ID: id}, agency, nil
 }
 
-// Keys reads an agency's current (not retired) public keys for a use.
+// Keys reads an agency's current (not retired) public keys for a use,
+// newest first.
 func Keys(ctx context.Context, db *postgres.DB, agency kho.AgencyCode, use string) (jwk.Set, error) {
-	rows, err := db.Pool.Query(ctx, `SELECT jwk FROM agency_client_keys WHERE agency = $1 AND use = $2 AND retired_at IS NULL ORDER BY added_at`, string(agency), use)
+	rows, err := db.Pool.Query(ctx, `SELECT jwk FROM agency_client_keys WHERE agency = $1 AND use = $2 AND retired_at IS NULL ORDER BY added_at DESC, kid`, string(agency), use)
 	if err != nil {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "oauth: read the client's keys", err)
 	}
@@ -231,6 +237,41 @@ func Keys(ctx context.Context, db *postgres.DB, agency kho.AgencyCode, use strin
 		}
 	}
 	return set, nil
+}
+
+// fitsAlgorithm checks that a key is of the type and size its alg needs:
+// a key that cannot do what it claims would fail only when used (a
+// delivery refused after the consent's use was spent).
+func fitsAlgorithm(k jwk.Key, alg string) error {
+	var raw any
+	if err := jwk.Export(k, &raw); err != nil {
+		return fmt.Errorf("not a usable public key")
+	}
+	switch pub := raw.(type) {
+	case *ecdsa.PublicKey:
+		want := map[string]elliptic.Curve{"ES256": elliptic.P256(), "ES384": elliptic.P384(), "ECDH-ES+A256KW": pub.Curve}[alg]
+		if want == nil || pub.Curve != want || (alg == "ECDH-ES+A256KW" && pub.Curve != elliptic.P256() && pub.Curve != elliptic.P384() && pub.Curve != elliptic.P521()) {
+			return fmt.Errorf("an EC key on %s does not fit %s", pub.Curve.Params().Name, alg)
+		}
+	case *rsa.PublicKey:
+		if alg != "PS256" && alg != "RS256" {
+			return fmt.Errorf("an RSA key does not fit %s", alg)
+		}
+		if pub.N.BitLen() < 2048 {
+			return fmt.Errorf("an RSA key needs at least 2048 bits")
+		}
+	case ed25519.PublicKey:
+		if alg != "EdDSA" {
+			return fmt.Errorf("an Ed25519 key does not fit %s", alg)
+		}
+	case *ecdh.PublicKey:
+		if alg != "ECDH-ES+A256KW" {
+			return fmt.Errorf("an X25519 key does not fit %s", alg)
+		}
+	default:
+		return fmt.Errorf("a %T key does not fit %s", raw, alg)
+	}
+	return nil
 }
 
 // allowed are the algorithms a client key may use, by key type and curve.
@@ -271,6 +312,9 @@ func Register(ctx context.Context, db *postgres.DB, agency kho.AgencyCode, set j
 		}
 		if (use == "enc") != (alg.String() == "ECDH-ES+A256KW") {
 			return nil, kho.Errorf(kho.EINVALID, "key %s: %s is not an algorithm for use %q", kid, alg, use)
+		}
+		if err := fitsAlgorithm(k, alg.String()); err != nil {
+			return nil, kho.Errorf(kho.EINVALID, "key %s: %s", kid, err)
 		}
 		raw, err := json.Marshal(k)
 		if err != nil {

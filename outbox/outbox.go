@@ -352,14 +352,29 @@ func refuseInternal(_, address string, _ syscall.RawConn) error {
 		return fmt.Errorf("webhook address %q is not an IP address", host)
 	}
 	ip = ip.Unmap()
-	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsMulticast() ||
-		ip.IsUnspecified() || ip.IsInterfaceLocalMulticast() || cgnat.Contains(ip) {
+	if !ip.IsGlobalUnicast() || ip.IsPrivate() {
 		return fmt.Errorf("webhook address %s is internal: kho does not deliver events inside its own network", ip)
+	}
+	for _, p := range internalPrefixes {
+		if p.Contains(ip) {
+			return fmt.Errorf("webhook address %s is internal: kho does not deliver events inside its own network", ip)
+		}
 	}
 	return nil
 }
 
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+// internalPrefixes are ranges Go's address checks pass that still lead
+// inside: shared and benchmarking space, IETF and reserved blocks, and
+// IPv6 forms that embed an IPv4 address (NAT64, 6to4, IPv4-compatible)
+// or are site-local.
+var internalPrefixes = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []string{"0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15", "198.51.100.0/24",
+		"203.0.113.0/24", "240.0.0.0/4", "::/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "2001:db8::/32", "fec0::/10", "fc00::/7"} {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}()
 
 // RemoveWebhook stops events to an agency: what is already queued for it
 // waits, and goes out if a webhook is registered again.

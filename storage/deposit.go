@@ -122,18 +122,19 @@ func (s *Service) prepare(ctx context.Context, body io.Reader, mediaType string,
 	}
 	var src io.Reader = br
 	if inMemory(mediaType) {
+		// Read first, against the memory budget as the bytes arrive; the
+		// slot for checking is taken once the document is in, so a slow
+		// sender holds no slot.
+		b, done, err := s.budget.ReadAll(ctx, br, s.maxPDF, "a "+mediaType+" document")
+		if err != nil {
+			return nil, err
+		}
+		defer done()
 		release, err := s.acquire(ctx)
 		if err != nil {
 			return nil, err
 		}
 		defer release()
-		b, err := io.ReadAll(io.LimitReader(br, s.maxPDF+1))
-		if err != nil {
-			return nil, kho.WrapError(kho.EINVALID, "could not read the document", err)
-		}
-		if int64(len(b)) > s.maxPDF {
-			return nil, kho.Errorf(kho.ETOOLARGE, "a %s document may be at most %d bytes", mediaType, s.maxPDF)
-		}
 		if err := checkStructure(mediaType, b); err != nil {
 			return nil, err
 		}

@@ -249,17 +249,18 @@ func (s *Service) Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID,
 	if !dec.Reuse {
 		return s.openReadable(ctx, p, d, rng)
 	}
-	if limit, ok := ctx.Value(maxFetchKey{}).(int64); ok && d.Size > limit {
-		// Known before anything is decided: no consent is used for a
-		// delivery that cannot be made.
-		return nil, kho.Refusal(kho.EINVALID, "too_large_for_delivery", "documents over %d MiB are not delivered as one JWE: ask for the segmented form (Accept: application/vnd.kho.jwe-stream), which the Go client reads", limit>>20)
-	}
 	if s.reuse == nil {
 		return nil, policies.NotFound("document")
 	}
 	req := kho.FetchRequest{Principal: p, Document: &d.Document, Procedure: proc.Code}
 	if err := s.reuse.PrecheckFetch(ctx, req); err != nil {
 		return nil, err
+	}
+	if limit, ok := ctx.Value(maxFetchKey{}).(int64); ok && d.Size > limit {
+		// Told only to an agency the fetch would be admitted for, and
+		// before it is decided: no consent is used for a delivery that
+		// cannot be made.
+		return nil, kho.Refusal(kho.EINVALID, "too_large_for_delivery", "documents over %d MiB are not delivered as one JWE: ask for the segmented form (Accept: application/vnd.kho.jwe-stream), which the Go client reads", limit>>20)
 	}
 	if err := s.checkReadable(ctx, p, d); err != nil {
 		return nil, err

@@ -72,6 +72,7 @@ type Service struct {
 	maxPDF  int64
 	prefix  string
 	slots   chan struct{}
+	budget  Budget
 	maxHold time.Duration
 	erasers ConsentEraser
 	now     func() time.Time
@@ -127,7 +128,7 @@ func New(cfg Config) (*Service, error) {
 	return &Service{
 		db: cfg.DB, blobs: cfg.Blobs, ranges: ranges, lister: lister, keys: cfg.Keys, signer: cfg.Signer, reuse: cfg.Reuse, pdfSign: cfg.PDFSigner,
 		log: cfg.Logger, maxSize: cfg.MaxSize, maxPDF: cfg.MaxPDFSize, prefix: cfg.ObjectPrefix, now: time.Now,
-		slots: make(chan struct{}, cfg.MaxInMemory), maxHold: cfg.MaxHold, erasers: cfg.Consents,
+		slots: make(chan struct{}, cfg.MaxInMemory), budget: NewBudget(cfg.MaxInMemory * int(max(cfg.MaxPDFSize>>20, 1))), maxHold: cfg.MaxHold, erasers: cfg.Consents,
 	}, nil
 }
 

@@ -5,8 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
-	"strings"
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
 
@@ -101,7 +101,14 @@ func runAgency(ctx context.Context, args []string, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "agency %s: no webhook; events wait until one is registered\n", *code)
 			return nil
 		}
-		if err := outbox.SetWebhook(ctx, db, kho.AgencyCode(*code), *u, strings.HasPrefix(*u, "http://127.0.0.1") || strings.HasPrefix(*u, "http://localhost")); err != nil {
+		// Plain http only to this machine, for the dev stack: judged on
+		// the parsed host, not the text.
+		local := false
+		if pu, err := url.Parse(*u); err == nil && pu.User == nil {
+			h := pu.Hostname()
+			local = h == "localhost" || h == "127.0.0.1" || h == "::1"
+		}
+		if err := outbox.SetWebhook(ctx, db, kho.AgencyCode(*code), *u, local); err != nil {
 			return fmt.Errorf("agency webhook: %s", kho.ErrorMessage(err))
 		}
 		fmt.Fprintf(stdout, "agency %s: events go to %s\n", *code, *u)
