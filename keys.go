@@ -79,6 +79,22 @@ type FetchRequest struct {
 	Principal Principal
 	Document  *Document
 	Procedure string
+	// Nonce, when the agency's system sent one, is written into the use
+	// receipt, binding it to this one request.
+	Nonce string
+}
+
+type fetchNonceKey struct{}
+
+// WithFetchNonce carries an agency system's request nonce to the fetch.
+func WithFetchNonce(ctx context.Context, nonce string) context.Context {
+	return context.WithValue(ctx, fetchNonceKey{}, nonce)
+}
+
+// FetchNonce returns the nonce WithFetchNonce carried, or "".
+func FetchNonce(ctx context.Context) string {
+	n, _ := ctx.Value(fetchNonceKey{}).(string)
+	return n
 }
 
 // FetchGrant says on what ground a fetch was admitted.

@@ -191,41 +191,57 @@ func TestSegmentedDeliveryAndItsTampering(t *testing.T) {
 	delete(compact, "kho_stream")
 	oneJWE := encryptWith(t, pub, content, compact)
 
-	// The client reads through a proxy that serves a given body for the
-	// content and passes everything else to kho.
-	var body []byte
-	var contentType, useReceipt string
+	// The client reads through a man in the middle: it fetches from kho
+	// for real (the client's nonce and all), then changes what it passes
+	// on; everything else goes to kho untouched.
+	type answer struct{ typ, body, receipt string }
+	var mutate func(genuine answer) answer
 	upstream, _ := url.Parse(d.url)
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/content") {
-			w.Header().Set("Content-Type", contentType)
-			if useReceipt != "" {
-				w.Header().Set("Kho-Use-Receipt", useReceipt)
-			}
-			w.Write(body)
+		if !strings.HasSuffix(r.URL.Path, "/content") {
+			httputil.NewSingleHostReverseProxy(upstream).ServeHTTP(w, r)
 			return
 		}
-		httputil.NewSingleHostReverseProxy(upstream).ServeHTTP(w, r)
+		req, _ := http.NewRequest("GET", d.url+r.URL.RequestURI(), nil)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			http.Error(w, err.Error(), 502)
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		a := mutate(answer{resp.Header.Get("Content-Type"), string(b), resp.Header.Get("Kho-Use-Receipt")})
+		w.Header().Set("Content-Type", a.typ)
+		if a.receipt != "" {
+			w.Header().Set("Kho-Use-Receipt", a.receipt)
+		}
+		io.WriteString(w, a.body)
 	}))
 	defer proxy.Close()
 	ts := &client.TokenSource{Agency: string(police.Agency), TokenURL: d.url + "/oauth/token", Audience: tokenIssuer + "/oauth/token", Key: sig}
 	c := client.New(proxy.URL, ts, enc)
 	other := strings.Split(strings.TrimSuffix(string(second), "\n"), "\n")
+	split := func(a answer) []string { return strings.Split(strings.TrimSuffix(a.body, "\n"), "\n") }
+	asStream := func(a answer, body string) answer { return answer{api.MediaTypeJWEStream, body, a.receipt} }
 	for _, tc := range []struct {
-		name, typ, body, receipt, fails string
+		name   string
+		mutate func(answer) answer
+		fails  string
 	}{
-		{"intact", api.MediaTypeJWEStream, string(first), receipt, ""},
-		{"cut short", api.MediaTypeJWEStream, lines[0] + "\n", receipt, "ended before its last segment"},
-		{"reordered", api.MediaTypeJWEStream, lines[1] + "\n" + lines[0] + "\n", receipt, "not a kho delivery"},
-		{"spliced", api.MediaTypeJWEStream, lines[0] + "\n" + other[1] + "\n", receipt, "out of place"},
-		{"extended", api.MediaTypeJWEStream, string(first) + lines[1] + "\n", receipt, "goes on after its last segment"},
-		{"forged content", api.MediaTypeJWEStream, forged, receipt, "not the document its issuer signed"},
-		{"one JWE, read whole", api.MediaTypeJOSE, string(oneJWE), receipt, "asked for an encrypted delivery"},
-		{"plain text", "text/plain", string(content), receipt, "asked for an encrypted delivery"},
-		{"no use receipt", api.MediaTypeJWEStream, string(first), "", "without a use receipt"},
-		{"another fetch's receipt", api.MediaTypeJWEStream, string(first), secondReceipt, "for another fetch"},
+		{"intact", func(a answer) answer { return a }, ""},
+		{"cut short", func(a answer) answer { return asStream(a, split(a)[0]+"\n") }, "ended before its last segment"},
+		{"reordered", func(a answer) answer { g := split(a); return asStream(a, g[1]+"\n"+g[0]+"\n") }, "not a kho delivery"},
+		{"spliced", func(a answer) answer { return asStream(a, split(a)[0]+"\n"+other[1]+"\n") }, "out of place"},
+		{"extended", func(a answer) answer { return asStream(a, a.body+split(a)[1]+"\n") }, "goes on after its last segment"},
+		{"forged content", func(a answer) answer { return asStream(a, forged) }, "not the document its issuer signed"},
+		{"one JWE, read whole", func(a answer) answer { return answer{api.MediaTypeJOSE, string(oneJWE), a.receipt} }, "asked for an encrypted delivery"},
+		{"plain text", func(a answer) answer { return answer{"text/plain", string(content), a.receipt} }, "asked for an encrypted delivery"},
+		{"no use receipt", func(a answer) answer { return answer{a.typ, a.body, ""} }, "without a use receipt"},
+		{"another fetch's receipt", func(a answer) answer { return answer{a.typ, a.body, secondReceipt} }, "for another fetch"},
+		{"an earlier delivery replayed", func(answer) answer { return answer{api.MediaTypeJWEStream, string(first), receipt} }, "for another fetch"},
 	} {
-		body, contentType, useReceipt = []byte(tc.body), tc.typ, tc.receipt
+		mutate = tc.mutate
 		var got bytes.Buffer
 		_, err := c.Fetch(ctx, string(doc.ID), "CHC", &got)
 		if tc.fails == "" {
@@ -238,11 +254,11 @@ func TestSegmentedDeliveryAndItsTampering(t *testing.T) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.fails)
 		}
 	}
-	// The whole genuine delivery, replayed later: its receipt is old.
-	body, contentType, useReceipt = first, api.MediaTypeJWEStream, receipt
+	// A genuine answer, on a clock ten minutes away from kho's.
+	mutate = func(a answer) answer { return a }
 	c.Now = func() time.Time { return time.Now().Add(client.ReceiptMaxAge + time.Minute) }
 	if _, err := c.Fetch(ctx, string(doc.ID), "CHC", io.Discard); err == nil || !strings.Contains(err.Error(), "not for this fetch") {
-		t.Errorf("a replayed delivery: %v", err)
+		t.Errorf("a receipt signed long ago: %v", err)
 	}
 }
 
@@ -284,7 +300,7 @@ func TestIssuerKeysArePublishedNotMade(t *testing.T) {
 	doc := d.deposit(t, justice, textMeta, []byte("GIẤY KHAI SINH — khoá công khai"))
 	resp, b := request(t, "GET", d.url+"/issuers/"+string(justice.Agency)+"/jwks.json", "", "", nil, nil)
 	set, err := jwk.Parse(b)
-	if resp.StatusCode != 200 || err != nil || set.Len() == 0 || resp.Header.Get("Cache-Control") != "public, max-age=60" {
+	if resp.StatusCode != 200 || err != nil || set.Len() == 0 || resp.Header.Get("Cache-Control") != "public, max-age=10" {
 		t.Fatalf("justice's keys: %d %v %s", resp.StatusCode, err, b)
 	}
 	k, _ := set.Key(0)

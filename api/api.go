@@ -115,6 +115,9 @@ type Server struct {
 	engine   *gin.Engine
 	failures *failures
 	pdfGate  gate
+	// deliveryGate bounds one-JWE deliveries made in memory, apart from
+	// PDF checks: a citizen's PDFs never starve agencies' deliveries.
+	deliveryGate gate
 	// budget bounds the memory of bodies read whole, as they arrive.
 	budget  storage.Budget
 	issuers issuerCache
@@ -170,7 +173,7 @@ func New(cfg Config) (*Server, error) {
 	e.NoMethod(func(c *gin.Context) {
 		writeProblem(c, http.StatusMethodNotAllowed, kho.EINVALID, kho.Errorf(kho.EINVALID, "method not allowed on this route"))
 	})
-	s := &Server{cfg: cfg, engine: e, pdfGate: make(gate, cfg.Limits.InMemory), budget: storage.NewBudget(cfg.Limits.InMemory * 64),
+	s := &Server{cfg: cfg, engine: e, pdfGate: make(gate, cfg.Limits.InMemory), deliveryGate: make(gate, cfg.Limits.InMemory), budget: storage.NewBudget(cfg.Limits.InMemory * 64),
 		failures: newFailures(cfg.Audit, cfg.Limits.FailureWindow, cfg.Limits.FailuresPerWindow)}
 
 	e.GET("/healthz", s.healthz)
@@ -443,7 +446,7 @@ func (s *Server) issuerKeys(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	c.Header("Cache-Control", "public, max-age=60")
+	c.Header("Cache-Control", "public, max-age=10")
 	c.JSON(http.StatusOK, set)
 }
 
@@ -453,7 +456,7 @@ func (ic *issuerCache) get(ctx context.Context, name string, load func(context.C
 	ic.mu.Unlock()
 	ttl := 10 * time.Second // a rotated key is published within seconds
 	if ok && e.set == nil {
-		ttl = 5 * time.Second // an issuer's first key too
+		ttl = 2 * time.Second // an issuer's first key too
 	}
 	if !ok || time.Since(e.at) > ttl {
 		set, err := load(ctx, name)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/lestrrat-go/jwx/v3/jwa"
@@ -53,7 +54,7 @@ func acceptsMedia(c *gin.Context, typ string) bool {
 			continue
 		}
 		if q, ok := params["q"]; ok {
-			if v, err := strconv.ParseFloat(q, 64); err != nil || v <= 0 {
+			if v, err := strconv.ParseFloat(q, 64); err != nil || !(v > 0 && v <= 1) {
 				continue
 			}
 		}
@@ -130,7 +131,11 @@ func (s *Server) deliverEncrypted(c *gin.Context, key jwk.Key, content *storage.
 		writeError(c, err)
 		return
 	}
-	s.cfg.Observer.ObserveBytes("served", int64(len(plain)))
+	n := len(plain)
+	// The slot is held while the answer is written: an agency that does
+	// not read it holds the slot only as long as 1 MiB/s would take.
+	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(30*time.Second + time.Duration(len(out)>>20)*time.Second))
+	s.cfg.Observer.ObserveBytes("served", int64(n))
 	c.Data(http.StatusOK, MediaTypeJOSE, out)
 }
 

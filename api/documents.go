@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -227,7 +228,7 @@ func (s *Server) download(c *gin.Context) {
 			// One JWE is made in memory: its slot is taken before the
 			// fetch is decided, so a busy server answers 503 without
 			// spending a consent's use.
-			leave, err := s.pdfGate.enter(ctx)
+			leave, err := s.deliveryGate.enter(ctx)
 			if err != nil {
 				writeError(c, err)
 				return
@@ -236,6 +237,13 @@ func (s *Server) download(c *gin.Context) {
 		}
 	}
 	if procedure != "" {
+		if n := c.GetHeader("Kho-Fetch-Nonce"); n != "" {
+			if !nonceRE.MatchString(n) {
+				errorf(c, kho.EINVALID, "Kho-Fetch-Nonce must be 16 to 64 characters of A-Z, a-z, 0-9, - and _")
+				return
+			}
+			ctx = kho.WithFetchNonce(ctx, n)
+		}
 		content, err = s.cfg.Documents.Fetch(ctx, p, id, procedure, nil)
 		switch code := kho.ErrorCode(err); code {
 		case "":
@@ -257,9 +265,13 @@ func (s *Server) download(c *gin.Context) {
 		return
 	}
 	defer content.Body.Close()
-	if deliverTo != nil && content.UseReceipt != "" {
-		c.Header("Kho-Use-Receipt", content.UseReceipt)
-		c.Header("Kho-Use-Receipt-Id", content.UseReceiptID)
+	if deliverTo != nil {
+		// Encrypted as asked (or as the deployment says), the agency's own
+		// documents too; a use receipt comes with reuse only.
+		if content.UseReceipt != "" {
+			c.Header("Kho-Use-Receipt", content.UseReceipt)
+			c.Header("Kho-Use-Receipt-Id", content.UseReceiptID)
+		}
 		if streamed {
 			s.deliverStream(c, deliverTo, content)
 		} else {
@@ -301,6 +313,9 @@ func (s *Server) download(c *gin.Context) {
 		}
 	}
 }
+
+// nonceRE is the form of a fetch's nonce (base64url or hex, 16 to 64).
+var nonceRE = regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`)
 
 func (s *Server) revoke(c *gin.Context) {
 	var body struct {

@@ -249,6 +249,10 @@ func TestRegisterAgencyKeys(t *testing.T) {
 		_ = set.AddKey(p)
 		return set
 	}
+	lowOrder, err := jwk.Parse([]byte(`{"keys":[{"kty":"OKP","crv":"X25519","x":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","kid":"k6","use":"enc","alg":"ECDH-ES+A256KW"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	for _, tc := range []struct {
@@ -263,6 +267,7 @@ func TestRegisterAgencyKeys(t *testing.T) {
 		{"fail/empty set", "000.00.15.H29", jwk.NewSet(), kho.EINVALID},
 		{"fail/RSA key for ECDH-ES", "000.00.15.H29", mismatched("k4", rsaKey, "enc", jwa.ECDH_ES_A256KW()), kho.EINVALID},
 		{"fail/P-384 key for ES256", "000.00.15.H29", mismatched("k5", p384, "sig", jwa.ES256()), kho.EINVALID},
+		{"fail/low-order X25519 key", "000.00.15.H29", lowOrder, kho.EINVALID},
 		{"ok/public key", "000.00.15.H29", pub, ""},
 		{"fail/same kid again", "000.00.15.H29", pub, kho.ECONFLICT},
 	} {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -77,6 +78,7 @@ type UseReceipt struct {
 	DocumentID    string `json:"document_id"`
 	DocumentType  string `json:"document_type"`
 	SHA256        string `json:"document_sha256"`
+	Nonce         string `json:"nonce"`
 	ConsentID     string `json:"consent_id"`
 	ConsentHash   string `json:"consent_receipt_sha256"`
 	UsesLeft      *int   `json:"uses_left"`
@@ -109,7 +111,14 @@ type Fetched struct {
 // receipt. When Fetch returns an error, what was written to w must be
 // thrown away: FetchFile does that for a file.
 func (c *Client) Fetch(ctx context.Context, documentID, procedure string, w io.Writer) (*Fetched, error) {
-	hdr := http.Header{}
+	// A fresh nonce, which kho writes into the use receipt: a receipt
+	// without it was made for another request.
+	nb := make([]byte, 16)
+	if _, err := rand.Read(nb); err != nil {
+		return nil, err
+	}
+	nonce := hex.EncodeToString(nb)
+	hdr := http.Header{"Kho-Fetch-Nonce": {nonce}}
 	if c.DeliveryKey != nil {
 		hdr.Set("Accept", mediaStream)
 	}
@@ -165,7 +174,7 @@ func (c *Client) Fetch(ctx context.Context, documentID, procedure string, w io.W
 	if err != nil {
 		return nil, fmt.Errorf("kho: fetch %s: %w", documentID, err)
 	}
-	if ur.DocumentID != m.DocumentID || ur.SHA256 != m.SHA256 || ur.Procedure != procedure || ur.Agency != c.Tokens.Agency || ur.ID != receiptID {
+	if ur.DocumentID != m.DocumentID || ur.SHA256 != m.SHA256 || ur.Procedure != procedure || ur.Agency != c.Tokens.Agency || ur.ID != receiptID || ur.Nonce != nonce {
 		return nil, fmt.Errorf("kho: fetch %s: the use receipt is for another fetch", documentID)
 	}
 	if age := c.now().Sub(time.Unix(ur.IssuedAt, 0)); age > ReceiptMaxAge || age < -ReceiptMaxAge {

@@ -35,6 +35,9 @@ type UseReceipt struct {
 	DocumentID kho.DocumentID    `json:"document_id"`
 	DocType    string            `json:"document_type"`
 	SHA256     string            `json:"document_sha256"` // hex, of the plaintext delivered
+	// Nonce is the agency system's Kho-Fetch-Nonce, binding the receipt
+	// to its one request.
+	Nonce string `json:"nonce,omitempty"`
 	// Exactly one of these admitted the fetch.
 	ConsentID     string `json:"consent_id,omitempty"`
 	ConsentHash   string `json:"consent_receipt_sha256,omitempty"` // base64url SHA-256 of the consent's latest receipt JWS
@@ -54,7 +57,7 @@ func (s *Service) useReceipt(ctx context.Context, tx pgx.Tx, req kho.FetchReques
 	d, now := req.Document, s.now().UTC()
 	r := UseReceipt{Issuer: s.issuer, IssuedAt: now.Unix(), ID: uuid.NewString(), Subject: d.Subject, Version: UseReceiptVersion,
 		Agency: req.Principal.Agency, Procedure: req.Procedure, DocumentID: d.ID, DocType: d.Type, SHA256: d.SHA256,
-		ConsentID: dec.ConsentID, LegalBasis: dec.LegalBasis,
+		ConsentID: dec.ConsentID, LegalBasis: dec.LegalBasis, Nonce: req.Nonce,
 		AccessLogNote: "kept by the agency as proof of use; the subject sees it in the access log"}
 	if dec.ConsentID != "" {
 		var receipt string

@@ -26,6 +26,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwe"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/lestrrat-go/jwx/v3/jwt"
@@ -270,6 +272,13 @@ func fitsAlgorithm(k jwk.Key, alg string) error {
 		}
 	default:
 		return fmt.Errorf("a %T key does not fit %s", raw, alg)
+	}
+	if alg == "ECDH-ES+A256KW" {
+		// A point that is on no curve or of low order fails only when
+		// used: encrypt to it once now.
+		if _, err := jwe.Encrypt([]byte("kho"), jwe.WithKey(jwa.ECDH_ES_A256KW(), k), jwe.WithContentEncryption(jwa.A256GCM()), jwe.WithCompact()); err != nil {
+			return fmt.Errorf("nothing can be encrypted to this key")
+		}
 	}
 	return nil
 }

@@ -8,21 +8,24 @@ import (
 	"kho"
 )
 
-// Budget bounds the memory that bodies read whole may hold together, in
-// MiB, taken as the bytes arrive: a client that sends slowly holds only
-// what it has sent, never a slot others need. The CPU-heavy work on a body
-// takes a slot only once the body is in.
+// Budget bounds the memory that bodies read whole hold together, counted
+// in 64 KiB units taken as the bytes arrive: a connection that sent
+// nothing holds nothing, and one that sends slowly holds only what it has
+// sent. The CPU-heavy work on a body takes a slot only once the body is
+// in.
 type Budget chan struct{}
 
+// budgetUnit is what one token of a Budget stands for.
+const budgetUnit = 64 << 10
+
 // NewBudget makes a budget of mib MiB.
-func NewBudget(mib int) Budget { return make(Budget, max(mib, 1)) }
+func NewBudget(mib int) Budget { return make(Budget, max(mib, 1)*(1<<20/budgetUnit)) }
 
-const budgetChunk = 1 << 20
-
-// ReadAll reads r whole, up to limit bytes (more is ETOOLARGE), taking a
-// MiB of the budget before each MiB it reads; the returned function gives
-// it back. When the budget stays spent for two seconds the read is refused
-// as a temporary overload (EUNAVAILABLE).
+// ReadAll reads r whole, up to limit bytes (more is ETOOLARGE), taking
+// budget for the bytes as they arrive; the returned function gives it back
+// and must be called once the bytes are no longer held. When the budget
+// stays spent for two seconds the read is refused as a temporary overload
+// (EUNAVAILABLE).
 func (b Budget) ReadAll(ctx context.Context, r io.Reader, limit int64, what string) ([]byte, func(), error) {
 	var out []byte
 	taken := 0
@@ -31,20 +34,21 @@ func (b Budget) ReadAll(ctx context.Context, r io.Reader, limit int64, what stri
 			<-b
 		}
 	}
+	buf := make([]byte, 32<<10)
 	for {
-		if err := b.take(ctx); err != nil {
-			release()
-			return nil, nil, err
-		}
-		taken++
-		chunk := make([]byte, budgetChunk)
-		n, err := io.ReadFull(r, chunk)
-		out = append(out, chunk[:n]...)
-		if int64(len(out)) > limit {
+		n, err := r.Read(buf)
+		if int64(len(out)+n) > limit {
 			release()
 			return nil, nil, kho.Errorf(kho.ETOOLARGE, "%s may be at most %d bytes", what, limit)
 		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
+		for need := (len(out) + n + budgetUnit - 1) / budgetUnit; taken < need; taken++ {
+			if terr := b.take(ctx); terr != nil {
+				release()
+				return nil, nil, terr
+			}
+		}
+		out = append(out, buf[:n]...)
+		if err == io.EOF {
 			return out, release, nil
 		}
 		if err != nil {

@@ -99,9 +99,11 @@ func (c *countingHasher) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// prepared is a checked content stream ready to encrypt.
+// prepared is a checked content stream ready to encrypt; release gives
+// back the memory budget of a document held whole, once it is stored.
 type prepared struct {
-	src *countingHasher
+	src     *countingHasher
+	release func()
 }
 
 // prepare checks the start of the content against the declared media type
@@ -129,12 +131,18 @@ func (s *Service) prepare(ctx context.Context, body io.Reader, mediaType string,
 		if err != nil {
 			return nil, err
 		}
-		defer done()
 		release, err := s.acquire(ctx)
 		if err != nil {
+			done()
 			return nil, err
 		}
 		defer release()
+		ok := false
+		defer func() {
+			if !ok {
+				done()
+			}
+		}()
 		if err := checkStructure(mediaType, b); err != nil {
 			return nil, err
 		}
@@ -144,8 +152,10 @@ func (s *Service) prepare(ctx context.Context, body io.Reader, mediaType string,
 			}
 		}
 		src = bytes.NewReader(b)
+		ok = true
+		return &prepared{src: &countingHasher{r: src, h: sha256.New(), limit: s.maxSize}, release: done}, nil
 	}
-	return &prepared{src: &countingHasher{r: src, h: sha256.New(), limit: s.maxSize}}, nil
+	return &prepared{src: &countingHasher{r: src, h: sha256.New(), limit: s.maxSize}, release: func() {}}, nil
 }
 
 // inMemory reports whether documents of a media type are read whole to be
@@ -353,6 +363,7 @@ func (s *Service) deposit(ctx context.Context, p kho.Principal, req depositReq) 
 	if err != nil {
 		return nil, err
 	}
+	defer pre.release() // a document held whole is held until it is stored
 
 	doc := &kho.Document{
 		ID: kho.NewDocumentID(), Subject: subj.handle, Type: meta.Type, Name: meta.Name, Number: meta.Number,

@@ -2,10 +2,12 @@ package storage_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -236,5 +238,49 @@ func TestReconcileAbandonsIncompleteUploads(t *testing.T) {
 	var rows int
 	if err := docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM pending_objects`).Scan(&rows); err != nil || rows != 0 {
 		t.Fatalf("pending rows after reconciling: %d %v", rows, err)
+	}
+}
+
+// erasingKeys is the real Vault key store, with a hook that runs once
+// just before a file key is unwrapped: the moment a reader has read the
+// document's row but not yet its key.
+type erasingKeys struct {
+	kho.SubjectKeys
+	before func()
+}
+
+func (k *erasingKeys) Unwrap(ctx context.Context, h kho.SubjectHandle, wrapped string, ad []byte) ([]byte, error) {
+	if f := k.before; f != nil {
+		k.before = nil
+		f()
+	}
+	return k.SubjectKeys.Unwrap(ctx, h, wrapped, ad)
+}
+
+// A read that races the store's erasure finds the key gone: that is the
+// erasure, not tampering. The reader is told the document is not there,
+// and no integrity failure is recorded.
+func TestReadRacingErasureIsNotTampering(t *testing.T) {
+	keys := &erasingKeys{}
+	docs := testenv.NewDocuments(t, func(c *storage.Config) {
+		keys.SubjectKeys = c.Keys
+		c.Keys = keys
+	})
+	ctx := testenv.Context(t)
+	doc, err := docs.Svc.Deposit(ctx, asAgencyJ, meta(citizenA, "GKS", "text/plain"), strings.NewReader("GIẤY KHAI SINH — sắp xoá"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys.before = func() {
+		if _, err := docs.Svc.Erase(ctx, asCitizenA, doc.Subject); err != nil {
+			t.Errorf("erase: %v", err)
+		}
+	}
+	if _, err := docs.Svc.Open(ctx, asCitizenA, doc.ID, nil); kho.ErrorCode(err) != kho.ENOTFOUND {
+		t.Fatalf("a read racing the erasure: %v, want not found", err)
+	}
+	var n int
+	if err := docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE action = $1`, audit.DocumentIntegrity).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("integrity failures recorded: %d %v", n, err)
 	}
 }

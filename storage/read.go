@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"sync"
 
 	"filippo.io/age"
+	"github.com/jackc/pgx/v5"
 
 	"kho"
 	"kho/audit"
@@ -252,7 +254,7 @@ func (s *Service) Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID,
 	if s.reuse == nil {
 		return nil, policies.NotFound("document")
 	}
-	req := kho.FetchRequest{Principal: p, Document: &d.Document, Procedure: proc.Code}
+	req := kho.FetchRequest{Principal: p, Document: &d.Document, Procedure: proc.Code, Nonce: kho.FetchNonce(ctx)}
 	if err := s.reuse.PrecheckFetch(ctx, req); err != nil {
 		return nil, err
 	}
@@ -377,7 +379,28 @@ func (s *Service) identity(ctx context.Context, d *docRow) *transitIdentity {
 // integrityFailure records a failed read of stored data and returns err, as
 // an integrity failure unless it is a plain outage.
 func (s *Service) integrityFailure(ctx context.Context, p kho.Principal, d *docRow, err error) error {
-	switch code := kho.ErrorCode(err); code {
+	code := kho.ErrorCode(err)
+	if code == kho.ENOTFOUND || code == kho.EINTEGRITY {
+		// What changed since the row was read is not tampering: the store
+		// erased (key and object gone), the document erased, or its file
+		// key rewrapped by a rotation that retired the version read.
+		var gone bool
+		var wrapped *string
+		qerr := s.db.Pool.QueryRow(context.WithoutCancel(ctx), `SELECT s.erased_at IS NOT NULL OR d.status = 'erased', d.wrapped_key
+			FROM documents d JOIN subjects s ON s.handle = d.subject_handle WHERE d.id = $1`, d.ID).Scan(&gone, &wrapped)
+		switch {
+		case qerr != nil && !errors.Is(qerr, pgx.ErrNoRows):
+			return kho.WrapError(kho.EUNAVAILABLE, "storage: re-read the document", qerr)
+		case qerr != nil || (gone && (d.store == nil || !d.store.Erased)):
+			// Erased since the row was read (a store erased before it was
+			// read, yet with a readable row, is a restored backup: that
+			// stays an integrity failure).
+			return kho.Errorf(kho.ENOTFOUND, "the document was erased while it was being read")
+		case d.wrapped != nil && (wrapped == nil || *wrapped != *d.wrapped):
+			return kho.Errorf(kho.EUNAVAILABLE, "the document's key was rotated while it was being read; try again")
+		}
+	}
+	switch code {
 	case kho.ENOTFOUND:
 		// A row with no object, or a subject key that is gone: the stored
 		// state is broken, not the request.

@@ -88,7 +88,8 @@ func mapErr(op string, err error) error {
 	case strings.Contains(msg, "message authentication failed") || strings.Contains(msg, "invalid ciphertext") ||
 		strings.Contains(msg, "disallowed by policy") || strings.Contains(msg, "too old"):
 		return kho.WrapError(kho.EINTEGRITY, "vault: "+op+": wrapped key does not decrypt", err)
-	case re.StatusCode >= 500:
+	case re.StatusCode >= 500 || re.StatusCode == 429 || re.StatusCode == 412:
+		// Overloaded, or a standby not yet caught up.
 		return kho.Unavailable(kho.DependencyVault, "vault: "+op, err)
 	}
 	return kho.WrapError(kho.EINTERNAL, "vault: "+op, err)

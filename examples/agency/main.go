@@ -51,6 +51,7 @@ func run(ctx context.Context, args []string) error {
 	procedure := fs.String("procedure", "", "the procedure's code, e.g. CHC")
 	out := fs.String("out", ".", "folder the documents are written to")
 	wait := fs.Duration("wait", 10*time.Minute, "how long to wait for the subject's answer")
+	timeout := fs.Duration("timeout", 30*time.Minute, "how long the whole run may take")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -60,6 +61,8 @@ func run(ctx context.Context, args []string) error {
 	if args[0] == "keys" {
 		return makeKeys(*dir)
 	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
 	if *agency == "" || *subject == "" || *procedure == "" {
 		return errors.New("fetch needs -agency, -subject and -procedure")
 	}
