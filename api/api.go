@@ -87,6 +87,9 @@ type Config struct {
 	// Observer, when set, is told of every request, refusal, reuse
 	// decision and document byte (metrics).
 	Observer Observer
+	// Portal, when set, serves every path that is not the API's: the
+	// pages people use (package web).
+	Portal http.Handler
 	// TrustedProxies are the addresses (or CIDRs) of load balancers whose
 	// X-Forwarded-For is believed; by default none, so a client cannot
 	// pose as many sources to dodge the limits on failed logins.
@@ -169,7 +172,14 @@ func New(cfg Config) (*Server, error) {
 	e.HandleMethodNotAllowed = true
 	e.ContextWithFallback = true
 	e.Use(withRequestID(), withSecurityHeaders(), withLogging(cfg.Logger, cfg.Observer), withRecovery(cfg.Logger), withDeadlines(cfg.Limits))
-	e.NoRoute(func(c *gin.Context) { errorf(c, kho.ENOTFOUND, "no such route") })
+	e.NoRoute(func(c *gin.Context) {
+		if cfg.Portal != nil && !isAPIPath(c.Request.URL.Path) {
+			c.Status(http.StatusOK) // gin presets 404 for unrouted paths
+			cfg.Portal.ServeHTTP(c.Writer, c.Request)
+			return
+		}
+		errorf(c, kho.ENOTFOUND, "no such route")
+	})
 	e.NoMethod(func(c *gin.Context) {
 		writeProblem(c, http.StatusMethodNotAllowed, kho.EINVALID, kho.Errorf(kho.EINVALID, "method not allowed on this route"))
 	})
@@ -475,4 +485,17 @@ func (ic *issuerCache) get(ctx context.Context, name string, load func(context.C
 		return nil, kho.Errorf(kho.ENOTFOUND, "no such issuer, or it has signed nothing")
 	}
 	return e.set, nil
+}
+
+// apiPrefixes are the paths the API answers, with problem+json; the
+// portal has the rest.
+var apiPrefixes = []string{"/v1/", "/oauth/", "/pki/", "/issuers/", "/audit/", "/.well-known/", "/dev/idp/jwks.json", "/healthz", "/readyz", "/openapi.json"}
+
+func isAPIPath(p string) bool {
+	for _, pre := range apiPrefixes {
+		if strings.HasPrefix(p, pre) || p == strings.TrimSuffix(pre, "/") {
+			return true
+		}
+	}
+	return false
 }

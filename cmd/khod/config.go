@@ -72,13 +72,17 @@ type Config struct {
 	ReconcileInterval time.Duration
 	ReconcileGrace    time.Duration
 
-	TSA          string
-	PAdESLevel   string
-	PublicURL    string
-	Delivery     string
-	TokenTTL     time.Duration
-	TSARoots     stringList
-	VisibleStamp bool
+	TSA        string
+	PAdESLevel string
+	PublicURL  string
+	Delivery   string
+	// The portal's identity provider (authorization code with PKCE).
+	OIDCAuthorizeURL string
+	OIDCTokenURL     string
+	OIDCClientID     string
+	TokenTTL         time.Duration
+	TSARoots         stringList
+	VisibleStamp     bool
 
 	AuditOrigin        string
 	AuditKey           string
@@ -174,6 +178,9 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.StringVar(&cfg.TSA, "tsa-url", "", "RFC 3161 timestamp authority `URL`: PDF signatures become PAdES B-T (default: B-B)")
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "khod's public base `URL` (https://kho.example.vn): the issuer of agencies' access tokens and the audience of their client assertions at /oauth/token (default in dev mode: http://<listen>; without it in production the token endpoint is off)")
 	fs.StringVar(&cfg.Delivery, "delivery", "", "how fetches by other agencies are delivered: `jwe` (encrypted to the agency's registered key) or plain (default: jwe in production, plain in dev, where an agency may still ask with Accept: application/jose)")
+	fs.StringVar(&cfg.OIDCAuthorizeURL, "oidc-authorize-url", "", "the portal's identity provider: its authorization endpoint `URL` (with --oidc-token-url and --oidc-client-id; in dev mode the built-in provider's; without them in production the portal is off)")
+	fs.StringVar(&cfg.OIDCTokenURL, "oidc-token-url", "", "the portal's identity provider: its token endpoint `URL`")
+	fs.StringVar(&cfg.OIDCClientID, "oidc-client-id", "", "the portal's client id at the identity provider (a public client using PKCE)")
 	fs.DurationVar(&cfg.TokenTTL, "agency-token-ttl", 5*time.Minute, "life of the access tokens /oauth/token issues to agencies' systems (1m to 1h)")
 	fs.StringVar(&cfg.PAdESLevel, "pades-level", "", "PAdES baseline `level` of PDF signatures: B-B, B-T, B-LT (with a DSS of certificates and CRLs for offline validation) or B-LTA (and a document timestamp); all but B-B need --tsa-url (default: B-T with --tsa-url, else B-B)")
 	fs.Var(&cfg.TSARoots, "tsa-root", "PEM `file` of a timestamp authority root whose tokens prove when a PDF signature existed (repeatable); without one, signers' chains are judged at the current time")

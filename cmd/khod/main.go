@@ -35,6 +35,7 @@ import (
 	"kho/signing"
 	"kho/storage"
 	"kho/vault"
+	"kho/web"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -197,6 +198,10 @@ func run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	portal, err := newPortal(cfg, log, db, authn, docs, consents, trail)
+	if err != nil {
+		return err
+	}
 	srv, err := api.New(api.Config{
 		Logger:        log,
 		Authenticator: authn,
@@ -228,6 +233,7 @@ func run(ctx context.Context, cfg *Config) error {
 		MaxUploadSize:  cfg.MaxDocumentSize + 1<<20,
 		Observer:       m,
 		TrustedProxies: cfg.TrustedProxies,
+		Portal:         portal,
 		Limits: api.Limits{RequestsPerSecond: cfg.RateLimit, Burst: cfg.RateBurst, InMemory: cfg.MaxInMemory,
 			RequestTimeout: cfg.RequestTimeout, TransferTimeout: cfg.UploadTimeout},
 		Checks: []api.Check{
@@ -406,4 +412,30 @@ func trustedIssuers(cfg *Config) ([]api.IssuerConfig, jwk.Set, error) {
 	}
 	// The dev provider stands for every provider a deployment would have.
 	return append(out, api.IssuerConfig{Issuer: devidp.Issuer, KeySet: set, Kinds: kho.PrincipalKinds}), set, nil
+}
+
+// newPortal builds the pages people use, signed in through the configured
+// identity provider (in dev mode, the built-in one with its demo users);
+// nil, with a log line, when none is configured.
+func newPortal(cfg *Config, log *slog.Logger, db *postgres.DB, authn *api.Authenticator, docs api.Documents, consents api.Consents, trail api.Audit) (http.Handler, error) {
+	oc := web.OIDC{AuthorizeURL: cfg.OIDCAuthorizeURL, TokenURL: cfg.OIDCTokenURL, ClientID: cfg.OIDCClientID}
+	var dev *devidp.OIDC
+	if cfg.Mode == ModeDev && cfg.DevIdPKey != "" && oc.AuthorizeURL == "" {
+		idp, err := devidp.Load(cfg.DevIdPKey)
+		if err != nil {
+			return nil, err
+		}
+		oc = web.OIDC{AuthorizeURL: cfg.PublicURL + "/dev/idp/authorize", TokenURL: "http://" + cfg.Listen + "/dev/idp/token", ClientID: "kho-portal"}
+		dev = &devidp.OIDC{IdP: idp, ClientID: oc.ClientID, Audience: cfg.Audience, TTL: time.Hour}
+	}
+	if oc.AuthorizeURL == "" || oc.TokenURL == "" || oc.ClientID == "" || cfg.PublicURL == "" {
+		log.Info("the portal is off: give --public-url and --oidc-authorize-url, --oidc-token-url and --oidc-client-id to turn it on")
+		return nil, nil
+	}
+	oc.RedirectURL = cfg.PublicURL + "/auth/callback"
+	if dev != nil {
+		dev.RedirectURI = oc.RedirectURL
+	}
+	return web.New(web.Config{Logger: log, DB: db, Authenticator: authn, Documents: docs, Consents: consents, Audit: trail,
+		OIDC: oc, DevIdP: dev, SecureCookies: cfg.Mode != ModeDev})
 }

@@ -108,6 +108,11 @@ func (d *IdP) PublicSet() (jwk.Set, error) {
 
 // Mint signs a token for p, valid for ttl, for the given audience.
 func (d *IdP) Mint(p kho.Principal, audience string, ttl time.Duration) (string, error) {
+	return d.MintWith(p, audience, ttl, nil)
+}
+
+// MintWith is Mint with extra claims (an ID token's nonce).
+func (d *IdP) MintWith(p kho.Principal, audience string, ttl time.Duration, extra map[string]any) (string, error) {
 	if err := p.Validate(); err != nil {
 		return "", err
 	}
@@ -131,6 +136,9 @@ func (d *IdP) Mint(p kho.Principal, audience string, ttl time.Duration) (string,
 		b = b.Subject(string(p.Staff)).Claim(kho.ClaimAgency, string(p.Agency))
 	default:
 		b = b.Subject(string(p.Staff))
+	}
+	for k, v := range extra {
+		b = b.Claim(k, v)
 	}
 	tok, err := b.Build()
 	if err != nil {

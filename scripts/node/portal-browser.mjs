@@ -1,0 +1,115 @@
+// Drives kho's portal in Chromium (Debian's) with playwright-core and checks
+// every page with axe-core; shares no code with kho.
+//   node scripts/node/portal-browser.mjs BASE_URL OUT_DIR STEP
+// STEP is one of the scenarios below. Each signs in through the sign-in
+// page, checks what a person would see, runs axe on every page in the
+// language it is in (no serious or critical violation allowed) and saves
+// screenshots at 360 and 1280 px. Prints "ok" or the first failure, and
+// exits 1 on failure.
+import { mkdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { chromium } from "playwright-core";
+
+const require = createRequire(import.meta.url);
+const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+const [base, out, step] = process.argv.slice(2);
+mkdirSync(out, { recursive: true });
+
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ["--no-sandbox"] });
+// bypassCSP lets axe be injected; the pages keep their strict policy.
+const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, bypassCSP: true });
+const page = await context.newPage();
+let shot = 0;
+
+function fail(msg) {
+  throw new Error(msg);
+}
+
+async function expectText(text) {
+  const body = await page.locator("body").innerText();
+  if (!body.includes(text)) fail(`page ${page.url()} does not say "${text}"; it says:\n${body.slice(0, 1500)}`);
+}
+
+// check runs axe and takes the two screenshots of the current page.
+async function check(name) {
+  await page.addScriptTag({ content: axeSource });
+  const result = await page.evaluate(async () => await window.axe.run(document, { resultTypes: ["violations"] }));
+  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  if (bad.length) fail(`axe on ${page.url()}: ` + bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`).join("; "));
+  const lang = await page.getAttribute("html", "lang");
+  for (const width of [360, 1280]) {
+    await page.setViewportSize({ width, height: 900 });
+    await page.screenshot({ path: `${out}/${step}-${String(++shot).padStart(2, "0")}-${name}-${lang}-${width}.png`, fullPage: true });
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+}
+
+async function signIn(as) {
+  await page.goto(base + "/");
+  await check("home-signed-out");
+  await page.getByRole("link", { name: /Đăng nhập|Sign in/ }).first().click();
+  await page.waitForURL(/\/dev\/idp\/authorize/);
+  await page.locator(`button[value="${as}"]`).click();
+  await page.waitForURL(base + "/");
+}
+
+async function switchLanguage() {
+  await page.getByRole("link", { name: /English|Tiếng Việt/ }).click();
+  await page.waitForLoadState();
+}
+
+const scenarios = {
+  // A citizen signs in, sees the birth certificate the justice office
+  // deposited, and approves the police's consent request.
+  async "citizen-approve"() {
+    await signIn("citizen:001090000001");
+    await expectText("yêu cầu đồng ý đang chờ");
+    await check("home");
+    await page.getByRole("link", { name: "Giấy tờ của tôi" }).click();
+    await expectText("Giấy khai sinh");
+    await expectText("Phòng Tư pháp quận Ba Đình (mẫu)");
+    await check("documents");
+    await page.getByRole("link", { name: "Yêu cầu đồng ý" }).first().click();
+    await expectText("Công an thành phố Hà Nội (mẫu) đề nghị được sử dụng Giấy khai sinh của bạn");
+    await check("requests");
+    await page.getByRole("button", { name: "Đồng ý" }).click();
+    await page.waitForURL(/done=approved/);
+    await expectText("Bạn đã đồng ý");
+    await check("requests-answered");
+    await switchLanguage();
+    await expectText("You approved");
+    await check("requests-answered");
+  },
+  // After the police fetched it: the access log says so, in Vietnamese,
+  // then in English.
+  async "citizen-log"() {
+    await signIn("citizen:001090000001");
+    await page.getByRole("link", { name: "Nhật ký truy cập" }).click();
+    await expectText("Công an thành phố Hà Nội (mẫu) đã lấy Giấy khai sinh của bạn lúc");
+    await expectText("cho thủ tục Cấp hộ chiếu phổ thông");
+    await check("access-log");
+    await switchLanguage();
+    await expectText("Ha Noi City Police (sample) took your Birth certificate at");
+    await check("access-log");
+    await page.getByRole("link", { name: "My documents" }).click();
+    await expectText("Birth certificate");
+    await check("documents");
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.waitForURL(base + "/");
+    await expectText("Sign in");
+    await page.goto(base + "/no-such-page");
+    await expectText("This page or document was not found.");
+    await check("not-found");
+  },
+};
+
+try {
+  if (!scenarios[step]) fail(`no scenario ${step}`);
+  await scenarios[step]();
+  console.log("ok");
+} catch (e) {
+  console.log("FAILED: " + e.message);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
