@@ -274,3 +274,40 @@ func procedureOf(ctx context.Context, q RowQuerier, code string) (*policies.Proc
 	}
 	return p, nil
 }
+
+// Delegation is a store a person may currently act for besides their own:
+// a ward's (Kind "ward") or a business's they represent (Kind "business",
+// with their Role).
+type Delegation struct {
+	Subject kho.SubjectID
+	Kind    string
+	Role    string
+}
+
+// Delegations lists the person's current delegations (guardianships and
+// business representations within their validity), in the same terms as
+// StoreColumns; erased stores are left out.
+func Delegations(ctx context.Context, db *DB, person kho.SubjectID) ([]Delegation, error) {
+	rows, err := db.Pool.Query(ctx, `
+		SELECT w.id, 'ward', '' FROM guardianships g
+			JOIN subjects gs ON gs.handle = g.guardian_handle JOIN subjects w ON w.handle = g.ward_handle
+			WHERE gs.id = $1 AND w.id IS NOT NULL AND w.erased_at IS NULL
+			AND g.valid_from <= current_date AND (g.valid_until IS NULL OR g.valid_until >= current_date)
+		UNION ALL
+		SELECT b.id, 'business', r.role FROM business_representatives r
+			JOIN subjects pe ON pe.handle = r.person_handle JOIN subjects b ON b.handle = r.business_handle
+			WHERE pe.id = $1 AND b.id IS NOT NULL AND b.erased_at IS NULL
+			AND r.valid_from <= now() AND (r.valid_until IS NULL OR r.valid_until > now())
+		ORDER BY 2 DESC, 1`, string(person))
+	if err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "postgres: read delegations", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Delegation, error) {
+		var d Delegation
+		return d, r.Scan(&d.Subject, &d.Kind, &d.Role)
+	})
+	if err != nil {
+		return nil, kho.WrapError(kho.EUNAVAILABLE, "postgres: read delegations", err)
+	}
+	return out, nil
+}

@@ -56,6 +56,25 @@ func (pt *Portal) name(ctx context.Context, lang, kind, code string) string {
 	return n[0]
 }
 
+// switchStore changes whose store the pages show: the person's own, or a
+// current delegation's. Anything else is refused here, and the services
+// would refuse it anyway.
+func (pt *Portal) switchStore(w http.ResponseWriter, r *http.Request, v *view) error {
+	to := kho.SubjectID(r.PostForm.Get("store"))
+	ok := to == ""
+	for _, d := range v.Delegations {
+		ok = ok || d.Subject == to
+	}
+	if !ok {
+		return kho.Errorf(kho.EFORBIDDEN, "you do not act for that store")
+	}
+	if err := pt.setActingFor(r.Context(), v.Session, to); err != nil {
+		return err
+	}
+	http.Redirect(w, r, localPath(r.PostForm.Get("back")), http.StatusSeeOther)
+	return nil
+}
+
 // storeOf is whose store the session shows: a ward's or a business's when
 // it switched to one, else its own ("" to the services).
 func storeOf(v *view) kho.SubjectID { return v.Session.ActingFor }

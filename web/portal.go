@@ -97,6 +97,7 @@ func New(cfg Config) (*Portal, error) {
 	m.HandleFunc("GET /requests", pt.page(pt.requests, true))
 	m.HandleFunc("POST /requests/{id}/answer", pt.page(pt.answer, true))
 	m.HandleFunc("GET /access-log", pt.page(pt.accessLog, true))
+	m.HandleFunc("POST /acting-for", pt.page(pt.switchStore, true))
 	m.HandleFunc("GET /assets/", pt.asset)
 	if cfg.DevIdP != nil {
 		m.HandleFunc("GET /dev/idp/authorize", cfg.DevIdP.Authorize)
@@ -132,8 +133,11 @@ type view struct {
 	Session   *session
 	Principal string // who is signed in, in words
 	ActingFor string
-	Flash     string
-	Data      any
+	// Delegations are the stores a citizen may switch to: wards and
+	// represented businesses, current ones only.
+	Delegations []postgres.Delegation
+	Flash       string
+	Data        any
 }
 
 // T translates for the page's language.
@@ -181,6 +185,12 @@ func (pt *Portal) page(h handler, signedIn bool) http.HandlerFunc {
 		v.Session = s
 		if s != nil {
 			v.Principal = describe(s.Principal)
+			if s.Principal.Kind == kho.PrincipalCitizen {
+				if v.Delegations, err = postgres.Delegations(r.Context(), pt.cfg.DB, s.Principal.Person); err != nil {
+					pt.fail(w, r, v, err)
+					return
+				}
+			}
 			if s.ActingFor != "" {
 				v.ActingFor = string(s.ActingFor)
 			}

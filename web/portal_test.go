@@ -159,6 +159,13 @@ func TestCitizenInTheBrowser(t *testing.T) {
 	_, _ = io.Copy(io.Discard, c.Body)
 	c.Body.Close()
 	browserStep(t, s, "citizen-log")
+
+	// The guardian acts for the ward.
+	if _, err := s.docs.Svc.Deposit(ctx, justice, &kho.DepositMetadata{SubjectID: "001215000004", Type: "GKS", Name: "Giấy khai sinh",
+		IssuedOn: kho.Date{Time: time.Date(2015, 6, 1, 0, 0, 0, 0, time.UTC)}, MediaType: "text/plain"}, strings.NewReader("GIẤY KHAI SINH — con")); err != nil {
+		t.Fatal(err)
+	}
+	browserStep(t, s, "guardian")
 }
 
 // As an outsider would try it: a form posted without its CSRF token, or
@@ -238,6 +245,15 @@ func TestPortalRefusesWhatItMust(t *testing.T) {
 	if code != 404 || code2 != 404 || strings.Contains(theirs, "riêng tư") || stripID(strings.ReplaceAll(theirs, string(doc.ID), "ID")) != stripID(strings.ReplaceAll(none, missing, "ID")) {
 		t.Fatalf("another citizen's download: %d / missing %d\n%s\n----\n%s", code, code2, stripID(theirs), stripID(none))
 	}
+	// A store one does not act for cannot be switched to.
+	resp, err := owner.PostForm(s.url+"/acting-for", url.Values{"csrf": {ownerToken}, "store": {"079085000002"}, "back": {"/documents"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("switching to a stranger's store: %d", resp.StatusCode)
+	}
 	// Pages need a session; a forged cookie is none.
 	anon := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, p := range []string{"/documents", "/requests", "/access-log"} {
@@ -267,7 +283,7 @@ func TestPortalRefusesWhatItMust(t *testing.T) {
 		}
 	}
 	// The API's paths stay the API's: problem+json, not a page.
-	resp, err := http.Get(s.url + "/v1/nothing-here")
+	resp, err = http.Get(s.url + "/v1/nothing-here")
 	if err != nil {
 		t.Fatal(err)
 	}

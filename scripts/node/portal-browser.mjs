@@ -59,6 +59,23 @@ async function switchLanguage() {
 }
 
 const scenarios = {
+  // A guardian switches to the ward's store: the ward's documents show,
+  // and every page says whose store it is.
+  async guardian() {
+    await signIn("citizen:001090000001");
+    await page.getByLabel("Đang xem kho của").selectOption("001215000004");
+    await page.getByRole("button", { name: "Đổi" }).click();
+    await page.waitForLoadState();
+    await page.getByRole("link", { name: "Giấy tờ của tôi" }).click();
+    await expectText("Giấy khai sinh");
+    const selected = await page.getByLabel("Đang xem kho của").inputValue();
+    if (selected !== "001215000004") fail(`the page shows the store of ${selected || "the guardian"}`);
+    await check("ward-documents");
+    await page.getByLabel("Đang xem kho của").selectOption("");
+    await page.getByRole("button", { name: "Đổi" }).click();
+    await page.waitForLoadState();
+    if ((await page.getByLabel("Đang xem kho của").inputValue()) !== "") fail("could not switch back");
+  },
   // A citizen signs in, sees the birth certificate the justice office
   // deposited, and approves the police's consent request.
   async "citizen-approve"() {
