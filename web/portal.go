@@ -79,7 +79,7 @@ func New(cfg Config) (*Portal, error) {
 		cfg.MaxSession = 8 * time.Hour
 	}
 	pt := &Portal{cfg: cfg, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
-	for _, name := range []string{"home", "documents", "requests", "log", "error"} {
+	for _, name := range []string{"home", "documents", "requests", "log", "error", "check", "security"} {
 		t, err := template.New("layout.html").Funcs(template.FuncMap{}).ParseFS(files, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, kho.WrapError(kho.EINTERNAL, "web: template "+name, err)
@@ -98,6 +98,13 @@ func New(cfg Config) (*Portal, error) {
 	m.HandleFunc("POST /requests/{id}/answer", pt.page(pt.answer, true))
 	m.HandleFunc("GET /access-log", pt.page(pt.accessLog, true))
 	m.HandleFunc("POST /acting-for", pt.page(pt.switchStore, true))
+	m.HandleFunc("GET /check", pt.page(pt.check, true))
+	m.HandleFunc("POST /check", pt.page(pt.check, true))
+	m.HandleFunc("POST /check/consent-request", pt.page(pt.askConsent, true))
+	m.HandleFunc("GET /fetch/{id}", pt.page(pt.fetch, true))
+	m.HandleFunc("GET /security", pt.page(pt.security, true))
+	m.HandleFunc("POST /security", pt.page(pt.security, true))
+	m.HandleFunc("GET /security/export", pt.page(pt.export, true))
 	m.HandleFunc("GET /assets/", pt.asset)
 	if cfg.DevIdP != nil {
 		m.HandleFunc("GET /dev/idp/authorize", cfg.DevIdP.Authorize)
@@ -132,6 +139,7 @@ type view struct {
 	Title     string
 	Session   *session
 	Principal string // who is signed in, in words
+	Role      string // owner, officer or security: which pages the menu offers
 	ActingFor string
 	// Delegations are the stores a citizen may switch to: wards and
 	// represented businesses, current ones only.
@@ -184,7 +192,7 @@ func (pt *Portal) page(h handler, signedIn bool) http.HandlerFunc {
 		}
 		v.Session = s
 		if s != nil {
-			v.Principal = describe(s.Principal)
+			v.Principal, v.Role = describe(s.Principal), roleOf(s.Principal)
 			if s.Principal.Kind == kho.PrincipalCitizen {
 				if v.Delegations, err = postgres.Delegations(r.Context(), pt.cfg.DB, s.Principal.Person); err != nil {
 					pt.fail(w, r, v, err)
@@ -199,6 +207,20 @@ func (pt *Portal) page(h handler, signedIn bool) http.HandlerFunc {
 			pt.fail(w, r, v, err)
 		}
 	}
+}
+
+// roleOf says which pages a principal's menu offers; the services decide
+// what each may actually do.
+func roleOf(p kho.Principal) string {
+	switch p.Kind {
+	case kho.PrincipalCitizen, kho.PrincipalBusinessRep:
+		return "owner"
+	case kho.PrincipalAgencyOfficer, kho.PrincipalAgency:
+		return "officer"
+	case kho.PrincipalSecurityOfficer:
+		return "security"
+	}
+	return ""
 }
 
 // describe names a principal for the page header.

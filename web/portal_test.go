@@ -133,14 +133,19 @@ func browserStep(t *testing.T, s *site, step string) {
 	}
 }
 
-// The citizen's life in the portal, in Chromium: signed in through the
-// identity provider, the birth certificate the justice office deposited is
-// there; the police's consent request is explained and approved; after the
-// police fetched the document, the access log says so, in Vietnamese and in
-// English. axe-core finds no serious or critical violation on any page, in
-// either language; every page is photographed at 360 and 1280 px.
-func TestCitizenInTheBrowser(t *testing.T) {
+// The portal's people, in Chromium: a citizen signed in through the
+// identity provider sees the birth certificate the justice office
+// deposited, has the police's consent request explained and approves it;
+// after the police fetched the document, the access log says so, in
+// Vietnamese and in English; a police officer's checklist marks the birth
+// certificate as already digitized and fetches it; a security officer
+// finds the fetch, opens its inclusion proof and verifies the trail; a
+// guardian acts for the ward. axe-core finds no serious or critical
+// violation on any page, in either language; every page is photographed
+// at 360 and 1280 px.
+func TestPortalInTheBrowser(t *testing.T) {
 	s := newSite(t)
+	three := 3
 	ctx := testenv.Context(t)
 	doc, err := s.docs.Svc.Deposit(ctx, justice, &kho.DepositMetadata{SubjectID: citizen.Person, Type: "GKS", Name: "Giấy khai sinh",
 		IssuedOn: kho.Date{Time: time.Date(2024, 1, 15, 0, 0, 0, 0, time.UTC)}, MediaType: "text/plain"}, strings.NewReader("GIẤY KHAI SINH — bản số hoá"))
@@ -148,7 +153,7 @@ func TestCitizenInTheBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := s.docs.Consents.RequestConsent(ctx, police, consent.Terms{SubjectID: citizen.Person, Procedure: "CHC", Purpose: "Cấp hộ chiếu phổ thông lần đầu",
-		DocumentTypes: []string{"GKS"}, ValidUntil: time.Now().Add(48 * time.Hour), Mode: "once", DataLifeDays: 30}); err != nil {
+		DocumentTypes: []string{"GKS"}, ValidUntil: time.Now().Add(48 * time.Hour), Mode: "standing", MaxUses: &three, DataLifeDays: 30}); err != nil {
 		t.Fatal(err)
 	}
 	browserStep(t, s, "citizen-approve")
@@ -159,6 +164,11 @@ func TestCitizenInTheBrowser(t *testing.T) {
 	_, _ = io.Copy(io.Discard, c.Body)
 	c.Body.Close()
 	browserStep(t, s, "citizen-log")
+	browserStep(t, s, "officer")
+	if _, err := s.docs.Log.MakeCheckpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	browserStep(t, s, "security")
 
 	// The guardian acts for the ward.
 	if _, err := s.docs.Svc.Deposit(ctx, justice, &kho.DepositMetadata{SubjectID: "001215000004", Type: "GKS", Name: "Giấy khai sinh",

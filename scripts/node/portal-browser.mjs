@@ -59,6 +59,52 @@ async function switchLanguage() {
 }
 
 const scenarios = {
+  // A police officer checks what a passport application needs: the birth
+  // certificate is already digitized, not to be asked for; the officer
+  // fetches it.
+  async officer() {
+    await signIn("officer:000.00.15.H29:cb01");
+    await page.getByRole("link", { name: "Kiểm tra giấy tờ" }).click();
+    await check("check-empty");
+    await page.getByLabel("Thủ tục").selectOption("CHC");
+    await page.getByLabel("Số định danh cá nhân hoặc mã số doanh nghiệp").fill("001090000001");
+    await page.getByRole("button", { name: "Kiểm tra" }).click();
+    await page.waitForLoadState();
+    const card = page.locator("li.card", { hasText: "Giấy khai sinh" });
+    const text = await card.innerText();
+    if (!text.includes("Đã số hoá — không yêu cầu nộp lại")) fail(`the birth certificate is not marked as digitized: ${text}`);
+    await check("checklist");
+    const [download] = await Promise.all([page.waitForEvent("download"), card.getByRole("link", { name: /Lấy giấy tờ/ }).click()]);
+    const stream = await download.createReadStream();
+    let body = "";
+    for await (const chunk of stream) body += chunk;
+    if (!body.includes("GIẤY KHAI SINH")) fail(`the fetched document is not the birth certificate: ${body.slice(0, 80)}`);
+    await switchLanguage();
+    await expectText("Check what is already digitized");
+  },
+  // A security officer finds the police's fetch, opens its inclusion
+  // proof and verifies the whole trail.
+  async security() {
+    await signIn("security:so01");
+    await page.getByRole("link", { name: "Kiểm tra nhật ký" }).click();
+    await page.getByLabel("Cơ quan (mã)").fill("000.00.15.H29");
+    await page.getByLabel("Hành động").fill("document.read");
+    await page.getByRole("button", { name: "Tìm" }).click();
+    await page.waitForLoadState();
+    await expectText("Công an thành phố Hà Nội (mẫu)");
+    await expectText("document.read");
+    await page.locator("details summary").first().click();
+    await expectText("Mã băm lá");
+    await expectText("Kích thước cây");
+    await check("audit-search");
+    await page.getByRole("button", { name: "Kiểm chứng toàn bộ nhật ký" }).click();
+    await page.waitForLoadState();
+    await expectText("Nhật ký toàn vẹn");
+    await check("audit-verified");
+    await switchLanguage();
+    await expectText("The whole access record");
+    await check("audit-search");
+  },
   // A guardian switches to the ward's store: the ward's documents show,
   // and every page says whose store it is.
   async guardian() {
