@@ -79,7 +79,7 @@ func New(cfg Config) (*Portal, error) {
 		cfg.MaxSession = 8 * time.Hour
 	}
 	pt := &Portal{cfg: cfg, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
-	for _, name := range []string{"home", "documents", "requests", "log", "error", "check", "security"} {
+	for _, name := range []string{"home", "documents", "requests", "log", "error", "check", "security", "consents", "revoke", "verification"} {
 		t, err := template.New("layout.html").Funcs(template.FuncMap{}).ParseFS(files, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, kho.WrapError(kho.EINTERNAL, "web: template "+name, err)
@@ -98,6 +98,9 @@ func New(cfg Config) (*Portal, error) {
 	m.HandleFunc("POST /requests/{id}/answer", pt.page(pt.answer, true))
 	m.HandleFunc("GET /access-log", pt.page(pt.accessLog, true))
 	m.HandleFunc("POST /acting-for", pt.page(pt.switchStore, true))
+	m.HandleFunc("GET /consents", pt.page(pt.consents, true))
+	m.HandleFunc("POST /consents/{id}/status", pt.page(pt.consentStatus, true))
+	m.HandleFunc("GET /documents/{id}/verification", pt.page(pt.verification, true))
 	m.HandleFunc("GET /check", pt.page(pt.check, true))
 	m.HandleFunc("POST /check", pt.page(pt.check, true))
 	m.HandleFunc("POST /check/consent-request", pt.page(pt.askConsent, true))
