@@ -82,6 +82,11 @@ func storeOf(v *view) kho.SubjectID { return v.Session.ActingFor }
 func (pt *Portal) home(w http.ResponseWriter, r *http.Request, v *view) error {
 	v.Title = v.T("nav.home")
 	pending := 0
+	type note struct {
+		Key string
+		At  time.Time
+	}
+	var notes []note
 	if v.Session != nil && isOwnerSide(v.Session.Principal) {
 		rs, err := pt.cfg.Consents.Requests(r.Context(), v.Session.Principal, storeOf(v))
 		if err != nil {
@@ -92,8 +97,15 @@ func (pt *Portal) home(w http.ResponseWriter, r *http.Request, v *view) error {
 				pending++
 			}
 		}
+		ns, err := pt.cfg.Consents.Notifications(r.Context(), v.Session.Principal, storeOf(v), 5)
+		if err != nil {
+			return err
+		}
+		for _, n := range ns {
+			notes = append(notes, note{Key: "topic." + n.Topic, At: n.At})
+		}
 	}
-	v.Data = map[string]any{"Pending": pending}
+	v.Data = map[string]any{"Pending": pending, "Notes": notes}
 	return pt.render(w, http.StatusOK, "home", v)
 }
 
@@ -125,6 +137,9 @@ func (pt *Portal) documents(w http.ResponseWriter, r *http.Request, v *view) err
 		rows = append(rows, row)
 	}
 	v.Title = v.T("docs.title")
+	if r.URL.Query().Get("uploaded") != "" {
+		v.Flash = v.T("up.done")
+	}
 	v.Data = rows
 	return pt.render(w, http.StatusOK, "documents", v)
 }

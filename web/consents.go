@@ -94,3 +94,16 @@ func (pt *Portal) verification(w http.ResponseWriter, r *http.Request, v *view) 
 		"Issuer": pt.issuerName(r.Context(), v.Lang, strings.TrimPrefix(rep.Signature.Issuer, "self-declared"))}
 	return pt.render(w, http.StatusOK, "verification", v)
 }
+
+// receipt downloads the consent's latest signed receipt (a compact JWS,
+// checked offline with kho receipt verify or any JOSE library).
+func (pt *Portal) receipt(w http.ResponseWriter, r *http.Request, v *view) error {
+	jws, err := pt.cfg.Consents.Receipt(r.Context(), v.Session.Principal, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/jose")
+	w.Header().Set("Content-Disposition", `attachment; filename="consent-receipt.jws"`)
+	_, err = w.Write([]byte(jws))
+	return err
+}

@@ -79,7 +79,7 @@ func New(cfg Config) (*Portal, error) {
 		cfg.MaxSession = 8 * time.Hour
 	}
 	pt := &Portal{cfg: cfg, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
-	for _, name := range []string{"home", "documents", "requests", "log", "error", "check", "security", "consents", "revoke", "verification"} {
+	for _, name := range []string{"home", "documents", "requests", "log", "error", "check", "security", "consents", "revoke", "verification", "upload"} {
 		t, err := template.New("layout.html").Funcs(template.FuncMap{}).ParseFS(files, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, kho.WrapError(kho.EINTERNAL, "web: template "+name, err)
@@ -94,12 +94,15 @@ func New(cfg Config) (*Portal, error) {
 	m.HandleFunc("GET /lang", pt.lang)
 	m.HandleFunc("GET /documents", pt.page(pt.documents, true))
 	m.HandleFunc("GET /documents/{id}/content", pt.page(pt.download, true))
+	m.HandleFunc("GET /documents/upload", pt.page(pt.uploadForm, true))
+	m.HandleFunc("POST /documents/upload", pt.pageWith(pt.upload, true, true))
 	m.HandleFunc("GET /requests", pt.page(pt.requests, true))
 	m.HandleFunc("POST /requests/{id}/answer", pt.page(pt.answer, true))
 	m.HandleFunc("GET /access-log", pt.page(pt.accessLog, true))
 	m.HandleFunc("POST /acting-for", pt.page(pt.switchStore, true))
 	m.HandleFunc("GET /consents", pt.page(pt.consents, true))
 	m.HandleFunc("POST /consents/{id}/status", pt.page(pt.consentStatus, true))
+	m.HandleFunc("GET /consents/{id}/receipt", pt.page(pt.receipt, true))
 	m.HandleFunc("GET /documents/{id}/verification", pt.page(pt.verification, true))
 	m.HandleFunc("GET /check", pt.page(pt.check, true))
 	m.HandleFunc("POST /check", pt.page(pt.check, true))
@@ -172,6 +175,13 @@ type handler func(w http.ResponseWriter, r *http.Request, v *view) error
 // page wraps a handler: it reads the session (required when signedIn),
 // checks the CSRF token of every POST, and turns errors into error pages.
 func (pt *Portal) page(h handler, signedIn bool) http.HandlerFunc {
+	return pt.pageWith(h, signedIn, false)
+}
+
+// pageWith is page; a multipart handler (an upload) gets its body unread
+// and checks the CSRF token itself, as the body's first part
+// (checkUploadCSRF). Other handlers refuse multipart bodies.
+func (pt *Portal) pageWith(h handler, signedIn, multipart bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		v := &view{Lang: langOf(r), Path: r.URL.Path, Back: r.URL.RequestURI()}
 		s, err := pt.sessionOf(r)
@@ -187,8 +197,9 @@ func (pt *Portal) page(h handler, signedIn bool) http.HandlerFunc {
 			pt.fail(w, r, v, kho.Errorf(kho.EFORBIDDEN, "csrf"))
 			return
 		}
-		if r.Method == http.MethodPost {
-			if err := r.ParseForm(); err != nil || s == nil || subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(s.CSRF)) != 1 {
+		isMultipart := strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data")
+		if r.Method == http.MethodPost && !(multipart && isMultipart) {
+			if err := r.ParseForm(); err != nil || s == nil || isMultipart || subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(s.CSRF)) != 1 {
 				pt.fail(w, r, v, kho.Errorf(kho.EFORBIDDEN, "csrf"))
 				return
 			}
@@ -293,8 +304,11 @@ func (pt *Portal) asset(w http.ResponseWriter, r *http.Request) {
 		pt.fail(w, r, nil, kho.Errorf(kho.ENOTFOUND, "no such file"))
 		return
 	}
-	if strings.HasSuffix(name, ".css") {
+	switch {
+	case strings.HasSuffix(name, ".css"):
 		w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	case strings.HasSuffix(name, ".js"):
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
 	}
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	_, _ = w.Write(b)

@@ -174,6 +174,18 @@ const scenarios = {
     await check("revoke-preview");
     await page.getByRole("link", { name: "Không thu hồi" }).click();
     await expectText("Đang có hiệu lực");
+    await page.getByRole("link", { name: "Giấy tờ của tôi" }).click();
+    await page.getByRole("link", { name: "Tải lên giấy tờ tự khai" }).click();
+    await check("upload");
+    await page.getByLabel("Loại giấy tờ").selectOption("GKSK");
+    await page.getByLabel("Tên giấy tờ").fill("Giấy khám sức khoẻ tự khai");
+    await page.getByLabel("Ngày cấp").fill("2026-10-01");
+    await page.getByLabel("Tệp (PDF, ảnh, văn bản)").setInputFiles({ name: "kham.txt", mimeType: "text/plain", buffer: Buffer.from("Kết quả khám sức khoẻ: đủ điều kiện.") });
+    await page.getByRole("button", { name: "Tải lên" }).click();
+    await page.waitForURL(/uploaded=1/);
+    await expectText("Đã lưu giấy tờ tự khai vào kho");
+    await expectText("Tự khai");
+    await check("documents-after-upload");
     await switchLanguage();
     await page.getByRole("button", { name: "Sign out" }).click();
     await page.waitForURL(base + "/");

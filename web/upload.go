@@ -1,0 +1,81 @@
+package web
+
+import (
+	"crypto/subtle"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"sort"
+	"strings"
+
+	"kho"
+)
+
+// uploadForm offers the self-declared upload: what the paper is, when it
+// was issued, the file.
+func (pt *Portal) uploadForm(w http.ResponseWriter, r *http.Request, v *view) error {
+	v.Title = v.T("up.title")
+	v.Data = map[string]any{"Types": pt.types(r, v)}
+	return pt.render(w, http.StatusOK, "upload", v)
+}
+
+func (pt *Portal) types(r *http.Request, v *view) [][2]string {
+	pt.name(r.Context(), v.Lang, "type", "")
+	catalogue.mu.Lock()
+	defer catalogue.mu.Unlock()
+	var out [][2]string
+	for k, n := range catalogue.names {
+		if code, ok := strings.CutPrefix(k, "type:"); ok {
+			out = append(out, [2]string{code, n[map[bool]int{true: 1, false: 0}[v.Lang == "en"]]})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i][1] < out[j][1] })
+	return out
+}
+
+// upload streams a self-declared document into the store the session
+// shows. The body's first part must be the CSRF token; the metadata parts
+// come before the file, which is never held whole by the portal.
+func (pt *Portal) upload(w http.ResponseWriter, r *http.Request, v *view) error {
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return kho.Errorf(kho.EINVALID, "the upload is not a multipart form")
+	}
+	field := func(p *multipart.Part) string {
+		b, _ := io.ReadAll(io.LimitReader(p, 4096))
+		return strings.TrimSpace(string(b))
+	}
+	p, err := mr.NextPart()
+	if err != nil || p.FormName() != "csrf" || subtle.ConstantTimeCompare([]byte(field(p)), []byte(v.Session.CSRF)) != 1 {
+		return kho.Errorf(kho.EFORBIDDEN, "csrf")
+	}
+	meta := &kho.DepositMetadata{SubjectID: storeOf(v)}
+	for {
+		p, err := mr.NextPart()
+		if err != nil {
+			return kho.Errorf(kho.EINVALID, "the form ended before its file")
+		}
+		switch p.FormName() {
+		case "type":
+			meta.Type = field(p)
+		case "name":
+			meta.Name = field(p)
+		case "issued_on":
+			d, err := kho.ParseDate(field(p))
+			if err != nil {
+				return err
+			}
+			meta.IssuedOn = d
+		case "file":
+			meta.MediaType = p.Header.Get("Content-Type")
+			if meta.Type == "" || meta.Name == "" || meta.IssuedOn.IsZero() {
+				return kho.Errorf(kho.EINVALID, "give the document's type, name and issue date before the file")
+			}
+			if _, err := pt.cfg.Documents.Deposit(r.Context(), v.Session.Principal, meta, p); err != nil {
+				return err
+			}
+			http.Redirect(w, r, "/documents?uploaded=1", http.StatusSeeOther)
+			return nil
+		}
+	}
+}
