@@ -10,6 +10,10 @@ import (
 // a test sees it.
 var messages = map[string]map[string]string{
 	"vi": {
+		"dep.title":                              "Lưu giấy tờ đã số hoá",
+		"dep.intro":                              "Giấy tờ được lưu vào kho của người dân và ký số nhân danh cơ quan của bạn (tệp PDF mang chữ ký PAdES).",
+		"dep.number":                             "Số, ký hiệu",
+		"dep.dossier":                            "Mã hồ sơ (Thông tư 01/2023)",
 		"up.title":                               "Tải lên giấy tờ tự khai",
 		"up.intro":                               "Giấy tờ bạn tự tải lên được ghi rõ là tự khai: cơ quan biết nó không do cơ quan nhà nước cấp.",
 		"up.name":                                "Tên giấy tờ",
@@ -171,6 +175,10 @@ var messages = map[string]map[string]string{
 		"footer":                                 "Mọi lần truy cập kho của bạn đều được ghi lại, và bạn xem được tại Nhật ký truy cập.",
 	},
 	"en": {
+		"dep.title":                              "Deposit a digitized document",
+		"dep.intro":                              "The document goes into the person's store, signed in your agency's name (a PDF carries a PAdES signature).",
+		"dep.number":                             "Number and reference",
+		"dep.dossier":                            "Dossier code (Circular 01/2023)",
 		"up.title":                               "Upload a self-declared document",
 		"up.intro":                               "A document you upload yourself is marked self-declared: agencies know no state agency issued it.",
 		"up.name":                                "Document name",

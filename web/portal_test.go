@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -126,7 +127,12 @@ var (
 func browserStep(t *testing.T, s *site, step string) {
 	t.Helper()
 	out, _ := filepath.Abs("../.kho/artifacts/portal")
+	pdf := filepath.Join(t.TempDir(), "giay-khai-sinh.pdf")
+	if err := os.WriteFile(pdf, testenv.PDF("GIẤY KHAI SINH — bản số hoá"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command("node", "../scripts/node/portal-browser.mjs", s.url, out, step)
+	cmd.Env = append(os.Environ(), "KHO_TEST_PDF="+pdf)
 	b, err := cmd.CombinedOutput()
 	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(b)), "ok") {
 		t.Fatalf("browser, %s: %v\n%s", step, err, b)
@@ -176,6 +182,7 @@ func TestPortalInTheBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	browserStep(t, s, "guardian")
+	browserStep(t, s, "deposit")
 }
 
 // As an outsider would try it: a form posted without its CSRF token, or

@@ -66,13 +66,39 @@ func (pt *Portal) upload(w http.ResponseWriter, r *http.Request, v *view) error 
 				return err
 			}
 			meta.IssuedOn = d
+		case "valid_until":
+			if s := field(p); s != "" {
+				d, err := kho.ParseDate(s)
+				if err != nil {
+					return err
+				}
+				meta.ValidUntil = &d
+			}
+		case "number":
+			meta.Number = field(p)
+		case "subject":
+			// An officer deposits into the person's store; the owner's side
+			// into the store the session shows.
+			if v.Role == "officer" {
+				meta.SubjectID = kho.SubjectID(field(p))
+			}
+		case "dossier_code":
+			meta.DossierCode = kho.DossierCode(field(p))
+		case "procedure_code":
+			meta.ProcedureCode = field(p)
 		case "file":
 			meta.MediaType = p.Header.Get("Content-Type")
 			if meta.Type == "" || meta.Name == "" || meta.IssuedOn.IsZero() {
 				return kho.Errorf(kho.EINVALID, "give the document's type, name and issue date before the file")
 			}
-			if _, err := pt.cfg.Documents.Deposit(r.Context(), v.Session.Principal, meta, p); err != nil {
+			doc, err := pt.cfg.Documents.Deposit(r.Context(), v.Session.Principal, meta, p)
+			if err != nil {
 				return err
+			}
+			if v.Role == "officer" {
+				// The officer sees it signed in the agency's name.
+				http.Redirect(w, r, "/documents/"+string(doc.ID)+"/verification", http.StatusSeeOther)
+				return nil
 			}
 			http.Redirect(w, r, "/documents?uploaded=1", http.StatusSeeOther)
 			return nil

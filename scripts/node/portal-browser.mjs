@@ -59,6 +59,24 @@ async function switchLanguage() {
 }
 
 const scenarios = {
+  // A justice officer deposits a digitized birth certificate (a PDF) with
+  // its metadata and sees it signed in the agency's name.
+  async deposit() {
+    await signIn("officer:000.06.16.G09:tp01");
+    await page.getByRole("link", { name: "Lưu giấy tờ đã số hoá" }).click();
+    await check("deposit-form");
+    await page.getByLabel("Số định danh cá nhân hoặc mã số doanh nghiệp").fill("079085000002");
+    await page.getByLabel("Loại giấy tờ").selectOption("GKS");
+    await page.getByLabel("Tên giấy tờ").fill("Giấy khai sinh (bản số hoá)");
+    await page.getByLabel("Ngày cấp").fill("1985-08-20");
+    await page.getByLabel("Số, ký hiệu").fill("123/1985");
+    await page.getByLabel("Tệp (PDF, ảnh, văn bản)").setInputFiles(process.env.KHO_TEST_PDF);
+    await page.getByRole("button", { name: "Tải lên" }).click();
+    await page.waitForURL(/\/verification$/);
+    await expectText("Giấy tờ nguyên vẹn");
+    await expectText("Phòng Tư pháp quận Ba Đình (mẫu)");
+    await check("deposited-verified");
+  },
   // A police officer checks what a passport application needs: the birth
   // certificate is already digitized, not to be asked for; the officer
   // fetches it.
