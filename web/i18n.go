@@ -10,6 +10,15 @@ import (
 // a test sees it.
 var messages = map[string]map[string]string{
 	"vi": {
+		"nav.erase":                              "Xoá kho",
+		"erase.title":                            "Xoá kho giấy tờ",
+		"erase.intro":                            "Xoá kho là xoá vĩnh viễn: khoá mã hoá bị huỷ nên không ai, kể cả bản sao lưu, đọc lại được giấy tờ; các sự đồng ý bị thu hồi; số định danh bị gỡ khỏi kho. Nhật ký truy cập vẫn được giữ, không còn tên hay nội dung.",
+		"erase.holds":                            "Các lệnh giữ lại đang có hiệu lực",
+		"erase.hold":                             "%s giữ lại kho theo %s, đến %s",
+		"erase.blocked":                          "Kho chưa xoá được khi còn lệnh giữ lại.",
+		"erase.confirm":                          "Tôi hiểu việc xoá không thể hoàn tác",
+		"erase.submit":                           "Xoá kho",
+		"erase.done":                             "Đã xoá kho: %d giấy tờ không còn đọc được.",
 		"dep.title":                              "Lưu giấy tờ đã số hoá",
 		"dep.intro":                              "Giấy tờ được lưu vào kho của người dân và ký số nhân danh cơ quan của bạn (tệp PDF mang chữ ký PAdES).",
 		"dep.number":                             "Số, ký hiệu",
@@ -175,6 +184,15 @@ var messages = map[string]map[string]string{
 		"footer":                                 "Mọi lần truy cập kho của bạn đều được ghi lại, và bạn xem được tại Nhật ký truy cập.",
 	},
 	"en": {
+		"nav.erase":                              "Erase the store",
+		"erase.title":                            "Erase the store",
+		"erase.intro":                            "Erasing is for good: the encryption keys are destroyed, so nobody, not even from a backup, can read the documents again; consents are revoked; your number is removed from the store. The access log is kept, without names or contents.",
+		"erase.holds":                            "Legal holds in force",
+		"erase.hold":                             "%s holds the store under %s, until %s",
+		"erase.blocked":                          "The store cannot be erased while a hold is in force.",
+		"erase.confirm":                          "I understand the erasure cannot be undone",
+		"erase.submit":                           "Erase the store",
+		"erase.done":                             "The store is erased: %d documents can no longer be read.",
 		"dep.title":                              "Deposit a digitized document",
 		"dep.intro":                              "The document goes into the person's store, signed in your agency's name (a PDF carries a PAdES signature).",
 		"dep.number":                             "Number and reference",

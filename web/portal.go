@@ -79,7 +79,7 @@ func New(cfg Config) (*Portal, error) {
 		cfg.MaxSession = 8 * time.Hour
 	}
 	pt := &Portal{cfg: cfg, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
-	for _, name := range []string{"home", "documents", "requests", "log", "error", "check", "security", "consents", "revoke", "verification", "upload"} {
+	for _, name := range []string{"home", "documents", "requests", "log", "error", "check", "security", "consents", "revoke", "verification", "upload", "erasure"} {
 		t, err := template.New("layout.html").Funcs(template.FuncMap{}).ParseFS(files, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, kho.WrapError(kho.EINTERNAL, "web: template "+name, err)
@@ -104,6 +104,8 @@ func New(cfg Config) (*Portal, error) {
 	m.HandleFunc("POST /consents/{id}/status", pt.page(pt.consentStatus, true))
 	m.HandleFunc("GET /consents/{id}/receipt", pt.page(pt.receipt, true))
 	m.HandleFunc("GET /documents/{id}/verification", pt.page(pt.verification, true))
+	m.HandleFunc("GET /erasure", pt.page(pt.erasure, true))
+	m.HandleFunc("POST /erasure", pt.page(pt.erasure, true))
 	m.HandleFunc("GET /check", pt.page(pt.check, true))
 	m.HandleFunc("POST /check", pt.page(pt.check, true))
 	m.HandleFunc("POST /check/consent-request", pt.page(pt.askConsent, true))

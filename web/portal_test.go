@@ -24,6 +24,7 @@ import (
 	"kho/consent"
 	"kho/internal/devidp"
 	"kho/internal/testenv"
+	"kho/storage"
 	"kho/web"
 )
 
@@ -183,6 +184,23 @@ func TestPortalInTheBrowser(t *testing.T) {
 	}
 	browserStep(t, s, "guardian")
 	browserStep(t, s, "deposit")
+
+	// A legal hold blocks the erasure of that person's store, and says who
+	// holds it; released, the store is erased.
+	h, err := s.docs.Svc.Resolve(ctx, police, "079085000002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(30 * 24 * time.Hour)
+	hold, err := s.docs.Svc.PlaceHold(ctx, police, h, storage.HoldRequest{LegalBasis: "QĐ 12/QĐ-CAHN (mẫu)", Until: &until})
+	if err != nil {
+		t.Fatal(err)
+	}
+	browserStep(t, s, "erasure-held")
+	if err := s.docs.Svc.ReleaseHold(ctx, police, h, hold.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	browserStep(t, s, "erasure")
 }
 
 // As an outsider would try it: a form posted without its CSRF token, or

@@ -59,6 +59,24 @@ async function switchLanguage() {
 }
 
 const scenarios = {
+  // A citizen whose store is under a legal hold sees who holds it and
+  // cannot erase it; once released, erases it.
+  async "erasure-held"() {
+    await signIn("citizen:079085000002");
+    await page.getByRole("link", { name: "Xoá kho" }).click();
+    await expectText("Công an thành phố Hà Nội (mẫu) giữ lại kho theo QĐ 12/QĐ-CAHN (mẫu)");
+    await expectText("Kho chưa xoá được khi còn lệnh giữ lại.");
+    await check("erasure-held");
+  },
+  async erasure() {
+    await signIn("citizen:079085000002");
+    await page.getByRole("link", { name: "Xoá kho" }).click();
+    await check("erasure");
+    await page.getByLabel("Tôi hiểu việc xoá không thể hoàn tác").check();
+    await page.getByRole("button", { name: "Xoá kho" }).click();
+    await expectText("Đã xoá kho: 1 giấy tờ không còn đọc được.");
+    await check("erased");
+  },
   // A justice officer deposits a digitized birth certificate (a PDF) with
   // its metadata and sees it signed in the agency's name.
   async deposit() {
