@@ -29,8 +29,13 @@ var catalogue names
 
 func (pt *Portal) name(ctx context.Context, lang, kind, code string) string {
 	catalogue.mu.Lock()
-	defer catalogue.mu.Unlock()
-	if time.Since(catalogue.at) > time.Minute {
+	stale := time.Since(catalogue.at) > time.Minute
+	if stale {
+		catalogue.at = time.Now() // one reader refreshes; the others use what is there
+	}
+	catalogue.mu.Unlock()
+	if stale {
+		// Read outside the lock: a slow database slows this page, not all.
 		m := map[string][2]string{}
 		rows, err := pt.cfg.DB.Pool.Query(ctx, `SELECT 'agency:' || code, name_vi, name_en FROM agencies
 			UNION ALL SELECT 'type:' || code, name_vi, name_en FROM document_types
@@ -43,9 +48,20 @@ func (pt *Portal) name(ctx context.Context, lang, kind, code string) string {
 				}
 			}
 			rows.Close()
-			catalogue.names, catalogue.at = m, time.Now()
+			if rows.Err() == nil {
+				catalogue.mu.Lock()
+				catalogue.names = m
+				catalogue.mu.Unlock()
+			}
+		}
+		if err != nil || rows.Err() != nil {
+			catalogue.mu.Lock()
+			catalogue.at = time.Now().Add(-55 * time.Second) // try again in a few seconds
+			catalogue.mu.Unlock()
 		}
 	}
+	catalogue.mu.Lock()
+	defer catalogue.mu.Unlock()
 	n, ok := catalogue.names[kind+":"+code]
 	if !ok {
 		return code
@@ -88,8 +104,10 @@ func (pt *Portal) home(w http.ResponseWriter, r *http.Request, v *view) error {
 	}
 	var notes []note
 	if v.Session != nil && isOwnerSide(v.Session.Principal) {
+		// A representative whose role ended still gets the home page,
+		// without what it may no longer read.
 		rs, err := pt.cfg.Consents.Requests(r.Context(), v.Session.Principal, storeOf(v))
-		if err != nil {
+		if err != nil && !refused(err) {
 			return err
 		}
 		for _, q := range rs {
@@ -98,7 +116,7 @@ func (pt *Portal) home(w http.ResponseWriter, r *http.Request, v *view) error {
 			}
 		}
 		ns, err := pt.cfg.Consents.Notifications(r.Context(), v.Session.Principal, storeOf(v), 5)
-		if err != nil {
+		if err != nil && !refused(err) {
 			return err
 		}
 		for _, n := range ns {
@@ -109,15 +127,21 @@ func (pt *Portal) home(w http.ResponseWriter, r *http.Request, v *view) error {
 	return pt.render(w, http.StatusOK, "home", v)
 }
 
+// refused says an error is a "no" to the caller, not an outage.
+func refused(err error) bool {
+	c := kho.ErrorCode(err)
+	return c == kho.EFORBIDDEN || c == kho.ENOTFOUND
+}
+
 func isOwnerSide(p kho.Principal) bool {
 	return p.Kind == kho.PrincipalCitizen || p.Kind == kho.PrincipalBusinessRep
 }
 
 // docRow is one document as the list shows it.
 type docRow struct {
-	ID, Type, Issuer, Status, StatusKey string
-	Issued, ValidUntil                  time.Time
-	SelfDeclared                        bool
+	ID, Type, Name, Issuer, Status, StatusKey string
+	Issued, ValidUntil                        time.Time
+	SelfDeclared                              bool
 }
 
 func (pt *Portal) documents(w http.ResponseWriter, r *http.Request, v *view) error {
@@ -129,7 +153,7 @@ func (pt *Portal) documents(w http.ResponseWriter, r *http.Request, v *view) err
 	var rows []docRow
 	for _, d := range page.Documents {
 		st := d.EffectiveStatus(time.Now())
-		row := docRow{ID: string(d.ID), Type: pt.name(ctx, v.Lang, "type", d.Type), Issuer: pt.name(ctx, v.Lang, "agency", string(d.Issuer)),
+		row := docRow{ID: string(d.ID), Type: pt.name(ctx, v.Lang, "type", d.Type), Name: d.Name, Issuer: pt.name(ctx, v.Lang, "agency", string(d.Issuer)),
 			StatusKey: "status." + string(st), Issued: d.IssueOn.Time, SelfDeclared: d.Source == kho.SourceSelfDeclared}
 		if d.ValidUntil != nil {
 			row.ValidUntil = d.ValidUntil.Time
@@ -294,19 +318,37 @@ func (pt *Portal) sentence(ctx context.Context, v *view, e *audit.Entry, types m
 		}
 		return logLine{Sentence: v.T("log.fetch.consent", who, doc, when, proc, shortID(e.ConsentID))}, true
 	case e.Action == audit.DocumentRead && agencyActs && e.Outcome == audit.Denied:
-		return logLine{Sentence: v.T("log.refused", who, doc, when, e.Reason), Refused: true}, true
+		return logLine{Sentence: v.T("log.refused", who, doc, when, v.T(reasonKey(e.Reason))), Refused: true}, true
+	case e.Action == audit.DocumentRead && agencyActs:
+		return logLine{Sentence: v.T("log.read", who, doc, when)}, true
 	case e.Action == audit.DocumentDeposited:
 		return logLine{Sentence: v.T("log.deposit", who, doc, when)}, true
-	case e.Action == audit.ConsentRequested && agencyActs:
+	case e.Action == audit.ConsentRequested && agencyActs && e.Purpose != "":
 		return logLine{Sentence: v.T("log.requested", who, when, pt.name(ctx, v.Lang, "procedure", e.Purpose))}, true
-	case e.Action == audit.AvailabilityCheck && agencyActs:
+	case e.Action == audit.AvailabilityCheck && agencyActs && e.Purpose != "":
 		return logLine{Sentence: v.T("log.availability", who, pt.name(ctx, v.Lang, "procedure", e.Purpose), when)}, true
 	case e.Action == audit.StoreResolved && agencyActs:
 		return logLine{Sentence: v.T("log.resolved", who, when)}, true
 	case !agencyActs:
 		return logLine{}, false
 	}
-	return logLine{Sentence: v.T("log.other", who, e.Action, when)}, true
+	return logLine{Sentence: v.T("log.other", who, v.T(actionKey(e.Action)), when)}, true
+}
+
+// actionKey and reasonKey name an action's or a refusal's words; ones the
+// catalogue of words lacks are told in general terms, never as codes.
+func actionKey(action string) string {
+	if _, ok := messages["vi"]["action."+action]; ok {
+		return "action." + action
+	}
+	return "action.other"
+}
+
+func reasonKey(reason string) string {
+	if _, ok := messages["vi"]["reason."+reason]; ok {
+		return "reason." + reason
+	}
+	return "reason.other"
 }
 
 func shortID(id string) string {

@@ -64,7 +64,11 @@ func (pt *Portal) check(w http.ResponseWriter, r *http.Request, v *view) error {
 		for _, a := range list {
 			row := checkRow{Type: a.Type, Name: pt.name(ctx, v.Lang, "type", a.Type), StatusKey: "check." + a.Status, Required: a.Required}
 			for _, d := range a.Documents {
-				row.Docs = append(row.Docs, checkDoc{ID: string(d.ID), Issuer: pt.issuerName(ctx, v.Lang, d.Issuer), Issued: d.IssuedOn})
+				issued := d.IssuedOn
+				if t, err := time.Parse(time.DateOnly, d.IssuedOn); err == nil {
+					issued = v.Date(t)
+				}
+				row.Docs = append(row.Docs, checkDoc{ID: string(d.ID), Issuer: pt.issuerName(ctx, v.Lang, d.Issuer), Issued: issued})
 			}
 			if a.Status == "not_admitted" {
 				notAdmitted = append(notAdmitted, a.Type)
@@ -112,7 +116,7 @@ func (pt *Portal) askConsent(w http.ResponseWriter, r *http.Request, v *view) er
 // decision as the API's fetch: consent or legal basis, recorded, with a
 // use receipt.
 func (pt *Portal) fetch(w http.ResponseWriter, r *http.Request, v *view) error {
-	c, err := pt.cfg.Documents.Fetch(r.Context(), v.Session.Principal, kho.DocumentID(r.PathValue("id")), r.URL.Query().Get("procedure"), nil)
+	c, err := pt.cfg.Documents.Fetch(r.Context(), v.Session.Principal, kho.DocumentID(r.PathValue("id")), r.PostForm.Get("procedure"), nil)
 	if err != nil {
 		return err
 	}

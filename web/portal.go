@@ -90,38 +90,38 @@ func New(cfg Config) (*Portal, error) {
 	m.HandleFunc("GET /{$}", pt.page(pt.home, false))
 	m.HandleFunc("GET /login", pt.login)
 	m.HandleFunc("GET /auth/callback", pt.callback)
-	m.HandleFunc("POST /logout", pt.page(pt.logout, true))
+	m.HandleFunc("POST /logout", pt.logoutOrGone)
 	m.HandleFunc("GET /lang", pt.lang)
-	m.HandleFunc("GET /documents", pt.page(pt.documents, true))
-	m.HandleFunc("GET /documents/{id}/content", pt.page(pt.download, true))
-	m.HandleFunc("GET /documents/upload", pt.page(pt.uploadForm, true))
-	m.HandleFunc("POST /documents/upload", pt.pageWith(pt.upload, true, true))
-	m.HandleFunc("GET /requests", pt.page(pt.requests, true))
-	m.HandleFunc("POST /requests/{id}/answer", pt.page(pt.answer, true))
-	m.HandleFunc("GET /access-log", pt.page(pt.accessLog, true))
+	m.HandleFunc("GET /documents", pt.page(only(pt.documents, "owner"), true))
+	m.HandleFunc("GET /documents/{id}/content", pt.page(sameSite(pt.download), true))
+	m.HandleFunc("GET /documents/upload", pt.page(only(pt.uploadForm, "owner", "officer"), true))
+	m.HandleFunc("POST /documents/upload", pt.pageWith(only(pt.upload, "owner", "officer"), true, true))
+	m.HandleFunc("GET /requests", pt.page(only(pt.requests, "owner"), true))
+	m.HandleFunc("POST /requests/{id}/answer", pt.page(only(pt.answer, "owner"), true))
+	m.HandleFunc("GET /access-log", pt.page(only(pt.accessLog, "owner"), true))
 	m.HandleFunc("POST /acting-for", pt.page(pt.switchStore, true))
-	m.HandleFunc("GET /consents", pt.page(pt.consents, true))
-	m.HandleFunc("POST /consents/{id}/status", pt.page(pt.consentStatus, true))
-	m.HandleFunc("GET /consents/{id}/receipt", pt.page(pt.receipt, true))
+	m.HandleFunc("GET /consents", pt.page(only(pt.consents, "owner"), true))
+	m.HandleFunc("POST /consents/{id}/status", pt.page(only(pt.consentStatus, "owner"), true))
+	m.HandleFunc("GET /consents/{id}/receipt", pt.page(sameSite(only(pt.receipt, "owner")), true))
 	m.HandleFunc("GET /documents/{id}/verification", pt.page(pt.verification, true))
-	m.HandleFunc("GET /erasure", pt.page(pt.erasure, true))
-	m.HandleFunc("POST /erasure", pt.page(pt.erasure, true))
-	m.HandleFunc("GET /check", pt.page(pt.check, true))
-	m.HandleFunc("POST /check", pt.page(pt.check, true))
-	m.HandleFunc("POST /check/consent-request", pt.page(pt.askConsent, true))
-	m.HandleFunc("GET /fetch/{id}", pt.page(pt.fetch, true))
-	m.HandleFunc("GET /security", pt.page(pt.security, true))
-	m.HandleFunc("POST /security", pt.page(pt.security, true))
-	m.HandleFunc("GET /security/export", pt.page(pt.export, true))
+	m.HandleFunc("GET /erasure", pt.page(only(pt.erasure, "owner"), true))
+	m.HandleFunc("POST /erasure", pt.page(only(pt.erasure, "owner"), true))
+	m.HandleFunc("GET /check", pt.page(only(pt.check, "officer"), true))
+	m.HandleFunc("POST /check", pt.page(only(pt.check, "officer"), true))
+	m.HandleFunc("POST /check/consent-request", pt.page(only(pt.askConsent, "officer"), true))
+	m.HandleFunc("POST /fetch/{id}", pt.page(only(pt.fetch, "officer"), true))
+	m.HandleFunc("GET /security", pt.page(only(pt.security, "security"), true))
+	m.HandleFunc("POST /security", pt.page(only(pt.security, "security"), true))
+	m.HandleFunc("GET /security/export", pt.page(sameSite(only(pt.export, "security")), true))
 	m.HandleFunc("GET /assets/", pt.asset)
 	if cfg.DevIdP != nil {
 		m.HandleFunc("GET /dev/idp/authorize", cfg.DevIdP.Authorize)
 		m.HandleFunc("POST /dev/idp/authorize", cfg.DevIdP.Authorize)
 		m.HandleFunc("POST /dev/idp/token", cfg.DevIdP.Token)
 	}
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		pt.fail(w, r, nil, kho.Errorf(kho.ENOTFOUND, "no such page"))
-	})
+	m.HandleFunc("/", pt.page(func(http.ResponseWriter, *http.Request, *view) error {
+		return kho.Errorf(kho.ENOTFOUND, "no such page")
+	}, false))
 	return pt, nil
 }
 
@@ -209,10 +209,21 @@ func (pt *Portal) pageWith(h handler, signedIn, multipart bool) http.HandlerFunc
 		v.Session = s
 		if s != nil {
 			v.Principal, v.Role = describe(s.Principal), roleOf(s.Principal)
+			if s.Principal.Kind == kho.PrincipalAgencyOfficer {
+				v.Principal = string(s.Principal.Staff) + " — " + pt.name(r.Context(), v.Lang, "agency", string(s.Principal.Agency))
+			}
 			if s.Principal.Kind == kho.PrincipalCitizen {
-				if v.Delegations, err = postgres.Delegations(r.Context(), pt.cfg.DB, s.Principal.Person); err != nil {
+				ds, err := postgres.Delegations(r.Context(), pt.cfg.DB, s.Principal.Person)
+				if err != nil {
 					pt.fail(w, r, v, err)
 					return
+				}
+				// A business's store is opened by signing in as its
+				// representative; here, a guardian's wards.
+				for _, d := range ds {
+					if d.Kind == "ward" {
+						v.Delegations = append(v.Delegations, d)
+					}
 				}
 			}
 			if s.ActingFor != "" {
@@ -222,6 +233,31 @@ func (pt *Portal) pageWith(h handler, signedIn, multipart bool) http.HandlerFunc
 		if err := h(w, r, v); err != nil {
 			pt.fail(w, r, v, err)
 		}
+	}
+}
+
+// only keeps a page to the roles it is for (the services still decide
+// what each may do): another role gets the 403 page, not a page that
+// speaks to someone else.
+func only(h handler, roles ...string) handler {
+	return func(w http.ResponseWriter, r *http.Request, v *view) error {
+		for _, role := range roles {
+			if v.Role == role {
+				return h(w, r, v)
+			}
+		}
+		return kho.Errorf(kho.EFORBIDDEN, "this page is not for you")
+	}
+}
+
+// sameSite refuses a request another site's page made the browser send,
+// for the GETs that record something (downloads, the trail's export).
+func sameSite(h handler) handler {
+	return func(w http.ResponseWriter, r *http.Request, v *view) error {
+		if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+			return kho.Errorf(kho.EFORBIDDEN, "csrf")
+		}
+		return h(w, r, v)
 	}
 }
 
@@ -287,7 +323,7 @@ func (pt *Portal) fail(w http.ResponseWriter, r *http.Request, v *view, err erro
 		pt.cfg.Logger.ErrorContext(r.Context(), "portal page failed", "path", r.URL.Path, "request_id", id, "err", err.Error())
 	}
 	v.Title = v.T("err.title")
-	v.Data = map[string]string{"Message": v.T(key), "RequestID": id, "Detail": detailOf(err, status)}
+	v.Data = map[string]string{"Message": v.T(key), "RequestID": id, "Detail": detailOf(err, status), "DetailLabel": v.T("err.detail")}
 	_ = pt.render(w, status, "error", v)
 }
 
@@ -327,8 +363,16 @@ func (pt *Portal) lang(w http.ResponseWriter, r *http.Request) {
 }
 
 // localPath keeps a redirect on this site: a path, not a URL elsewhere.
+// Browsers drop tabs and newlines and read a backslash as a slash, so a
+// path with any of those, or any control character or space, is refused.
 func localPath(p string) string {
-	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.ContainsAny(p, "\\\r\n") {
+	for _, c := range p {
+		if c <= ' ' || c == 0x7f || c == '\\' {
+			return "/"
+		}
+	}
+	u, err := url.Parse(p)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") {
 		return "/"
 	}
 	return p
@@ -379,7 +423,10 @@ func (pt *Portal) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := pt.cfg.Authenticator.Authenticate(r.Context(), tok)
 	if err != nil {
-		pt.fail(w, r, nil, kho.Errorf(kho.EFORBIDDEN, "the identity provider's token was not accepted"))
+		if kho.ErrorCode(err) != kho.EUNAVAILABLE {
+			err = kho.Errorf(kho.EFORBIDDEN, "the identity provider's token was not accepted")
+		}
+		pt.fail(w, r, nil, err)
 		return
 	}
 	if err := pt.startSession(r.Context(), w, p); err != nil {
@@ -414,6 +461,17 @@ func (pt *Portal) exchange(ctx context.Context, code, verifier string) (string, 
 		return "", kho.Errorf(kho.EINVALID, "the identity provider refused the sign-in: sign in again")
 	}
 	return out.AccessToken, nil
+}
+
+// logoutOrGone signs out; a session that already ended (idle) needs no
+// token to be left: the browser just goes home.
+func (pt *Portal) logoutOrGone(w http.ResponseWriter, r *http.Request) {
+	if s, err := pt.sessionOf(r); err == nil && s == nil {
+		pt.setCookie(w, sessionCookie, "", -1)
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	pt.page(pt.logout, true)(w, r)
 }
 
 func (pt *Portal) logout(w http.ResponseWriter, r *http.Request, v *view) error {

@@ -307,7 +307,7 @@ func TestPortalRefusesWhatItMust(t *testing.T) {
 		t.Fatalf("a forged session cookie: %v", err)
 	}
 	// Redirects stay on this site.
-	for _, back := range []string{"https://evil.example/", "//evil.example/", "/\\evil.example"} {
+	for _, back := range []string{"https://evil.example/", "//evil.example/", "/\\evil.example", "/\t/evil.example/x", "/ /evil.example"} {
 		resp, err := anon.Get(s.url + "/lang?to=en&back=" + url.QueryEscape(back))
 		if err != nil {
 			t.Fatal(err)
@@ -316,6 +316,25 @@ func TestPortalRefusesWhatItMust(t *testing.T) {
 		if resp.Header.Get("Location") != "/" {
 			t.Errorf("lang back=%s: Location %q", back, resp.Header.Get("Location"))
 		}
+	}
+	// Pages are for the roles they speak to.
+	officer := s.browser(t, "officer:000.00.15.H29:cb01")
+	for c, paths := range map[*http.Client][]string{owner: {"/check", "/security"}, officer: {"/requests", "/documents", "/security"}} {
+		for _, p := range paths {
+			if code, _ := get(t, c, s.url+p); code != http.StatusForbidden {
+				t.Errorf("%s for the wrong role: %d", p, code)
+			}
+		}
+	}
+	// A download another site's page makes the browser send is refused;
+	// fetching for a procedure is a form, not a link.
+	cross, _ := http.NewRequest("GET", s.url+"/documents/"+string(doc.ID)+"/content", nil)
+	cross.Header.Set("Sec-Fetch-Site", "cross-site")
+	if resp, err := owner.Do(cross); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a cross-site download: %v", err)
+	}
+	if code, _ := get(t, officer, s.url+"/fetch/"+string(doc.ID)+"?procedure=CHC"); code == http.StatusOK {
+		t.Fatal("a fetch by GET")
 	}
 	// The API's paths stay the API's: problem+json, not a page.
 	resp, err = http.Get(s.url + "/v1/nothing-here")
