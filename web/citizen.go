@@ -285,14 +285,20 @@ func (pt *Portal) accessLog(w http.ResponseWriter, r *http.Request, v *view) err
 				types[string(d.ID)] = pt.name(ctx, v.Lang, "type", d.Type)
 			}
 		}
+		show := r.URL.Query().Get("show")
 		for _, e := range page.Events {
-			if l, ok := pt.sentence(ctx, v, e.Entry, types); ok {
+			l, ok := pt.sentence(ctx, v, e.Entry, types)
+			switch {
+			case !ok:
+			case show == "fetches" && (e.Entry.Action != audit.DocumentRead || l.Refused):
+			case show == "refused" && !l.Refused:
+			default:
 				lines = append(lines, l)
 			}
 		}
 	}
 	v.Title = v.T("log.title")
-	v.Data = lines
+	v.Data = map[string]any{"Lines": lines, "Show": r.URL.Query().Get("show")}
 	return pt.render(w, http.StatusOK, "log", v)
 }
 

@@ -81,8 +81,22 @@ func (pt *Portal) security(w http.ResponseWriter, r *http.Request, v *view) erro
 		}
 	}
 	v.Title = v.T("sec.title")
+	anomalies, err := pt.cfg.Audit.Anomalies(ctx, time.Now())
+	if err != nil {
+		return err
+	}
+	type flag struct {
+		Kind, Agency, AgencyName, Staff, Window string
+		Observed                                int
+		Baseline                                float64
+	}
+	var flags []flag
+	for _, a := range anomalies {
+		flags = append(flags, flag{Kind: "anom." + a.Kind, Agency: a.Agency, AgencyName: pt.name(ctx, v.Lang, "agency", a.Agency), Staff: a.Staff,
+			Window: a.Window, Observed: a.Observed, Baseline: a.Baseline})
+	}
 	chart := bars(counts, denied)
-	v.Data = map[string]any{"Rows": rows, "Filter": f, "Bars": chart, "ChartH": 24 + 44*len(chart), "Checkpoint": page.Checkpoint, "Verify": nil}
+	v.Data = map[string]any{"Rows": rows, "Filter": f, "Bars": chart, "ChartH": 24 + 44*len(chart), "Checkpoint": page.Checkpoint, "Verify": nil, "Flags": flags}
 	if r.Method == http.MethodPost {
 		res, err := pt.cfg.Audit.Verify(ctx)
 		if err != nil {

@@ -210,6 +210,13 @@ const scenarios = {
     await expectText("Công an thành phố Hà Nội (mẫu) đã lấy Giấy khai sinh của bạn lúc");
     await expectText("cho thủ tục Cấp hộ chiếu phổ thông");
     await check("access-log");
+    await page.getByLabel("Chỉ xem").selectOption("fetches");
+    await page.getByRole("button", { name: "Lọc" }).click();
+    await page.waitForURL(/show=fetches/);
+    await expectText("Công an thành phố Hà Nội (mẫu) đã lấy Giấy khai sinh của bạn");
+    const filtered = await page.locator("ol.log").innerText();
+    if (filtered.includes("đã lưu")) fail("the filter of fetches shows a deposit");
+    await check("access-log-fetches");
     await switchLanguage();
     await expectText("Ha Noi City Police (sample) took your Birth certificate at");
     await check("access-log");
