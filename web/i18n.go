@@ -10,6 +10,8 @@ import (
 // a test sees it.
 var messages = map[string]map[string]string{
 	"vi": {
+		"sec.proof.ok":                           "Bằng chứng hợp lệ: sự kiện nằm trong cây của điểm kiểm tra có chữ ký.",
+		"sec.proof.bad":                          "Bằng chứng KHÔNG khớp với điểm kiểm tra mới nhất.",
 		"sec.flags":                              "Dấu hiệu bất thường",
 		"sec.flag.numbers":                       "%d lần, so với mức thường %.1f, trong %s",
 		"sec.flag.events":                        "xem các sự kiện",
@@ -217,6 +219,8 @@ var messages = map[string]map[string]string{
 		"footer":                                 "Mọi lần truy cập kho của bạn đều được ghi lại, và bạn xem được tại Nhật ký truy cập.",
 	},
 	"en": {
+		"sec.proof.ok":                           "The proof holds: the event is in the tree of the signed checkpoint.",
+		"sec.proof.bad":                          "The proof does NOT match the latest checkpoint.",
 		"sec.flags":                              "Anomaly flags",
 		"sec.flag.numbers":                       "%d times, against a usual %.1f, in %s",
 		"sec.flag.events":                        "see the events",

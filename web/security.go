@@ -6,6 +6,9 @@ import (
 	"sort"
 	"time"
 
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+
 	"kho"
 	"kho/audit"
 	"kho/policies"
@@ -19,6 +22,9 @@ type auditRow struct {
 	LeafHash                                                 string
 	Proof                                                    []string
 	TreeSize                                                 uint64
+	// ProofOK: the event's canonical bytes, hashed here, are proven by
+	// its inclusion proof to be in the tree of the latest checkpoint.
+	ProofOK bool
 }
 
 // bar is one agency's accesses in the chart.
@@ -48,6 +54,10 @@ func (pt *Portal) security(w http.ResponseWriter, r *http.Request, v *view) erro
 		Details: map[string]any{"results": len(page.Events), "via": "portal"}}); err != nil {
 		return err
 	}
+	cp, err := pt.cfg.Audit.LatestCheckpoint(ctx)
+	if err != nil && kho.ErrorCode(err) != kho.ENOTFOUND {
+		return err
+	}
 	var rows []auditRow
 	counts, denied := map[string]int{}, map[string]int{}
 	for _, e := range page.Events {
@@ -68,6 +78,10 @@ func (pt *Portal) security(w http.ResponseWriter, r *http.Request, v *view) erro
 			row.TreeSize = e.Proof.TreeSize
 			for _, h := range e.Proof.Hashes {
 				row.Proof = append(row.Proof, base64.StdEncoding.EncodeToString(h))
+			}
+			if cp != nil && cp.Size == e.Proof.TreeSize {
+				leaf := rfc6962.DefaultHasher.HashLeaf([]byte(e.Canonical))
+				row.ProofOK = proof.VerifyInclusion(rfc6962.DefaultHasher, x.Index, cp.Size, leaf, e.Proof.Hashes, cp.Root) == nil
 			}
 		}
 		rows = append(rows, row)

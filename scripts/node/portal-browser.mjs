@@ -155,6 +155,7 @@ const scenarios = {
     await page.locator("details summary").first().click();
     await expectText("Mã băm lá");
     await expectText("Kích thước cây");
+    await expectText("Bằng chứng hợp lệ: sự kiện nằm trong cây của điểm kiểm tra có chữ ký.");
     await check("audit-search");
     await page.getByRole("button", { name: "Kiểm chứng toàn bộ nhật ký" }).click();
     await page.waitForLoadState();
