@@ -181,8 +181,8 @@ func (pt *Portal) page(h handler, signedIn bool) http.HandlerFunc {
 }
 
 // pageWith is page; a multipart handler (an upload) gets its body unread
-// and checks the CSRF token itself, as the body's first part
-// (checkUploadCSRF). Other handlers refuse multipart bodies.
+// and checks the CSRF token itself, as the body's first part. Other
+// handlers refuse multipart bodies.
 func (pt *Portal) pageWith(h handler, signedIn, multipart bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		v := &view{Lang: langOf(r), Path: r.URL.Path, Back: r.URL.RequestURI()}
@@ -220,9 +220,19 @@ func (pt *Portal) pageWith(h handler, signedIn, multipart bool) http.HandlerFunc
 				}
 				// A business's store is opened by signing in as its
 				// representative; here, a guardian's wards.
+				still := s.ActingFor == ""
 				for _, d := range ds {
 					if d.Kind == "ward" {
 						v.Delegations = append(v.Delegations, d)
+						still = still || d.Subject == s.ActingFor
+					}
+				}
+				// A guardianship that ended takes the session back to the
+				// person's own store.
+				if !still {
+					if err := pt.setActingFor(r.Context(), s, ""); err != nil {
+						pt.fail(w, r, v, err)
+						return
 					}
 				}
 			}
