@@ -19,6 +19,7 @@ import (
 type Audit interface {
 	Record(ctx context.Context, ev audit.Event) error
 	LatestCheckpoint(ctx context.Context) (*audit.Checkpoint, error)
+	OpenCheckpoint(text string) (*audit.Checkpoint, error)
 	MakeCheckpoint(ctx context.Context) (*audit.Checkpoint, error)
 	VerifierKey() string
 	Consistency(ctx context.Context, size1, size2 uint64) ([][]byte, error)

@@ -86,6 +86,17 @@ func parseCheckpoint(text, origin string, v note.Verifier) (*Checkpoint, error) 
 	return &Checkpoint{Size: size, Root: root, Note: text}, nil
 }
 
+// OpenCheckpoint reads a signed checkpoint of this log, verifying its
+// signature with the log's key: size and root come from the signed text,
+// never from a database column.
+func (l *Log) OpenCheckpoint(text string) (*Checkpoint, error) {
+	cp, err := parseCheckpoint(text, l.origin, l.verifier)
+	if err != nil {
+		return nil, kho.WrapError(kho.EINTEGRITY, "audit: checkpoint", err)
+	}
+	return cp, nil
+}
+
 // MakeCheckpoint signs a checkpoint of the log as it stands, unless the latest
 // one already covers every event. Any replica may call it; one checkpoint per
 // size is kept.

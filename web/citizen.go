@@ -316,6 +316,9 @@ func (pt *Portal) sentence(ctx context.Context, v *view, e *audit.Entry, types m
 		doc = v.T("a.document")
 	}
 	agencyActs := e.ActorKind == string(kho.PrincipalAgency) || e.ActorKind == string(kho.PrincipalAgencyOfficer)
+	if agencyActs && e.Outcome != audit.Success && e.Action != audit.DocumentRead {
+		return logLine{Sentence: v.T("log.refused.action", who, v.T(actionKey(e.Action)), when, v.T(reasonKey(e.Reason))), Refused: true}, true
+	}
 	switch {
 	case e.Action == audit.DocumentRead && agencyActs && e.Purpose != "" && e.Outcome == audit.Success:
 		proc := pt.name(ctx, v.Lang, "procedure", e.Purpose)

@@ -10,6 +10,9 @@ import (
 // a test sees it.
 var messages = map[string]map[string]string{
 	"vi": {
+		"log.refused.action":                     "%s đã bị từ chối khi %s, lúc %s (lý do: %s).",
+		"action.document.verified":               "kiểm tra một giấy tờ",
+		"reason.not_handler":                     "cơ quan không giải quyết thủ tục này",
 		"sec.proof.ok":                           "Bằng chứng hợp lệ: sự kiện nằm trong cây của điểm kiểm tra có chữ ký.",
 		"sec.proof.bad":                          "Bằng chứng KHÔNG khớp với điểm kiểm tra mới nhất.",
 		"sec.flags":                              "Dấu hiệu bất thường",
@@ -219,6 +222,9 @@ var messages = map[string]map[string]string{
 		"footer":                                 "Mọi lần truy cập kho của bạn đều được ghi lại, và bạn xem được tại Nhật ký truy cập.",
 	},
 	"en": {
+		"log.refused.action":                     "%s was refused when it %s, at %s (reason: %s).",
+		"action.document.verified":               "checked a document",
+		"reason.not_handler":                     "the agency does not handle this procedure",
 		"sec.proof.ok":                           "The proof holds: the event is in the tree of the signed checkpoint.",
 		"sec.proof.bad":                          "The proof does NOT match the latest checkpoint.",
 		"sec.flags":                              "Anomaly flags",

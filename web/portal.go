@@ -103,7 +103,7 @@ func New(cfg Config) (*Portal, error) {
 	m.HandleFunc("GET /consents", pt.page(only(pt.consents, "owner"), true))
 	m.HandleFunc("POST /consents/{id}/status", pt.page(only(pt.consentStatus, "owner"), true))
 	m.HandleFunc("GET /consents/{id}/receipt", pt.page(sameSite(only(pt.receipt, "owner")), true))
-	m.HandleFunc("GET /documents/{id}/verification", pt.page(pt.verification, true))
+	m.HandleFunc("GET /documents/{id}/verification", pt.page(sameSite(pt.verification), true))
 	m.HandleFunc("GET /erasure", pt.page(only(pt.erasure, "owner"), true))
 	m.HandleFunc("POST /erasure", pt.page(only(pt.erasure, "owner"), true))
 	m.HandleFunc("GET /check", pt.page(only(pt.check, "officer"), true))
@@ -260,14 +260,18 @@ func only(h handler, roles ...string) handler {
 	}
 }
 
-// sameSite refuses a request another site's page made the browser send,
-// for the GETs that record something (downloads, the trail's export).
+// sameSite refuses a request another origin's page made the browser send
+// (a sibling subdomain's too), for the GETs that record an access
+// (downloads, checks, receipts, the trail's export); a request the person
+// made by typing or a bookmark ("none"), or one from a client that does
+// not say, passes.
 func sameSite(h handler) handler {
 	return func(w http.ResponseWriter, r *http.Request, v *view) error {
-		if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
-			return kho.Errorf(kho.EFORBIDDEN, "csrf")
+		switch r.Header.Get("Sec-Fetch-Site") {
+		case "", "same-origin", "none":
+			return h(w, r, v)
 		}
-		return h(w, r, v)
+		return kho.Errorf(kho.EFORBIDDEN, "csrf")
 	}
 }
 

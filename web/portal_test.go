@@ -328,10 +328,14 @@ func TestPortalRefusesWhatItMust(t *testing.T) {
 	}
 	// A download another site's page makes the browser send is refused;
 	// fetching for a procedure is a form, not a link.
-	cross, _ := http.NewRequest("GET", s.url+"/documents/"+string(doc.ID)+"/content", nil)
-	cross.Header.Set("Sec-Fetch-Site", "cross-site")
-	if resp, err := owner.Do(cross); err != nil || resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("a cross-site download: %v", err)
+	for _, site := range []string{"cross-site", "same-site"} {
+		for _, p := range []string{"/content", "/verification"} {
+			cross, _ := http.NewRequest("GET", s.url+"/documents/"+string(doc.ID)+p, nil)
+			cross.Header.Set("Sec-Fetch-Site", site)
+			if resp, err := owner.Do(cross); err != nil || resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("%s from a %s page: %v", p, site, err)
+			}
+		}
 	}
 	if code, _ := get(t, officer, s.url+"/fetch/"+string(doc.ID)+"?procedure=CHC"); code == http.StatusOK {
 		t.Fatal("a fetch by GET")

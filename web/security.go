@@ -54,9 +54,13 @@ func (pt *Portal) security(w http.ResponseWriter, r *http.Request, v *view) erro
 		Details: map[string]any{"results": len(page.Events), "via": "portal"}}); err != nil {
 		return err
 	}
-	cp, err := pt.cfg.Audit.LatestCheckpoint(ctx)
-	if err != nil && kho.ErrorCode(err) != kho.ENOTFOUND {
-		return err
+	// The proofs were made for the page's checkpoint: its signed note,
+	// verified here, gives the size and root they are checked against.
+	var cp *audit.Checkpoint
+	if page.Checkpoint != "" {
+		if cp, err = pt.cfg.Audit.OpenCheckpoint(page.Checkpoint); err != nil {
+			return err
+		}
 	}
 	var rows []auditRow
 	counts, denied := map[string]int{}, map[string]int{}
