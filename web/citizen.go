@@ -175,16 +175,27 @@ func (pt *Portal) download(w http.ResponseWriter, r *http.Request, v *view) erro
 	if err != nil {
 		return err
 	}
+	serveContent(w, c)
+	return nil
+}
+
+// serveContent sends a document as an attachment. Once the first byte is
+// out no error page can follow: a read that fails (integrity, or MinIO
+// gone) aborts the connection, so the browser never keeps a partial file
+// as whole.
+func serveContent(w http.ResponseWriter, c *storage.Content) {
 	defer c.Body.Close()
 	h := w.Header()
 	h.Set("Content-Type", c.Document.MediaType)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, c.Document.ID))
 	h.Set("Content-Length", strconv.FormatInt(c.Document.Size, 10))
-	if _, err := io.Copy(w, c.Body); err != nil && kho.ErrorCode(err) == kho.EINTEGRITY {
+	if c.UseReceiptID != "" {
+		h.Set("Kho-Use-Receipt-Id", c.UseReceiptID)
+	}
+	if _, err := io.Copy(w, c.Body); err != nil {
 		panic(http.ErrAbortHandler)
 	}
-	return nil
 }
 
 // requestView is a consent request explained in plain words.

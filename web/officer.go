@@ -2,8 +2,6 @@ package web
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net/http"
 	"sort"
 	"strconv"
@@ -16,12 +14,18 @@ import (
 
 // procedures lists the catalogue's procedures as (code, name), by name.
 func (pt *Portal) procedures(ctx context.Context, lang string) [][2]string {
-	pt.name(ctx, lang, "procedure", "") // loads the catalogue
+	return pt.catalogueList(ctx, lang, "procedure")
+}
+
+// catalogueList lists the catalogue's entries of a kind ("procedure",
+// "type") as (code, name in lang), by name.
+func (pt *Portal) catalogueList(ctx context.Context, lang, kind string) [][2]string {
+	pt.name(ctx, lang, kind, "") // loads the catalogue
 	catalogue.mu.Lock()
 	defer catalogue.mu.Unlock()
 	var out [][2]string
 	for k, n := range catalogue.names {
-		if code, ok := strings.CutPrefix(k, "procedure:"); ok {
+		if code, ok := strings.CutPrefix(k, kind+":"); ok {
 			name := n[0]
 			if lang == "en" {
 				name = n[1]
@@ -120,17 +124,6 @@ func (pt *Portal) fetch(w http.ResponseWriter, r *http.Request, v *view) error {
 	if err != nil {
 		return err
 	}
-	defer c.Body.Close()
-	h := w.Header()
-	h.Set("Content-Type", c.Document.MediaType)
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, c.Document.ID))
-	h.Set("Content-Length", strconv.FormatInt(c.Document.Size, 10))
-	if c.UseReceiptID != "" {
-		h.Set("Kho-Use-Receipt-Id", c.UseReceiptID)
-	}
-	if _, err := io.Copy(w, c.Body); err != nil && kho.ErrorCode(err) == kho.EINTEGRITY {
-		panic(http.ErrAbortHandler)
-	}
+	serveContent(w, c)
 	return nil
 }

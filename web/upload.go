@@ -5,7 +5,6 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
-	"sort"
 	"strings"
 
 	"kho"
@@ -15,22 +14,8 @@ import (
 // was issued, the file.
 func (pt *Portal) uploadForm(w http.ResponseWriter, r *http.Request, v *view) error {
 	v.Title = v.T("up.title")
-	v.Data = map[string]any{"Types": pt.types(r, v)}
+	v.Data = map[string]any{"Types": pt.catalogueList(r.Context(), v.Lang, "type")}
 	return pt.render(w, http.StatusOK, "upload", v)
-}
-
-func (pt *Portal) types(r *http.Request, v *view) [][2]string {
-	pt.name(r.Context(), v.Lang, "type", "")
-	catalogue.mu.Lock()
-	defer catalogue.mu.Unlock()
-	var out [][2]string
-	for k, n := range catalogue.names {
-		if code, ok := strings.CutPrefix(k, "type:"); ok {
-			out = append(out, [2]string{code, n[map[bool]int{true: 1, false: 0}[v.Lang == "en"]]})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i][1] < out[j][1] })
-	return out
 }
 
 // upload streams a self-declared document into the store the session
