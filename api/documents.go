@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 	"github.com/lestrrat-go/jwx/v3/jwk"
@@ -304,7 +305,7 @@ func (s *Server) download(c *gin.Context) {
 	}
 	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	c.Status(status)
-	n, err := io.Copy(c.Writer, content.Body)
+	n, err := copyContent(c.Writer, content.Body)
 	s.cfg.Observer.ObserveBytes("served", n)
 	if err != nil {
 		_ = c.Error(err)
@@ -489,4 +490,34 @@ func noBody(c *gin.Context) error {
 		return kho.Errorf(kho.EINVALID, "this route takes no body")
 	}
 	return nil
+}
+
+// copyBuffers are the buffers documents are served through.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// copyContent writes a document's plaintext to w in writes of 256 KiB,
+// each filled before it is written (the decryption hands out 64 KiB at a
+// time): a quarter of the system calls of io.Copy's 32 KiB, and no
+// allocation per download.
+func copyContent(w io.Writer, r io.Reader) (int64, error) {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		switch {
+		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+			return total, nil
+		case rerr != nil:
+			return total, rerr
+		}
+	}
 }

@@ -62,10 +62,8 @@ func (b Budget) ReadAll(ctx context.Context, r io.Reader, limit int64, what stri
 }
 
 func (b Budget) take(ctx context.Context) error {
-	select {
-	case b <- struct{}{}:
+	if b.tryTake() {
 		return nil
-	default:
 	}
 	t := time.NewTimer(2 * time.Second)
 	defer t.Stop()
@@ -76,5 +74,15 @@ func (b Budget) take(ctx context.Context) error {
 		return kho.Errorf(kho.EUNAVAILABLE, "too many documents are being read at once; try again shortly")
 	case <-ctx.Done():
 		return kho.WrapError(kho.EUNAVAILABLE, "the request was cancelled", ctx.Err())
+	}
+}
+
+// tryTake takes one unit if one is free, without waiting.
+func (b Budget) tryTake() bool {
+	select {
+	case b <- struct{}{}:
+		return true
+	default:
+		return false
 	}
 }

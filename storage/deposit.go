@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	pdfapi "github.com/pdfcpu/pdfcpu/pkg/api"
 	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/model"
+	"golang.org/x/crypto/chacha20poly1305"
 
 	"kho"
 	"kho/audit"
@@ -101,10 +102,63 @@ func (c *countingHasher) Read(p []byte) (int, error) {
 
 // prepared is a checked content stream ready to encrypt; release gives
 // back the memory budget of a document held whole, once it is stored.
+// size is the content's length when it is known (a document held whole),
+// else -1: encryptToStore then reads ahead to learn it.
 type prepared struct {
 	src     *countingHasher
+	size    int64
 	release func()
 }
+
+// lookAhead is how much of a streamed document is read before it is
+// stored: a document that ends within it is stored with one PUT of known
+// length instead of a multipart upload of unknown length, which costs the
+// object store about twice the CPU and khod a part-sized buffer.
+const lookAhead = 4 << 20
+
+// readAhead reads up to lookAhead bytes of r, taking memory budget as they
+// arrive but never waiting for it: when the budget is spent, the document
+// streams with its length unknown, as it would without the look-ahead.
+// It returns the stream to store (what was read, then the rest), its
+// length when r ended within the look-ahead (else -1), and the function
+// that gives the budget back. A read error is kept for the stream to
+// return where it happened.
+func (s *Service) readAhead(r io.Reader) (io.Reader, int64, func()) {
+	taken := 0
+	release := func() {
+		for ; taken > 0; taken-- {
+			<-s.budget
+		}
+	}
+	var buf []byte
+	for len(buf) < lookAhead {
+		if len(buf) == cap(buf) {
+			want := min(lookAhead, max(budgetUnit, 2*cap(buf)))
+			for taken*budgetUnit < want && s.budget.tryTake() {
+				taken++
+			}
+			if taken*budgetUnit <= cap(buf) {
+				break // no budget to spare: the rest streams
+			}
+			grown := make([]byte, len(buf), taken*budgetUnit)
+			copy(grown, buf)
+			buf = grown
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return bytes.NewReader(buf), int64(len(buf)), release
+		}
+		if err != nil {
+			return io.MultiReader(bytes.NewReader(buf), errorReader{err}), -1, release
+		}
+	}
+	return io.MultiReader(bytes.NewReader(buf), r), -1, release
+}
+
+type errorReader struct{ err error }
+
+func (e errorReader) Read([]byte) (int, error) { return 0, e.err }
 
 // prepare checks the start of the content against the declared media type
 // and, for a PDF, its whole structure (a PDF is held in memory for that, up to
@@ -153,9 +207,9 @@ func (s *Service) prepare(ctx context.Context, body io.Reader, mediaType string,
 		}
 		src = bytes.NewReader(b)
 		ok = true
-		return &prepared{src: &countingHasher{r: src, h: sha256.New(), limit: s.maxSize}, release: done}, nil
+		return &prepared{src: &countingHasher{r: src, h: sha256.New(), limit: s.maxSize}, size: int64(len(b)), release: done}, nil
 	}
-	return &prepared{src: &countingHasher{r: src, h: sha256.New(), limit: s.maxSize}, release: func() {}}, nil
+	return &prepared{src: &countingHasher{r: br, h: sha256.New(), limit: s.maxSize}, size: -1, release: func() {}}, nil
 }
 
 // inMemory reports whether documents of a media type are read whole to be
@@ -213,16 +267,64 @@ func (s *Service) acquire(ctx context.Context) (func(), error) {
 // reading its output.
 var errStoreStopped = errors.New("the object store stopped reading")
 
-// encryptToStore streams src through age into a new object. It returns the
-// wrapped file key and its key version.
-func (s *Service) encryptToStore(ctx context.Context, object string, doc kho.DocumentID, subject kho.SubjectHandle, src io.Reader) (*transitRecipient, error) {
+// encryptedSize is the length of age's payload for size bytes of
+// plaintext: 64 KiB chunks, each with a 16-byte tag, and one (empty) chunk
+// for an empty plaintext.
+func encryptedSize(size int64) int64 {
+	chunks := max(1, (size+ageChunk-1)/ageChunk)
+	return size + chunks*chacha20poly1305.Overhead
+}
+
+const ageChunk = 64 << 10
+
+// headerWriter holds what age writes before the payload (header and
+// nonce), so that the object's length is known before the upload starts;
+// once started, it passes writes through.
+type headerWriter struct {
+	head []byte
+	to   io.Writer
+}
+
+func (h *headerWriter) Write(p []byte) (int, error) {
+	if h.to == nil {
+		h.head = append(h.head, p...)
+		return len(p), nil
+	}
+	return h.to.Write(p)
+}
+
+// encryptToStore streams src through age into a new object, with a known
+// length when size (the plaintext's) is not -1. It returns the wrapped
+// file key and its key version.
+//
+// The file key is wrapped before any of the content past its first bytes
+// is read (then, when the length is unknown, up to lookAhead of it): a
+// deposit that an erasure overtakes while its content arrives finds the
+// store erased when it commits.
+func (s *Service) encryptToStore(ctx context.Context, object string, doc kho.DocumentID, subject kho.SubjectHandle, pre *prepared) (*transitRecipient, error) {
 	rcpt := &transitRecipient{ctx: ctx, keys: s.keys, subject: subject, doc: doc}
+	hw := &headerWriter{}
+	w, err := age.Encrypt(hw, rcpt)
+	if err != nil {
+		return nil, err // the wrap's own error (Vault), or an internal one
+	}
+	var src io.Reader = pre.src
+	size := pre.size
+	if size < 0 {
+		var release func()
+		src, size, release = s.readAhead(pre.src)
+		defer release()
+	}
+	objectSize := int64(-1)
+	if size >= 0 {
+		objectSize = int64(len(hw.head)) + encryptedSize(size)
+	}
 	pr, pw := io.Pipe()
+	hw.to = pw
 	encErr := make(chan error, 1)
 	go func() {
 		err := func() error {
-			w, err := age.Encrypt(pw, rcpt)
-			if err != nil {
+			if _, err := pw.Write(hw.head); err != nil {
 				return err
 			}
 			if _, err := io.Copy(w, src); err != nil {
@@ -233,7 +335,7 @@ func (s *Service) encryptToStore(ctx context.Context, object string, doc kho.Doc
 		pw.CloseWithError(err)
 		encErr <- err
 	}()
-	putErr := s.blobs.Put(ctx, object, pr, -1)
+	putErr := s.blobs.Put(ctx, object, pr, objectSize)
 	pr.CloseWithError(errStoreStopped)
 	// The content's own failure (too large, unreadable body, Vault) says more
 	// than the object store's report of a broken stream; but when the store
@@ -388,7 +490,7 @@ func (s *Service) deposit(ctx context.Context, p kho.Principal, req depositReq) 
 	if _, err := s.db.Pool.Exec(ctx, `INSERT INTO pending_objects (object_name) VALUES ($1)`, object); err != nil {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "storage: record the upload", err)
 	}
-	rcpt, err := s.encryptToStore(ctx, object, doc.ID, subj.handle, pre.src)
+	rcpt, err := s.encryptToStore(ctx, object, doc.ID, subj.handle, pre)
 	if err != nil {
 		return nil, err
 	}

@@ -306,12 +306,12 @@ func (s *Service) open(ctx context.Context, p kho.Principal, d *docRow, rng *Byt
 		if err != nil {
 			return nil, s.integrityFailure(ctx, p, d, err)
 		}
-		plain, err := age.Decrypt(obj, ident)
+		plain, err := decrypt(obj, ident)
 		if err != nil {
 			obj.Close()
 			return nil, s.integrityFailure(ctx, p, d, ageError(err))
 		}
-		body = &verifyingReader{r: plain, c: obj, h: sha256.New(), want: d.rawSHA, size: d.Size, onFail: func(err error) {
+		body = &verifyingReader{r: plain, c: closers{plain, obj}, h: sha256.New(), want: d.rawSHA, size: d.Size, onFail: func(err error) {
 			_ = s.integrityFailure(context.WithoutCancel(ctx), p, d, err)
 		}}
 	} else {
@@ -461,6 +461,17 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 }
 
 func (v *verifyingReader) Close() error { return v.c.Close() }
+
+// closers closes each in turn.
+type closers []io.Closer
+
+func (cs closers) Close() error {
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
 
 type rangeReader struct {
 	r *io.SectionReader

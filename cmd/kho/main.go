@@ -65,6 +65,9 @@ Usage:
   kho policy explain --agency CODE --kind KIND --procedure P --type T [--consent] [--action fetch|list]
                       say whether the reuse policy admits a request, and why
 
+  kho bench           measure deposits, downloads and fetches beside MinIO on the dev stack
+                      (table, bench.json and bench.svg in .kho/bench; kho bench -h for sizes and concurrency)
+
   kho version         print the version
 
 Flags may come before or after a command's arguments. Run "kho <command> -h"
@@ -160,6 +163,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runOutbox(ctx, args[1:], stdout)
 	case "receipt":
 		return runReceipt(ctx, args[1:], stdout)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	default:
 		return usagef("unknown command %q (kho -h lists the commands)", args[0])
 	}
@@ -200,6 +205,7 @@ var examples = map[string]string{
 	"receipt verify":    "kho receipt verify use-receipt.jws --jwks jwks.json",
 	"outbox replay":     "kho outbox replay --id 42",
 	"policy explain":    "kho policy explain --agency 000.00.15.H29 --kind police --procedure CHC --type GKS --consent",
+	"bench":             "kho bench --sizes 1MiB --concurrency 32 --ops fetch,raw-get --profile fetch",
 }
 
 // parseFlags parses a subcommand's flags, which take no argument besides

@@ -54,6 +54,7 @@ type Config struct {
 	TrustedProxies stringList
 
 	MetricsListen string
+	PprofListen   string
 
 	ControllerName    string
 	ControllerContact string
@@ -162,6 +163,7 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.StringVar(&cfg.ControllerContact, "controller-contact", "dpo@kho.invalid", "how a person reaches the controller, named in consent receipts")
 	fs.StringVar(&cfg.ReceiptIssuer, "receipt-issuer", "urn:kho:consent", "the iss claim of consent receipts (the portal's URL, say)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "127.0.0.1:9480", "`address` to serve Prometheus metrics on, apart from the API (empty: none)")
+	fs.StringVar(&cfg.PprofListen, "pprof-listen", "", "`address` to serve Go profiles (/debug/pprof/) on; only with --mode=dev (empty: none)")
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 50, "requests per second each caller may make (then 429 with Retry-After)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", 100, "requests a caller may make at once above --rate-limit")
 	fs.IntVar(&cfg.MaxInMemory, "max-in-memory", 4, "documents checked in memory at once (PDF, JSON, XML deposits; PDF verifications, each); past it, 503")
@@ -445,6 +447,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CheckpointInterval < time.Second || c.CheckpointEvents < 1 {
 		return errors.New("--checkpoint-interval must be at least 1s and --checkpoint-events at least 1")
+	}
+	if c.PprofListen != "" && c.Mode != ModeDev {
+		return errors.New("--pprof-listen: profiles are served only in --mode=dev")
 	}
 	if c.DevIdPKey != "" && c.Mode != ModeDev {
 		return errors.New("--dev-idp-key: the built-in dev identity provider is refused outside --mode=dev")

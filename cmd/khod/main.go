@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -283,6 +284,26 @@ func run(ctx context.Context, cfg *Config) error {
 			_ = ms.Close()
 		}()
 		log.Info("metrics serving", "addr", mln.Addr().String())
+	}
+
+	if cfg.PprofListen != "" {
+		pln, err := net.Listen("tcp", cfg.PprofListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (--pprof-listen): %w", cfg.PprofListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		ps := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = ps.Serve(pln) }()
+		go func() {
+			<-ctx.Done()
+			_ = ps.Close()
+		}()
+		log.Info("profiles serving (dev mode)", "addr", pln.Addr().String())
 	}
 
 	hs := &http.Server{

@@ -71,7 +71,7 @@ func (s *Stack) upMinIO(ctx context.Context, st *State) error {
 
 // StartMinIO starts a single-drive MinIO server on 127.0.0.1:port. Tests use
 // it too, to run a MinIO of their own that they can stop and restart.
-func StartMinIO(pf PIDFile, bin, dataDir string, port int, rootUser, rootPassword, logPath string) (int, error) {
+func StartMinIO(pf PIDFile, bin, dataDir string, port int, rootUser, rootPassword, logPath string, extraEnv ...string) (int, error) {
 	env := []string{
 		"MINIO_ROOT_USER=" + rootUser,
 		"MINIO_ROOT_PASSWORD=" + rootPassword,
@@ -80,6 +80,7 @@ func StartMinIO(pf PIDFile, bin, dataDir string, port int, rootUser, rootPasswor
 		"HOME=" + dataDir,
 		"PATH=/usr/bin:/bin",
 	}
+	env = append(env, extraEnv...)
 	return startDetached(pf, bin, []string{"server", "--quiet", "--address", "127.0.0.1:" + strconv.Itoa(port), dataDir}, env, logPath, nil)
 }
 

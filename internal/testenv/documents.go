@@ -36,8 +36,13 @@ type Documents struct {
 // NewDocuments builds it; mod may change the service's config.
 func NewDocuments(t testing.TB, mod ...func(*storage.Config)) *Documents {
 	t.Helper()
+	return NewDocumentsOn(t, DB(t, true), mod...)
+}
+
+// NewDocumentsOn builds it on db, migrated.
+func NewDocumentsOn(t testing.TB, db *postgres.DB, mod ...func(*storage.Config)) *Documents {
+	t.Helper()
 	ctx := Context(t)
-	db := DB(t, true)
 	if _, err := demo.Seed(ctx, db); err != nil {
 		t.Fatal(err)
 	}
