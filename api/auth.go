@@ -2,12 +2,14 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -51,6 +53,48 @@ type Authenticator struct {
 	kinds    map[string][]kho.PrincipalKind
 	cache    *jwk.Cache
 	now      func() time.Time
+	verified verifiedTokens
+}
+
+// verifiedTokens remembers, by their SHA-256, tokens whose signature and
+// claims were checked, for at most a minute and never past their expiry:
+// an agency's system sends the same token with every request for minutes,
+// and checking its ECDSA signature each time was a tenth of a download's
+// CPU. A key withdrawn from an issuer's set stops admitting its tokens
+// within that minute.
+type verifiedTokens struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]verifiedToken
+}
+
+type verifiedToken struct {
+	p     kho.Principal
+	until time.Time
+}
+
+const (
+	verifiedFor      = time.Minute
+	maxVerifiedCache = 20_000
+)
+
+func (v *verifiedTokens) get(key [sha256.Size]byte, now time.Time) (kho.Principal, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e, ok := v.m[key]
+	if !ok || !now.Before(e.until) {
+		return kho.Principal{}, false
+	}
+	return e.p, true
+}
+
+func (v *verifiedTokens) put(key [sha256.Size]byte, p kho.Principal, until time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil || len(v.m) >= maxVerifiedCache {
+		// Bounded: start afresh rather than keep an index of ages.
+		v.m = make(map[[sha256.Size]byte]verifiedToken)
+	}
+	v.m[key] = verifiedToken{p: p, until: until}
 }
 
 // NewAuthenticator validates the issuers, registers remote key sets with a
@@ -123,6 +167,27 @@ func NewAuthenticator(ctx context.Context, audience string, issuers []IssuerConf
 // Authenticate verifies a compact JWT and returns the principal it names.
 // Errors are EUNAUTHORIZED with a message safe to return to the caller.
 func (a *Authenticator) Authenticate(ctx context.Context, token string) (kho.Principal, error) {
+	key := sha256.Sum256([]byte(token))
+	now := a.now()
+	if p, ok := a.verified.get(key, now); ok {
+		return p, nil
+	}
+	p, err := a.authenticate(token)
+	if err != nil {
+		return p, err
+	}
+	a.verified.put(key, p, minTime(p.ExpiresAt, now.Add(verifiedFor)))
+	return p, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func (a *Authenticator) authenticate(token string) (kho.Principal, error) {
 	unauth := func(msg string, err error) (kho.Principal, error) {
 		return kho.Principal{}, kho.WrapError(kho.EUNAUTHORIZED, msg, err)
 	}

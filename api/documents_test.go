@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -8,8 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -411,5 +414,49 @@ func TestPDFSignatureVerificationRoute(t *testing.T) {
 	resp, _ = d.call(t, citizen, "POST", "/v1/pdf-signatures/verification", "application/pdf", strings.NewReader("not a pdf"), nil)
 	if resp.StatusCode != 400 {
 		t.Fatalf("a non-PDF: %d", resp.StatusCode)
+	}
+}
+
+// A deposit refused before its document is read is answered after the
+// rest of the body is read, so the client gets the answer (not a reset)
+// and the connection stays usable (without the drain, Go's server answers
+// "Connection: close" and closes with the body unread).
+func TestRefusedDepositIsDrainedFirst(t *testing.T) {
+	d := newDocServer(t, 0)
+	u, _ := url.Parse(d.url)
+	// The police may not issue birth certificates: refused once the
+	// metadata is read, before the 6 MiB document.
+	ct, body := multipartBody(t, textMeta, bytes.Repeat([]byte("x"), 6<<20))
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	send := func(req *http.Request) *http.Response {
+		t.Helper()
+		errc := make(chan error, 1)
+		go func() { errc <- req.Write(conn) }()
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err := <-errc; err != nil {
+			t.Fatalf("the request could not be sent whole: %v", err)
+		}
+		return resp
+	}
+	req, _ := http.NewRequest("POST", d.url+"/v1/documents", bytes.NewReader(body.Bytes()))
+	req.Header.Set("Content-Type", ct)
+	req.Header.Set("Authorization", "Bearer "+d.token(t, police))
+	if resp := send(req); resp.StatusCode != http.StatusForbidden || resp.Close {
+		t.Fatalf("refused deposit: %d, connection closed: %v", resp.StatusCode, resp.Close)
+	}
+	// The same connection serves the next request.
+	req2, _ := http.NewRequest("GET", d.url+"/healthz", nil)
+	if resp := send(req2); resp.StatusCode != http.StatusOK {
+		t.Fatalf("next request on the connection: %d", resp.StatusCode)
 	}
 }

@@ -2,9 +2,11 @@ package api
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -90,8 +92,35 @@ func writeProblem(c *gin.Context, status int, code string, err error) {
 		}
 	}
 	_ = c.Error(err)
+	drainBody(c, status)
 	c.Header("Content-Type", "application/problem+json")
 	c.AbortWithStatusJSON(status, p)
+}
+
+// Refusals are sent after what is left of the request's body is read, up
+// to drainLimit and for at most drainTime: a client still sending a body
+// kho closed the connection on gets a reset, not the answer. Past those
+// bounds the answer closes the connection. A client that asked "Expect:
+// 100-continue" and was not told to continue has sent nothing more.
+const (
+	drainLimit = 8 << 20
+	drainTime  = 2 * time.Second
+)
+
+func drainBody(c *gin.Context, status int) {
+	r := c.Request
+	limit := int64(drainLimit)
+	if status == http.StatusUnauthorized {
+		// No more for a caller kho does not know than Go's server reads.
+		limit = 256 << 10
+	}
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 || strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		return
+	}
+	// A slow sender is answered when the deadline passes; the server then
+	// closes the connection.
+	_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(drainTime))
+	_, _ = io.CopyN(io.Discard, r.Body, limit)
 }
 
 // errorf answers with a problem made from a code and a safe message.

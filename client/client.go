@@ -259,7 +259,9 @@ func (c *Client) upload(ctx context.Context, path string, meta DepositMetadata, 
 		}()
 		pw.CloseWithError(err)
 	}()
-	hdr := http.Header{"Content-Type": {mw.FormDataContentType()}}
+	// kho answers a deposit it refuses before reading the document (a
+	// dependency down, say) without making the client send it all.
+	hdr := http.Header{"Content-Type": {mw.FormDataContentType()}, "Expect": {"100-continue"}}
 	if idempotencyKey != "" {
 		hdr.Set("Idempotency-Key", idempotencyKey)
 	}

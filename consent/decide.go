@@ -2,6 +2,7 @@ package consent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -220,16 +221,22 @@ func (s *Service) AuthorizeFetch(ctx context.Context, req kho.FetchRequest) (kho
 				dec.Allowed, dec.Reason, dec.ConsentID, dec.LegalBasis = false, ReasonDocumentNotValid, "", ""
 			}
 		}
+		var used *usedConsent
 		if dec.Allowed && dec.ConsentID != "" {
-			tag, err := tx.Exec(ctx, `UPDATE consents SET uses = uses + 1
-				WHERE id = $1 AND status = 'active' AND now() >= valid_from AND now() < valid_until AND (max_uses IS NULL OR uses < max_uses)`, dec.ConsentID)
-			if err != nil {
-				return kho.WrapError(kho.EUNAVAILABLE, "consent: count use", err)
-			}
-			if tag.RowsAffected() == 0 {
+			// Counted, and what the use receipt says of the consent read,
+			// in one statement.
+			used = &usedConsent{}
+			err := tx.QueryRow(ctx, `UPDATE consents c SET uses = uses + 1
+				WHERE id = $1 AND status = 'active' AND now() >= valid_from AND now() < valid_until AND (max_uses IS NULL OR uses < max_uses)
+				RETURNING (SELECT receipt FROM consent_history WHERE consent_id = c.id ORDER BY seq DESC LIMIT 1), c.max_uses, c.uses, c.data_life_days`,
+				dec.ConsentID).Scan(&used.receipt, &used.maxUses, &used.uses, &used.life)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
 				// Another fetch took the last use, or the subject changed the
 				// consent, since the decision was read.
 				dec.Allowed, dec.Reason = false, ReasonConsentUsedUp
+			case err != nil:
+				return kho.WrapError(kho.EUNAVAILABLE, "consent: count use", err)
 			}
 		}
 		if dec.Allowed {
@@ -237,7 +244,7 @@ func (s *Service) AuthorizeFetch(ctx context.Context, req kho.FetchRequest) (kho
 			grant = kho.FetchGrant{ConsentID: dec.ConsentID, LegalBasis: dec.LegalBasis}
 			// The use receipt is signed and kept in the same transaction:
 			// no admitted fetch without one.
-			id, jws, err := s.useReceipt(ctx, tx, req, dec)
+			id, jws, err := s.useReceipt(ctx, tx, req, dec, used)
 			if err != nil {
 				return err
 			}

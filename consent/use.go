@@ -51,27 +51,30 @@ type UseReceipt struct {
 // UseReceiptVersion names the use receipt's format.
 const UseReceiptVersion = "kho-use-receipt/1"
 
+// usedConsent is what a use receipt says of the consent it was made under,
+// read as the use was counted.
+type usedConsent struct {
+	receipt    *string // nil: the consent has no history (never happens)
+	maxUses    *int
+	uses, life int
+}
+
 // useReceipt signs and stores the use receipt of an admitted fetch, in the
 // fetch's transaction.
-func (s *Service) useReceipt(ctx context.Context, tx pgx.Tx, req kho.FetchRequest, dec *Decision) (string, string, error) {
+func (s *Service) useReceipt(ctx context.Context, tx pgx.Tx, req kho.FetchRequest, dec *Decision, used *usedConsent) (string, string, error) {
 	d, now := req.Document, s.now().UTC()
 	r := UseReceipt{Issuer: s.issuer, IssuedAt: now.Unix(), ID: uuid.NewString(), Subject: d.Subject, Version: UseReceiptVersion,
 		Agency: req.Principal.Agency, Procedure: req.Procedure, DocumentID: d.ID, DocType: d.Type, SHA256: d.SHA256,
 		ConsentID: dec.ConsentID, LegalBasis: dec.LegalBasis, Nonce: req.Nonce,
 		AccessLogNote: "kept by the agency as proof of use; the subject sees it in the access log"}
 	if dec.ConsentID != "" {
-		var receipt string
-		var maxUses *int
-		var uses, life int
-		err := tx.QueryRow(ctx, `SELECT h.receipt, c.max_uses, c.uses, c.data_life_days FROM consents c
-			JOIN LATERAL (SELECT receipt FROM consent_history WHERE consent_id = c.id ORDER BY seq DESC LIMIT 1) h ON true
-			WHERE c.id = $1`, dec.ConsentID).Scan(&receipt, &maxUses, &uses, &life)
-		if errors.Is(err, pgx.ErrNoRows) {
+		if used == nil {
+			return "", "", kho.Errorf(kho.EINTERNAL, "consent: a use receipt under a consent needs the consent as counted")
+		}
+		if used.receipt == nil {
 			return "", "", policies.NotFound("consent")
 		}
-		if err != nil {
-			return "", "", kho.WrapError(kho.EUNAVAILABLE, "consent: read the consent for the use receipt", err)
-		}
+		receipt, maxUses, uses, life := *used.receipt, used.maxUses, used.uses, used.life
 		sum := sha256.Sum256([]byte(receipt))
 		r.ConsentHash = base64.RawURLEncoding.EncodeToString(sum[:])
 		if maxUses != nil {

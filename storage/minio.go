@@ -39,6 +39,31 @@ type MinIOConfig struct {
 	// once it was sent (default 5 s): a frozen MinIO is an outage within
 	// seconds, not a request held for minutes.
 	Timeout time.Duration
+	// IdleTimeout bounds how long a transfer may make no progress at all,
+	// neither bytes received nor bytes sent (default 15 s): a MinIO that
+	// freezes in the middle of a download or an upload fails the transfer
+	// rather than holding it until the request's own deadline.
+	IdleTimeout time.Duration
+}
+
+// idleConn fails a read that waits longer than idle since the connection
+// last moved a byte either way: a request body being sent keeps the wait
+// for its answer alive.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	t := time.Now().Add(c.idle)
+	_ = c.Conn.SetWriteDeadline(t)
+	_ = c.Conn.SetReadDeadline(t)
+	return c.Conn.Write(p)
 }
 
 // MinIO is a BlobStore over one MinIO bucket.
@@ -94,7 +119,17 @@ func NewMinIO(cfg MinIOConfig) (*MinIO, error) {
 		return nil, kho.Errorf(kho.EINVALID, "storage: part size must be at least 5 MiB")
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DialContext = (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 15 * time.Second
+	}
+	dialer := &net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &idleConn{Conn: c, idle: cfg.IdleTimeout}, nil
+	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
 	}

@@ -17,6 +17,7 @@ import (
 
 	"kho"
 	"kho/audit"
+	"kho/breaker"
 	"kho/internal/testenv"
 	"kho/storage"
 )
@@ -28,6 +29,8 @@ type cuttingProxy struct {
 	ln     net.Listener
 	target string
 	armed  atomic.Bool
+	frozen atomic.Bool // a MinIO that stops answering, connections kept
+	closed atomic.Bool
 	passed atomic.Int64
 	limit  int64
 	wg     sync.WaitGroup
@@ -42,6 +45,7 @@ func (p *cuttingProxy) track(c net.Conn) {
 }
 
 func (p *cuttingProxy) close() {
+	p.closed.Store(true)
 	p.ln.Close()
 	p.mu.Lock()
 	for _, c := range p.conns {
@@ -86,6 +90,13 @@ func (p *cuttingProxy) serve() {
 	}
 }
 
+// waitThawed holds a copy while the proxy is frozen.
+func (p *cuttingProxy) waitThawed() {
+	for p.frozen.Load() && !p.closed.Load() {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // pipe copies from one side to the other until either ends or, once
 // armed, the proxy has carried its limit in both directions together.
 func (p *cuttingProxy) pipe(to, from net.Conn) {
@@ -93,7 +104,9 @@ func (p *cuttingProxy) pipe(to, from net.Conn) {
 	defer from.Close()
 	buf := make([]byte, 32<<10)
 	for {
+		p.waitThawed()
 		n, err := from.Read(buf)
+		p.waitThawed()
 		if n > 0 {
 			if p.armed.Load() && p.passed.Add(int64(n)) > p.limit {
 				return // the connection dies mid-transfer
@@ -282,5 +295,85 @@ func TestReadRacingErasureIsNotTampering(t *testing.T) {
 	var n int
 	if err := docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE action = $1`, audit.DocumentIntegrity).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("integrity failures recorded: %d %v", n, err)
+	}
+}
+
+// A frozen MinIO (connections open, nothing answered) fails a download
+// mid-transfer and the requests after it as outages, never tampering;
+// after a run of failures the circuit opens and calls are refused without
+// waiting; once MinIO answers again, the next probe closes it and reads
+// work, with nothing done on khod.
+func TestFrozenMinIOIsRefusedFastAndRecovers(t *testing.T) {
+	st := testenv.Stack(t)
+	ctx := testenv.Context(t)
+	var proxy *cuttingProxy
+	brk := breaker.New("minio", 3, time.Second)
+	docs := testenv.NewDocuments(t, func(c *storage.Config) {
+		proxy = newCuttingProxy(t, st.MinIOEndpoint, 0)
+		m, err := storage.NewMinIO(storage.MinIOConfig{Endpoint: proxy.ln.Addr().String(), AccessKey: st.MinIOAccessKey, SecretKey: st.MinIOSecretKey,
+			Bucket: st.MinIOBucket, Timeout: time.Second, IdleTimeout: 2 * time.Second, WrapTransport: brk.Transport})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Blobs = m
+	})
+	content := bytes.Repeat([]byte("Giấy khai sinh bản sao. "), 1_300_000) // ~32 MiB: more than the buffers on the way hold
+	doc, err := docs.Svc.Deposit(ctx, asAgencyJ, meta(citizenA, "GKS", "text/plain"), bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Frozen in the middle of a download: the transfer fails (idle
+	// timeout), as an outage.
+	c, err := docs.Svc.Open(ctx, asCitizenA, doc.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c.Body, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	proxy.frozen.Store(true)
+	_, err = io.Copy(io.Discard, c.Body)
+	c.Body.Close()
+	if kho.ErrorCode(err) != kho.EUNAVAILABLE {
+		t.Fatalf("download from a MinIO frozen mid-transfer: %v, want unavailable", err)
+	}
+	// Requests while it stays frozen: outages, until the circuit opens and
+	// they are refused before reaching it.
+	opened := false
+	for i := 0; i < 6 && !opened; i++ {
+		_, err := docs.Svc.Open(ctx, asCitizenA, doc.ID, nil)
+		if kho.ErrorCode(err) != kho.EUNAVAILABLE || kho.ErrorDependency(err) != kho.DependencyMinIO {
+			t.Fatalf("read from a frozen MinIO: %v (dependency %q), want a MinIO outage", err, kho.ErrorDependency(err))
+		}
+		opened = breaker.IsOpen(err)
+	}
+	if !opened {
+		t.Fatal("the circuit never opened on a frozen MinIO")
+	}
+	var n int
+	if err := docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE document_id = $1 AND action = $2`, doc.ID, audit.DocumentIntegrity).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("integrity failures recorded for an intact document: %d %v", n, err)
+	}
+
+	proxy.frozen.Store(false)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := docs.Svc.Open(ctx, asCitizenA, doc.ID, nil)
+		if err == nil {
+			got, err := io.ReadAll(c.Body)
+			c.Body.Close()
+			if err != nil || !bytes.Equal(got, content) {
+				t.Fatalf("after MinIO came back: %v (%d bytes)", err, len(got))
+			}
+			break
+		}
+		if kho.ErrorCode(err) != kho.EUNAVAILABLE || time.Now().After(deadline) {
+			t.Fatalf("MinIO back, reads still fail: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if open, _ := brk.State(); open {
+		t.Fatal("the circuit stayed open after a successful read")
 	}
 }

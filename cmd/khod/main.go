@@ -26,6 +26,7 @@ import (
 	"kho"
 	"kho/api"
 	"kho/audit"
+	"kho/breaker"
 	"kho/consent"
 	"kho/internal/devidp"
 	"kho/metrics"
@@ -95,10 +96,17 @@ func run(ctx context.Context, cfg *Config) error {
 		log.Warn("database migrations pending; /readyz fails until `kho migrate` runs", "current", st.Current, "latest", st.Latest)
 	}
 
+	// A dead or frozen MinIO or Vault is answered at once (503) after a
+	// run of failed calls, instead of each request waiting for its own
+	// timeout; one probe call a cool-down tells when it is back.
+	minioBreaker := breaker.New("minio", breakerThreshold, breakerCooldown)
+	vaultBreaker := breaker.New("vault", breakerThreshold, breakerCooldown)
 	blobs, err := storage.NewMinIO(storage.MinIOConfig{
 		Endpoint: cfg.MinIOEndpoint, AccessKey: cfg.MinIOAccessKey, SecretKey: cfg.MinIOSecretKey, Bucket: cfg.MinIOBucket,
-		PartSize:      cfg.UploadPartSize,
-		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { return m.Transport("minio", metrics.MinIOOperation, rt) },
+		PartSize: cfg.UploadPartSize,
+		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
+			return m.Transport("minio", metrics.MinIOOperation, minioBreaker.Transport(rt))
+		},
 	})
 	if err != nil {
 		return err
@@ -110,7 +118,9 @@ func run(ctx context.Context, cfg *Config) error {
 	vc, err := vault.New(startCtx, vault.Config{
 		Address: cfg.VaultAddr, RoleID: cfg.VaultRoleID, SecretID: cfg.VaultSecretID,
 		AppRoleMount: cfg.VaultAppRoleMount, Logger: log.With("component", "vault"),
-		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { return m.Transport("vault", metrics.VaultOperation, rt) },
+		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
+			return m.Transport("vault", metrics.VaultOperation, vaultBreaker.Transport(rt))
+		},
 	})
 	if err != nil {
 		return err
@@ -460,3 +470,10 @@ func newPortal(cfg *Config, log *slog.Logger, db *postgres.DB, authn *api.Authen
 	return web.New(web.Config{Logger: log, DB: db, Authenticator: authn, Documents: docs, Consents: consents, Audit: trail,
 		OIDC: oc, DevIdP: dev, SecureCookies: cfg.Mode != ModeDev})
 }
+
+// A dependency's circuit opens after this many consecutive failed calls and
+// stays open this long before a probe.
+const (
+	breakerThreshold = 5
+	breakerCooldown  = 3 * time.Second
+)

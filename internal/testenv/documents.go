@@ -36,11 +36,17 @@ type Documents struct {
 // NewDocuments builds it; mod may change the service's config.
 func NewDocuments(t testing.TB, mod ...func(*storage.Config)) *Documents {
 	t.Helper()
-	return NewDocumentsOn(t, DB(t, true), mod...)
+	return newDocuments(t, DB(t, true), true, mod...)
 }
 
-// NewDocumentsOn builds it on db, migrated.
+// NewDocumentsOn builds it on db, migrated, which outlives the test: the
+// subjects' keys are left alone at cleanup.
 func NewDocumentsOn(t testing.TB, db *postgres.DB, mod ...func(*storage.Config)) *Documents {
+	t.Helper()
+	return newDocuments(t, db, false, mod...)
+}
+
+func newDocuments(t testing.TB, db *postgres.DB, ownDB bool, mod ...func(*storage.Config)) *Documents {
 	t.Helper()
 	ctx := Context(t)
 	if _, err := demo.Seed(ctx, db); err != nil {
@@ -86,6 +92,9 @@ func NewDocumentsOn(t testing.TB, db *postgres.DB, mod ...func(*storage.Config))
 	t.Cleanup(func() {
 		bg := context.Background()
 		_ = blobs.Walk(bg, prefix, func(name string, _ time.Time) error { return blobs.Delete(bg, name) })
+		if !ownDB {
+			return
+		}
 		rows, err := db.Pool.Query(bg, `SELECT handle::text FROM subjects`)
 		if err != nil {
 			return
