@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # other's MinIO and Vault too hard on 2 cores.
 TEST_FLAGS ?= -count=1 -timeout 30m
 
-.PHONY: run test build up down status lint fmt vet bench clean
+.PHONY: run test test-faults build up down status lint fmt vet bench clean
 
 build:
 	@mkdir -p $(BIN)
@@ -34,6 +34,17 @@ test: build lint
 	set -o pipefail; $(GO) test -v $(TEST_FLAGS) ./... 2>&1 | tee .kho/test.log | grep -Ev '^=== (RUN|PAUSE|CONT|NAME)'
 	@if grep -q -- '--- SKIP' .kho/test.log; then echo "skipped tests are not allowed:"; grep -- '--- SKIP' .kho/test.log; exit 1; fi
 	@echo "all tests passed: $$(grep -c -- '--- PASS' .kho/test.log) tests and subtests, none skipped"
+
+## test-faults: break a kho of its own (PostgreSQL, MinIO, Vault and khod in
+## a folder and on ports of their own, stopped at the end) while it works, and
+## check after each fault that nothing acknowledged was lost, half-written,
+## duplicated or falsely reported as tampered with; prints how long each fault
+## took to be seen and to be over.
+test-faults: build
+	./scripts/ensure-tools
+	@mkdir -p .kho
+	set -o pipefail; $(GO) test -tags faults -v -count=1 -timeout 25m ./faults/ 2>&1 | tee .kho/test-faults.log | grep -Ev '^=== (RUN|PAUSE|CONT|NAME)'
+	@if grep -q -- '--- SKIP' .kho/test-faults.log; then echo "skipped fault tests are not allowed"; exit 1; fi
 
 up: build
 	$(KHO) dev up

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -73,10 +75,9 @@ func (s *Server) readUpload(c *gin.Context) (*kho.DepositMetadata, io.Reader, er
 		return nil, nil, kho.Errorf(kho.EINVALID, "a deposit is multipart/form-data with a metadata part, then a file part")
 	}
 	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxUploadSize)
-	mr, err := c.Request.MultipartReader()
-	if err != nil {
-		return nil, nil, kho.WrapError(kho.EINVALID, "the multipart body is malformed", err)
-	}
+	// mime/multipart reads through a 4 KiB buffer: read the connection in
+	// large pieces beneath it, a system call per 64 KiB rather than per 4.
+	mr := multipart.NewReader(bufio.NewReaderSize(c.Request.Body, 64<<10), params["boundary"])
 	part, err := mr.NextPart()
 	if err != nil || part.FormName() != "metadata" {
 		return nil, nil, kho.Errorf(kho.EINVALID, `the first part must be named "metadata"`)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -21,6 +22,9 @@ type Idempotency interface {
 	Begin(ctx context.Context, owner, key, route string) (*postgres.Idempotent, error)
 	Complete(ctx context.Context, owner, key string, requestHash []byte, status int, contentType, location string, body []byte) error
 	Release(ctx context.Context, owner, key string) error
+	// Heartbeat keeps a pending key claimed while its request is at work;
+	// a key whose heartbeats stop (its khod died) is taken over by a retry.
+	Heartbeat(ctx context.Context, owner, key string) error
 }
 
 // maxReplayBody bounds an answer kept for replay.
@@ -82,7 +86,23 @@ func (s *Server) idempotent() gin.HandlerFunc {
 		c.Request.Body = &hashingBody{ReadCloser: c.Request.Body, h: h}
 		w := &recordingWriter{ResponseWriter: c.Writer}
 		c.Writer = w
+		stop := make(chan struct{})
+		go func() {
+			t := time.NewTicker(postgres.HeartbeatEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+					_ = s.cfg.Idempotency.Heartbeat(hctx, owner, key)
+					cancel()
+				}
+			}
+		}()
 		c.Next()
+		close(stop)
 		// What the handler left unread counts too.
 		_, _ = io.Copy(io.Discard, c.Request.Body)
 		status := w.Status()

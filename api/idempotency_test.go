@@ -10,6 +10,7 @@ import (
 
 	"kho"
 	"kho/internal/testenv"
+	"kho/postgres"
 )
 
 // A client that lost its answer retries with the same Idempotency-Key: 20
@@ -101,5 +102,45 @@ func TestRetriedConsentGrantIsOneConsent(t *testing.T) {
 	var n int
 	if err := d.docs.DB.Pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM consents`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("%d consents (%v), want 1", n, err)
+	}
+}
+
+// A key claimed by a request whose khod died (no more heartbeats) is taken
+// over by a retry within a minute, not after the request's longest
+// transfer; a request at work keeps its key by its heartbeats.
+func TestAbandonedIdempotencyKeyIsTakenOver(t *testing.T) {
+	db := testenv.DB(t, true)
+	ctx := testenv.Context(t)
+	idem := &postgres.Idempotency{DB: db}
+	begin := func() *postgres.Idempotent {
+		t.Helper()
+		r, err := idem.Begin(ctx, "agency:G09", "k-1", "POST /v1/documents")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	age := func(d time.Duration) {
+		t.Helper()
+		if _, err := db.Pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() - make_interval(secs => $1)`, d.Seconds()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !begin().Fresh {
+		t.Fatal("first claim not fresh")
+	}
+	if r := begin(); r.Fresh || !r.Pending {
+		t.Fatalf("a key at work was taken: %+v", r)
+	}
+	age(postgres.HeartbeatEvery * 2)
+	if err := idem.Heartbeat(ctx, "agency:G09", "k-1"); err != nil {
+		t.Fatal(err)
+	}
+	if r := begin(); r.Fresh {
+		t.Fatal("a key whose request beats was taken over")
+	}
+	age(postgres.DefaultAbandoned + time.Second)
+	if !begin().Fresh {
+		t.Fatal("a key with no heartbeat for longer than DefaultAbandoned was not taken over")
 	}
 }

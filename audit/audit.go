@@ -24,6 +24,7 @@ import (
 	"errors"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -138,8 +139,14 @@ func entryOf(ctx context.Context, ev Event, id string, at time.Time, index uint6
 // appends are serialized, so the chain never forks, whatever the number of
 // writers.
 func Record(ctx context.Context, tx pgx.Tx, ev Event) error {
+	inTx.Add(1)
 	return appendEvents(ctx, tx, []pending{{ctx: ctx, ev: ev}})
 }
+
+// inTx counts the appends made in callers' transactions in this process:
+// a sequencer that sees it moved knows its remembered head is stale
+// without sending a batch PostgreSQL would refuse.
+var inTx atomic.Uint64
 
 // pending is an event waiting to be appended, with the context of the
 // request it belongs to (its request id goes into the entry).
@@ -331,7 +338,8 @@ type sequencer struct {
 	mu      sync.Mutex
 	queue   []pending
 	running bool
-	head    *head // as this sequencer's last append left it; only run uses it
+	head    *head  // as this sequencer's last append left it; only run uses it
+	seen    uint64 // inTx when head was remembered
 }
 
 // maxBatch bounds the events one transaction appends.
@@ -386,7 +394,10 @@ func (s *sequencer) run() {
 // no one else appended meanwhile); otherwise, or when someone did, it reads
 // the head under its lock first.
 func (s *sequencer) append(ctx context.Context, batch []pending) error {
-	if h := s.head; h != nil {
+	// Read first: an append in a caller's transaction that starts after
+	// this makes the next batch read the head again.
+	seen := inTx.Load()
+	if h := s.head; h != nil && seen == s.seen {
 		s.head = nil
 		b, next, err := appendBatch(ctx, h, batch, true)
 		if err != nil {
@@ -394,7 +405,7 @@ func (s *sequencer) append(ctx context.Context, batch []pending) error {
 		}
 		err = s.db.Pool.SendBatch(ctx, b).Close()
 		if err == nil {
-			s.head = next
+			s.head, s.seen = next, seen
 			return nil
 		}
 		var pgErr *pgconn.PgError
@@ -419,7 +430,7 @@ func (s *sequencer) append(ctx context.Context, batch []pending) error {
 		return nil
 	})
 	if err == nil {
-		s.head = next
+		s.head, s.seen = next, seen
 	}
 	return err
 }

@@ -28,16 +28,31 @@ type Idempotent struct {
 // Idempotency keeps idempotency keys in PostgreSQL.
 type Idempotency struct {
 	DB *DB
-	// Abandoned is how long a pending key may stay so before a retry takes
-	// it over (its request died with its khod).
+	// Abandoned is how long a pending key may go without a heartbeat
+	// before a retry takes it over (its request died with its khod); the
+	// request at work beats every HeartbeatEvery.
 	Abandoned time.Duration
+}
+
+// Heartbeats of a request at work, and how long a key may miss them.
+const (
+	HeartbeatEvery   = 10 * time.Second
+	DefaultAbandoned = 45 * time.Second
+)
+
+// Heartbeat says that the request holding a pending key is still at work.
+func (s *Idempotency) Heartbeat(ctx context.Context, owner, key string) error {
+	if _, err := s.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() WHERE owner = $1 AND key = $2 AND state = 'pending'`, owner, key); err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "idempotency: heartbeat", err)
+	}
+	return nil
 }
 
 // Begin claims key for owner on route, or reports what the key holds.
 func (s *Idempotency) Begin(ctx context.Context, owner, key, route string) (*Idempotent, error) {
 	abandoned := s.Abandoned
 	if abandoned == 0 {
-		abandoned = 15 * time.Minute
+		abandoned = DefaultAbandoned
 	}
 	tag, err := s.DB.Pool.Exec(ctx, `WITH gone AS (DELETE FROM idempotency_keys WHERE owner = $1 AND created_at < now() - make_interval(secs => $4))
 		INSERT INTO idempotency_keys (owner, key, route, state) VALUES ($1, $2, $3, 'pending')

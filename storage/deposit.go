@@ -124,27 +124,24 @@ const lookAhead = 4 << 20
 // that gives the budget back. A read error is kept for the stream to
 // return where it happened.
 func (s *Service) readAhead(r io.Reader) (io.Reader, int64, func()) {
+	bp := lookAheadBuffers.Get().(*[]byte)
+	buf := (*bp)[:0]
 	taken := 0
 	release := func() {
 		for ; taken > 0; taken-- {
 			<-s.budget
 		}
+		lookAheadBuffers.Put(bp)
 	}
-	var buf []byte
 	for len(buf) < lookAhead {
-		if len(buf) == cap(buf) {
-			want := min(lookAhead, max(budgetUnit, 2*cap(buf)))
-			for taken*budgetUnit < want && s.budget.tryTake() {
-				taken++
-			}
-			if taken*budgetUnit <= cap(buf) {
+		// Budget for the next 64 KiB before reading into it.
+		if len(buf) == taken*budgetUnit {
+			if !s.budget.tryTake() {
 				break // no budget to spare: the rest streams
 			}
-			grown := make([]byte, len(buf), taken*budgetUnit)
-			copy(grown, buf)
-			buf = grown
+			taken++
 		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
+		n, err := r.Read(buf[len(buf) : taken*budgetUnit])
 		buf = buf[:len(buf)+n]
 		if err == io.EOF {
 			return bytes.NewReader(buf), int64(len(buf)), release
@@ -155,6 +152,11 @@ func (s *Service) readAhead(r io.Reader) (io.Reader, int64, func()) {
 	}
 	return io.MultiReader(bytes.NewReader(buf), r), -1, release
 }
+
+// lookAheadBuffers are reused from one deposit to the next: a fresh
+// buffer per deposit cost more CPU (zeroed, copied as it grew, collected)
+// than encrypting the document.
+var lookAheadBuffers = sync.Pool{New: func() any { b := make([]byte, lookAhead); return &b }}
 
 type errorReader struct{ err error }
 

@@ -235,7 +235,7 @@ func run(ctx context.Context, cfg *Config) error {
 		EncryptionKeys: func(ctx context.Context, a kho.AgencyCode) (jwk.Set, error) {
 			return oauth.Keys(ctx, db, a, "enc")
 		},
-		Idempotency: &postgres.Idempotency{DB: db, Abandoned: cfg.UploadTimeout + time.Minute},
+		Idempotency: &postgres.Idempotency{DB: db},
 		SignReceiptPDF: func(ctx context.Context, pdf []byte) ([]byte, error) {
 			return pdfSigner.Sign(ctx, pdf, signing.Options{Service: &signing.Service{Key: consent.ReceiptKey, Name: cfg.ControllerName},
 				Reason: "Biên nhận đồng ý xử lý dữ liệu cá nhân / Consent receipt"})
