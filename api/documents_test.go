@@ -459,4 +459,35 @@ func TestRefusedDepositIsDrainedFirst(t *testing.T) {
 	if resp := send(req2); resp.StatusCode != http.StatusOK {
 		t.Fatalf("next request on the connection: %d", resp.StatusCode)
 	}
+	// With an Idempotency-Key, from a client that stops sending after the
+	// metadata: the refusal still comes once the drain's time is up, not
+	// when the client sends the rest (or never).
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	raw := body.Bytes()
+	go pw.Write(raw[:len(raw)-(6<<20)+(1<<20)]) // the metadata and 1 MiB of the file, then nothing
+	req3, _ := http.NewRequest("POST", d.url+"/v1/documents", pr)
+	req3.ContentLength = int64(len(raw))
+	req3.Header.Set("Content-Type", ct)
+	req3.Header.Set("Authorization", "Bearer "+d.token(t, police))
+	req3.Header.Set("Idempotency-Key", "refused-and-stalled")
+	got := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.DefaultTransport.RoundTrip(req3)
+		if err != nil {
+			t.Errorf("refused deposit with a key: %v", err)
+			got <- nil
+			return
+		}
+		resp.Body.Close()
+		got <- resp
+	}()
+	select {
+	case resp := <-got:
+		if resp != nil && resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("refused deposit with a key: %d", resp.StatusCode)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a refusal waited for a body the client never sent")
+	}
 }

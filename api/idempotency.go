@@ -20,11 +20,11 @@ import (
 // Idempotency keeps Idempotency-Key answers; *postgres.Idempotency meets it.
 type Idempotency interface {
 	Begin(ctx context.Context, owner, key, route string) (*postgres.Idempotent, error)
-	Complete(ctx context.Context, owner, key string, requestHash []byte, status int, contentType, location string, body []byte) error
-	Release(ctx context.Context, owner, key string) error
+	Complete(ctx context.Context, owner, key, claim string, requestHash []byte, status int, contentType, location string, body []byte) error
+	Release(ctx context.Context, owner, key, claim string) error
 	// Heartbeat keeps a pending key claimed while its request is at work;
 	// a key whose heartbeats stop (its khod died) is taken over by a retry.
-	Heartbeat(ctx context.Context, owner, key string) error
+	Heartbeat(ctx context.Context, owner, key, claim string) error
 }
 
 // maxReplayBody bounds an answer kept for replay.
@@ -70,7 +70,7 @@ func (s *Server) idempotent() gin.HandlerFunc {
 				writeError(c, kho.WrapError(kho.EINVALID, "the request body could not be read", err))
 				return
 			}
-			if rec.Route != route || !bytes.Equal(h.Sum(nil), rec.RequestHash) {
+			if rec.Route != route || (rec.RequestHash != nil && !bytes.Equal(h.Sum(nil), rec.RequestHash)) {
 				writeProblem(c, http.StatusUnprocessableEntity, kho.EINVALID,
 					kho.Errorf(kho.EINVALID, "this Idempotency-Key was used for another request: use a new key for a new request"))
 				return
@@ -96,23 +96,36 @@ func (s *Server) idempotent() gin.HandlerFunc {
 					return
 				case <-t.C:
 					hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-					_ = s.cfg.Idempotency.Heartbeat(hctx, owner, key)
+					_ = s.cfg.Idempotency.Heartbeat(hctx, owner, key, rec.Claim)
 					cancel()
 				}
 			}
 		}()
 		c.Next()
-		close(stop)
-		// What the handler left unread counts too.
-		_, _ = io.Copy(io.Discard, c.Request.Body)
+		// The claim is renewed until it is completed or released.
+		defer close(stop)
 		status := w.Status()
 		// The work is done: keep the answer. A refusal or a failure is not
-		// kept, so that a retry is decided again, as a new request.
+		// kept, so that a retry is decided again, as a new request (and
+		// the rest of its body is not waited for: drainBody read what it
+		// could before the refusal was sent).
 		if status/100 != 2 || w.overflow {
-			_ = s.cfg.Idempotency.Release(context.WithoutCancel(ctx), owner, key)
+			_ = s.cfg.Idempotency.Release(context.WithoutCancel(ctx), owner, key, rec.Claim)
 			return
 		}
-		if err := s.cfg.Idempotency.Complete(context.WithoutCancel(ctx), owner, key, h.Sum(nil), status, w.Header().Get("Content-Type"), w.Header().Get("Location"), w.body.Bytes()); err != nil {
+		// What the handler left unread counts too (a retry is compared
+		// with the whole body), within the bounds a refusal's drain has.
+		var reqHash []byte
+		_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(drainTime))
+		if n, err := io.Copy(io.Discard, io.LimitReader(c.Request.Body, drainLimit+1)); err == nil && n <= drainLimit {
+			reqHash = h.Sum(nil)
+		} else {
+			// More after the document than anyone sends: the answer is
+			// kept for the body up to its document, and a retry is
+			// answered from it whatever follows.
+			reqHash = nil
+		}
+		if err := s.cfg.Idempotency.Complete(context.WithoutCancel(ctx), owner, key, rec.Claim, reqHash, status, w.Header().Get("Content-Type"), w.Header().Get("Location"), w.body.Bytes()); err != nil {
 			_ = c.Error(err)
 		}
 	}
@@ -146,6 +159,9 @@ type recordingWriter struct {
 	body     bytes.Buffer
 	overflow bool
 }
+
+// Unwrap lets http.ResponseController reach the connection (deadlines).
+func (w *recordingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *recordingWriter) keep(p []byte) {
 	if w.body.Len()+len(p) > maxReplayBody {

@@ -112,9 +112,10 @@ func TestAbandonedIdempotencyKeyIsTakenOver(t *testing.T) {
 	db := testenv.DB(t, true)
 	ctx := testenv.Context(t)
 	idem := &postgres.Idempotency{DB: db}
+	const owner, key = "agency:G09", "k-1"
 	begin := func() *postgres.Idempotent {
 		t.Helper()
-		r, err := idem.Begin(ctx, "agency:G09", "k-1", "POST /v1/documents")
+		r, err := idem.Begin(ctx, owner, key, "POST /v1/documents")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,21 +127,41 @@ func TestAbandonedIdempotencyKeyIsTakenOver(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if !begin().Fresh {
-		t.Fatal("first claim not fresh")
+	first := begin()
+	if !first.Fresh || first.Claim == "" {
+		t.Fatalf("first claim: %+v", first)
 	}
 	if r := begin(); r.Fresh || !r.Pending {
 		t.Fatalf("a key at work was taken: %+v", r)
 	}
 	age(postgres.HeartbeatEvery * 2)
-	if err := idem.Heartbeat(ctx, "agency:G09", "k-1"); err != nil {
+	if err := idem.Heartbeat(ctx, owner, key, first.Claim); err != nil {
 		t.Fatal(err)
 	}
 	if r := begin(); r.Fresh {
 		t.Fatal("a key whose request beats was taken over")
 	}
 	age(postgres.DefaultAbandoned + time.Second)
-	if !begin().Fresh {
-		t.Fatal("a key with no heartbeat for longer than DefaultAbandoned was not taken over")
+	second := begin()
+	if !second.Fresh || second.Claim == first.Claim {
+		t.Fatalf("a key with no heartbeat for longer than DefaultAbandoned was not taken over: %+v", second)
+	}
+	// The first request, still alive after all, can neither renew, nor
+	// complete, nor release the claim the retry now holds.
+	_ = idem.Heartbeat(ctx, owner, key, first.Claim)
+	if err := idem.Complete(ctx, owner, key, first.Claim, []byte("h"), 201, "application/json", "", []byte("{}")); err != postgres.ErrClaimLost {
+		t.Fatalf("completing a lost claim: %v", err)
+	}
+	if err := idem.Release(ctx, owner, key, first.Claim); err != nil {
+		t.Fatal(err)
+	}
+	if r := begin(); r.Fresh || !r.Pending {
+		t.Fatalf("the retry's claim was disturbed by the first request: %+v", r)
+	}
+	if err := idem.Complete(ctx, owner, key, second.Claim, []byte("h"), 201, "application/json", "/v1/documents/x", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if r := begin(); r.Fresh || r.Pending || r.Status != 201 || r.Location != "/v1/documents/x" {
+		t.Fatalf("the retry's answer is not kept: %+v", r)
 	}
 }

@@ -110,7 +110,7 @@ const (
 func drainBody(c *gin.Context, status int) {
 	r := c.Request
 	limit := int64(drainLimit)
-	if status == http.StatusUnauthorized {
+	if _, known := kho.FromContext(r.Context()); !known || status == http.StatusUnauthorized {
 		// No more for a caller kho does not know than Go's server reads.
 		limit = 256 << 10
 	}

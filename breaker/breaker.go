@@ -7,6 +7,7 @@
 package breaker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -126,8 +127,10 @@ func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.next.RoundTrip(r)
 	switch {
-	case err != nil && r.Context().Err() != nil:
-		// A request the caller cancelled says nothing of the server.
+	case err != nil && errors.Is(r.Context().Err(), context.Canceled):
+		// A request the caller cancelled says nothing of the server; one
+		// whose deadline passed (Vault's client bounds each call so) waited
+		// for an answer that did not come.
 		t.b.Abandon()
 	case err != nil:
 		t.b.Done(true)

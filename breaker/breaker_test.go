@@ -1,6 +1,7 @@
 package breaker
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -114,5 +115,46 @@ func TestTransportCountsOutagesOnly(t *testing.T) {
 	_, err := dead.Get("http://127.0.0.1:1/")
 	if !errors.As(err, &oe) || oe.Name != "minio" {
 		t.Fatalf("%v", err)
+	}
+}
+
+// A server that never answers: calls whose deadline passes count as
+// failures (Vault's client enforces its timeout with the request's
+// deadline), calls the caller cancels do not.
+func TestDeadlinesCountCancellationsDoNot(t *testing.T) {
+	hang := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(hang)
+	b := New("vault", 2, time.Hour)
+	cl := &http.Client{Transport: b.Transport(nil)}
+	call := func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
+		resp, err := cl.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	for i := 0; i < 3; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+		call(ctx)
+	}
+	if open, _ := b.State(); open {
+		t.Fatal("cancelled calls opened the circuit")
+	}
+	for i := 0; i < 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		call(ctx)
+		cancel()
+	}
+	if err := call(context.Background()); !IsOpen(err) {
+		t.Fatalf("calls that timed out did not open the circuit: %v", err)
 	}
 }

@@ -1,8 +1,8 @@
 //go:build faults
 
 // Package faults_test breaks a kho of its own while it works: khod killed
-// in the middle of a deposit, MinIO frozen and killed, Vault sealed, killed
-// and khod's token revoked, PostgreSQL restarted and its postmaster killed,
+// in the middle of a deposit, MinIO frozen and killed, Vault sealed, frozen,
+// killed and khod's token revoked, PostgreSQL restarted and its postmaster killed,
 // deposits retried across khod's restarts. After each fault it checks what
 // must hold whatever fails: every acknowledged deposit reads back
 // byte-exact, no document row lacks its object, no object or upload is left
@@ -591,12 +591,13 @@ func TestFaults(t *testing.T) {
 		big := content(64 << 20)
 		body, ctype := depositBody(big)
 		pr, pw := io.Pipe()
-		sent := make(chan struct{})
+		sent, killed := make(chan struct{}), make(chan struct{})
 		go func() {
-			// Half the document, then kill khod while the rest is sent.
+			// Half the document; the rest only once khod is killed.
 			b := body.Bytes()
 			pw.Write(b[:len(b)/2])
 			close(sent)
+			<-killed
 			pw.Write(b[len(b)/2:])
 			pw.Close()
 		}()
@@ -609,6 +610,7 @@ func TestFaults(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		start := time.Now()
 		r.stopKhod(syscall.SIGKILL)
+		close(killed)
 		o := <-done
 		pr.CloseWithError(io.ErrClosedPipe)
 		if o.err == nil && o.status == http.StatusCreated {
@@ -652,6 +654,12 @@ func TestFaults(t *testing.T) {
 				}
 			},
 			r.up)
+	})
+
+	run("Vault frozen", func(t *testing.T) {
+		r.fault("Vault frozen", kho.DependencyVault,
+			func() { r.signal("vault", syscall.SIGSTOP) },
+			func() { r.signal("vault", syscall.SIGCONT) })
 	})
 
 	run("Vault killed", func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"kho"
@@ -16,6 +17,7 @@ const IdempotencyTTL = 24 * time.Hour
 // Idempotent is what is known of an idempotency key.
 type Idempotent struct {
 	Fresh       bool   // the caller now owns the key and does the work
+	Claim       string // when Fresh: the claim's id, for Heartbeat, Complete and Release
 	Pending     bool   // another request with the key is at work
 	Route       string // the route the key was first used on
 	RequestHash []byte
@@ -40,13 +42,19 @@ const (
 	DefaultAbandoned = 45 * time.Second
 )
 
-// Heartbeat says that the request holding a pending key is still at work.
-func (s *Idempotency) Heartbeat(ctx context.Context, owner, key string) error {
-	if _, err := s.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() WHERE owner = $1 AND key = $2 AND state = 'pending'`, owner, key); err != nil {
+// Heartbeat says that the request holding claim is still at work.
+func (s *Idempotency) Heartbeat(ctx context.Context, owner, key, claim string) error {
+	if _, err := s.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() WHERE owner = $1 AND key = $2 AND state = 'pending' AND claim = $3`,
+		owner, key, claim); err != nil {
 		return kho.WrapError(kho.EUNAVAILABLE, "idempotency: heartbeat", err)
 	}
 	return nil
 }
+
+// ErrClaimLost is what Complete reports when the request's claim was taken
+// over by a retry while it worked (its renewals had stopped for longer
+// than Abandoned): the answer is not stored, the retry's stands.
+var ErrClaimLost = kho.Errorf(kho.ECONFLICT, "idempotency: the key's claim was taken over by a retry")
 
 // Begin claims key for owner on route, or reports what the key holds.
 func (s *Idempotency) Begin(ctx context.Context, owner, key, route string) (*Idempotent, error) {
@@ -54,17 +62,19 @@ func (s *Idempotency) Begin(ctx context.Context, owner, key, route string) (*Ide
 	if abandoned == 0 {
 		abandoned = DefaultAbandoned
 	}
+	claim := uuid.NewString()
 	tag, err := s.DB.Pool.Exec(ctx, `WITH gone AS (DELETE FROM idempotency_keys WHERE owner = $1 AND created_at < now() - make_interval(secs => $4))
-		INSERT INTO idempotency_keys (owner, key, route, state) VALUES ($1, $2, $3, 'pending')
-		ON CONFLICT (owner, key) DO UPDATE SET route = EXCLUDED.route, created_at = now()
+		INSERT INTO idempotency_keys (owner, key, route, state, claim) VALUES ($1, $2, $3, 'pending', $6)
+		ON CONFLICT (owner, key) DO UPDATE SET route = EXCLUDED.route, created_at = now(), claim = EXCLUDED.claim,
+			state = 'pending', request_hash = NULL, status = NULL, content_type = NULL, location = NULL, body = NULL
 			WHERE idempotency_keys.state = 'pending' AND idempotency_keys.created_at < now() - make_interval(secs => $5)
 			   OR idempotency_keys.created_at < now() - make_interval(secs => $4)`,
-		owner, key, route, IdempotencyTTL.Seconds(), abandoned.Seconds())
+		owner, key, route, IdempotencyTTL.Seconds(), abandoned.Seconds(), claim)
 	if err != nil {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "idempotency: claim the key", err)
 	}
 	if tag.RowsAffected() == 1 {
-		return &Idempotent{Fresh: true}, nil
+		return &Idempotent{Fresh: true, Claim: claim}, nil
 	}
 	var r Idempotent
 	var state string
@@ -92,19 +102,22 @@ func (s *Idempotency) Begin(ctx context.Context, owner, key, route string) (*Ide
 }
 
 // Complete stores the answer to replay.
-func (s *Idempotency) Complete(ctx context.Context, owner, key string, requestHash []byte, status int, contentType, location string, body []byte) error {
-	_, err := s.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET state = 'done', request_hash = $3, status = $4, content_type = $5, location = $6, body = $7
-		WHERE owner = $1 AND key = $2 AND state = 'pending'`, owner, key, requestHash, status, contentType, location, body)
+func (s *Idempotency) Complete(ctx context.Context, owner, key, claim string, requestHash []byte, status int, contentType, location string, body []byte) error {
+	tag, err := s.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET state = 'done', request_hash = $3, status = $4, content_type = $5, location = $6, body = $7
+		WHERE owner = $1 AND key = $2 AND state = 'pending' AND claim = $8`, owner, key, requestHash, status, contentType, location, body, claim)
 	if err != nil {
 		return kho.WrapError(kho.EUNAVAILABLE, "idempotency: store the answer", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrClaimLost
 	}
 	return nil
 }
 
 // Release forgets a pending key whose request failed in a way a retry may
 // fix (a dependency down), so that the retry does the work.
-func (s *Idempotency) Release(ctx context.Context, owner, key string) error {
-	_, err := s.DB.Pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE owner = $1 AND key = $2 AND state = 'pending'`, owner, key)
+func (s *Idempotency) Release(ctx context.Context, owner, key, claim string) error {
+	_, err := s.DB.Pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE owner = $1 AND key = $2 AND state = 'pending' AND claim = $3`, owner, key, claim)
 	if err != nil {
 		return kho.WrapError(kho.EUNAVAILABLE, "idempotency: release the key", err)
 	}

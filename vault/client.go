@@ -35,7 +35,8 @@ type Config struct {
 	SecretID string // AppRole secret_id
 	// AppRoleMount is where the AppRole method is mounted (default "approle").
 	AppRoleMount string
-	// Timeout bounds each call to Vault (default 10s).
+	// Timeout bounds each call to Vault (default 5s: Vault answers in
+	// milliseconds, and a frozen one is an outage within seconds).
 	Timeout time.Duration
 	Logger  *slog.Logger
 	// WrapTransport, when set, wraps the HTTP transport (metrics).
@@ -153,7 +154,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.AppRoleMount = "approle"
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 10 * time.Second
+		cfg.Timeout = 5 * time.Second
 	}
 	if cfg.RefusalGrace == 0 {
 		cfg.RefusalGrace = 5 * time.Second
