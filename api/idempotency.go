@@ -101,9 +101,17 @@ func (s *Server) idempotent() gin.HandlerFunc {
 				}
 			}
 		}()
-		c.Next()
-		// The claim is renewed until it is completed or released.
+		// The claim is renewed until it is completed or released; a handler
+		// that panics releases it on the way out.
 		defer close(stop)
+		settled := false
+		defer func() {
+			if !settled {
+				_ = s.cfg.Idempotency.Release(context.WithoutCancel(ctx), owner, key, rec.Claim)
+			}
+		}()
+		c.Next()
+		settled = true
 		status := w.Status()
 		// The work is done: keep the answer. A refusal or a failure is not
 		// kept, so that a retry is decided again, as a new request (and

@@ -2,13 +2,18 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"kho"
+	"kho/api"
 	"kho/internal/testenv"
 	"kho/postgres"
 )
@@ -163,5 +168,40 @@ func TestAbandonedIdempotencyKeyIsTakenOver(t *testing.T) {
 	}
 	if r := begin(); r.Fresh || r.Pending || r.Status != 201 || r.Location != "/v1/documents/x" {
 		t.Fatalf("the retry's answer is not kept: %+v", r)
+	}
+}
+
+// panickingDocuments fails every deposit with a panic, as a bug would.
+type panickingDocuments struct{ api.Documents }
+
+func (panickingDocuments) Deposit(context.Context, kho.Principal, *kho.DepositMetadata, io.Reader) (*kho.Document, error) {
+	panic("a bug in the deposit")
+}
+
+// A handler that panics gives its claim back: the retry is not refused as
+// "still at work" for as long as khod runs.
+func TestPanicReleasesTheIdempotencyClaim(t *testing.T) {
+	s := newSigner(t)
+	db := testenv.DB(t, true)
+	srv, err := api.New(api.Config{
+		Logger: slog.New(slog.DiscardHandler), Authenticator: newAuth(t, s), Documents: panickingDocuments{},
+		Audit: &recordingAudit{}, Consents: noConsents{}, ReceiptKeys: noKeys, Idempotency: &postgres.Idempotency{DB: db},
+		Limits: api.Limits{RequestsPerSecond: 1e6, Burst: 1e6},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	c := claims()
+	c[kho.ClaimKind], c["sub"], c[kho.ClaimAgency] = string(kho.PrincipalAgency), "000.06.16.G09", "000.06.16.G09"
+	tok := s.sign(t, c)
+	ct, body := multipartBody(t, textMeta, []byte("giấy khai sinh"))
+	raw := body.Bytes()
+	for i := 0; i < 2; i++ {
+		resp, b := request(t, "POST", ts.URL+"/v1/documents", tok, ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": "after-a-panic"})
+		if resp.StatusCode != 500 {
+			t.Fatalf("attempt %d: %d %s, want the 500 of a panic (not 409: the claim must not stay)", i, resp.StatusCode, b)
+		}
 	}
 }

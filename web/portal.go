@@ -201,7 +201,14 @@ func (pt *Portal) pageWith(h handler, signedIn, multipart bool) http.HandlerFunc
 		}
 		isMultipart := strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data")
 		if r.Method == http.MethodPost && !(multipart && isMultipart) {
-			if err := r.ParseForm(); err != nil || s == nil || isMultipart || subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(s.CSRF)) != 1 {
+			// Without a session nothing is read: a form is a few hundred
+			// bytes, and Go's ParseForm would hold up to 10 MB of anyone's.
+			if s == nil || isMultipart {
+				pt.fail(w, r, v, kho.Errorf(kho.EFORBIDDEN, "csrf"))
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+			if err := r.ParseForm(); err != nil || subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(s.CSRF)) != 1 {
 				pt.fail(w, r, v, kho.Errorf(kho.EFORBIDDEN, "csrf"))
 				return
 			}
@@ -495,3 +502,6 @@ func (pt *Portal) logout(w http.ResponseWriter, r *http.Request, v *view) error 
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 	return nil
 }
+
+// maxForm bounds a form's body (uploads are multipart and bounded apart).
+const maxForm = 64 << 10

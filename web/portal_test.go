@@ -31,9 +31,10 @@ import (
 // site is khod's API and portal over the real services, with the dev
 // identity provider's sign-in page.
 type site struct {
-	url  string
-	idp  *devidp.IdP
-	docs *testenv.Documents
+	url     string
+	idp     *devidp.IdP
+	docs    *testenv.Documents
+	handler http.Handler
 }
 
 func newSite(t *testing.T) *site {
@@ -73,7 +74,7 @@ func newSite(t *testing.T) *site {
 	ts.Listener = ln
 	ts.Start()
 	t.Cleanup(ts.Close)
-	return &site{url: base, idp: idp, docs: docs}
+	return &site{url: base, idp: idp, docs: docs, handler: srv.Handler()}
 }
 
 // browser signs in as one demo user, through the sign-in page, as a
@@ -355,3 +356,42 @@ var requestIDRE = regexp.MustCompile(`<code>[^<]*</code>`)
 
 // stripID removes the request id, which differs between any two pages.
 func stripID(page string) string { return requestIDRE.ReplaceAllString(page, "") }
+
+// countingBody is a request body that counts what the server read of it.
+type countingBody struct {
+	left int
+	read int
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), b.left)
+	for i := range p[:n] {
+		p[i] = 'a'
+	}
+	b.left -= n
+	b.read += n
+	return n, nil
+}
+
+func (b *countingBody) Close() error { return nil }
+
+// A form posted without a session is refused before its body is read:
+// nobody can make the portal hold megabytes of their own.
+func TestPortalReadsNoFormWithoutASession(t *testing.T) {
+	s := newSite(t)
+	body := &countingBody{left: 20 << 20}
+	req := httptest.NewRequest(http.MethodPost, "/consents", nil)
+	req.Body, req.ContentLength = body, 20<<20
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec := httptest.NewRecorder()
+	s.handler.ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden {
+		t.Fatalf("a form without a session: %d", rec.Code)
+	}
+	if body.read > 64<<10 {
+		t.Fatalf("the portal read %d bytes of a form from nobody", body.read)
+	}
+}
