@@ -506,7 +506,15 @@ func copyContent(w io.Writer, r io.Reader) (int64, error) {
 	buf := *bp
 	var total int64
 	for {
-		n, rerr := io.ReadFull(r, buf)
+		// Fill the buffer; only io.EOF ends the content cleanly (a reader
+		// reporting io.ErrUnexpectedEOF itself is a failure, not an end).
+		n := 0
+		var rerr error
+		for n < len(buf) && rerr == nil {
+			var m int
+			m, rerr = r.Read(buf[n:])
+			n += m
+		}
 		if n > 0 {
 			m, werr := w.Write(buf[:n])
 			total += int64(m)
@@ -514,10 +522,10 @@ func copyContent(w io.Writer, r io.Reader) (int64, error) {
 				return total, werr
 			}
 		}
-		switch {
-		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+		if rerr == io.EOF {
 			return total, nil
-		case rerr != nil:
+		}
+		if rerr != nil {
 			return total, rerr
 		}
 	}

@@ -16,7 +16,7 @@ func TestEveryCommandHasHelpWithAnExample(t *testing.T) {
 	for _, cmd := range [][]string{
 		{"dev", "up"}, {"dev", "down"}, {"dev", "status"}, {"dev", "env"}, {"dev", "token"}, {"dev", "khod"},
 		{"migrate"}, {"demo", "seed"}, {"init"}, {"keys", "rotate"}, {"keys", "rewrap"}, {"reconcile"},
-		{"audit", "verify"}, {"catalogue", "load"}, {"verify"}, {"policy", "explain"}, {"agency", "register"}, {"agency", "retire-key"}, {"agency", "webhook"}, {"outbox", "list"}, {"outbox", "replay"}, {"receipt", "verify"},
+		{"audit", "verify"}, {"catalogue", "load"}, {"verify"}, {"policy", "explain"}, {"agency", "register"}, {"agency", "retire-key"}, {"agency", "webhook"}, {"outbox", "list"}, {"outbox", "replay"}, {"receipt", "verify"}, {"bench"},
 	} {
 		name := strings.Join(cmd, " ")
 		t.Run(name, func(t *testing.T) {
@@ -85,7 +85,9 @@ func TestFlagsBeforeAndAfterArguments(t *testing.T) {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}
 	}
-	for _, args := range [][]string{{"dev"}, {"dev", "nosuch"}, {"keys"}, {"version", "extra"}, {"dev", "token"}, {"policy", "explain", "--agency", "X"}} {
+	for _, args := range [][]string{{"dev"}, {"dev", "nosuch"}, {"keys"}, {"version", "extra"}, {"dev", "token"}, {"policy", "explain", "--agency", "X"},
+		{"bench", "--sizes", "lots"}, {"bench", "--sizes", "0MiB"}, {"bench", "--concurrency", "0"}, {"bench", "--ops", "fetch,teleport"},
+		{"bench", "--ops", "fetch", "--profile", "deposit"}, {"bench", "--duration", "1ms"}, {"bench", "--memory", "big"}} {
 		if _, err := runKho(t, args...); !errors.As(err, &ue) {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}

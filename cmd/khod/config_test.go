@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -187,5 +188,42 @@ func TestHelpDocumentsEveryOption(t *testing.T) {
 	})
 	if !strings.Contains(help, "KHO_DATABASE_URL") || !strings.Contains(help, "--config") {
 		t.Errorf("khod -h does not explain the environment and the config file:\n%s", help)
+	}
+}
+
+// The deployment example (deploy/systemd/khod.env.example) is a
+// configuration khod accepts: every variable is one of its options, in
+// the form it takes. Secret files are stood in for by the test's own.
+func TestDeploymentExampleIsAccepted(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/systemd/khod.env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	env := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("not KEY=VALUE: %q", line)
+		}
+		if strings.HasSuffix(k, "_FILE") {
+			v = filepath.Join(dir, filepath.Base(v))
+			if err := os.WriteFile(v, []byte("secret"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if strings.HasPrefix(k, "KHO_") {
+			env[k] = v
+		}
+	}
+	if len(env) < 10 {
+		t.Fatalf("only %d options read from the example", len(env))
+	}
+	if _, err := LoadConfig(nil, func(k string) string { return env[k] }, io.Discard); err != nil {
+		t.Fatalf("khod refuses the deployment example: %v", err)
 	}
 }
