@@ -2,8 +2,8 @@
 
 // Package faults_test breaks a kho of its own while it works: khod killed
 // in the middle of a deposit, MinIO frozen and killed, Vault sealed, frozen,
-// killed and khod's token revoked, PostgreSQL restarted and its postmaster killed,
-// deposits retried across khod's restarts. After each fault it checks what
+// killed and khod's token revoked, PostgreSQL frozen, restarted and its
+// postmaster killed, deposits retried across khod's restarts. After each fault it checks what
 // must hold whatever fails: every acknowledged deposit reads back
 // byte-exact, no document row lacks its object, no object or upload is left
 // without its row once reconciled, no retry made a second document, no
@@ -256,7 +256,31 @@ func (o outcome) String() string {
 	if o.err != nil {
 		return "transport error: " + o.err.Error()
 	}
-	return fmt.Sprintf("%d %s", o.status, bytes.TrimSpace(o.body))
+	b := bytes.TrimSpace(o.body)
+	if len(b) > 300 {
+		b = append(b[:300:300], "…"...)
+	}
+	return fmt.Sprintf("%d %s", o.status, b)
+}
+
+// children lists the processes whose parent is pid.
+func children(pid int) []int {
+	var out []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			if c, err := strconv.Atoi(filepath.Base(d)); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
 }
 
 // unavailable is a 503 naming dep (any dependency when dep is empty).
@@ -693,6 +717,25 @@ func TestFaults(t *testing.T) {
 		}
 		r.times = append(r.times, timing{fault: "khod's Vault token revoked", recovered: recovered})
 		r.check("khod's token revoked")
+	})
+
+	run("PostgreSQL frozen", func(t *testing.T) {
+		var pid int
+		r.fault("PostgreSQL frozen", kho.DependencyPostgreSQL,
+			func() {
+				// The postmaster and its backends, as a stuck disk would.
+				pid = r.pid("postgres")
+				for _, p := range append(children(pid), pid) {
+					if err := syscall.Kill(p, syscall.SIGSTOP); err != nil {
+						t.Fatal(err)
+					}
+				}
+			},
+			func() {
+				for _, p := range append([]int{pid}, children(pid)...) {
+					_ = syscall.Kill(p, syscall.SIGCONT)
+				}
+			})
 	})
 
 	run("PostgreSQL restarted", func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"kho"
+	"kho/internal/idleconn"
 )
 
 // DB is a pool of connections to kho's database, all with the same schema on
@@ -37,6 +39,7 @@ type options struct {
 	schema   string
 	maxConns int32
 	tracer   pgx.QueryTracer
+	idle     time.Duration
 }
 
 // WithTracer has every statement traced (metrics).
@@ -45,6 +48,12 @@ func WithTracer(t pgx.QueryTracer) Option { return func(o *options) { o.tracer =
 // WithSchema puts every connection's search path on schema, creating it when
 // missing. Tests use one schema each; production uses the default, public.
 func WithSchema(schema string) Option { return func(o *options) { o.schema = schema } }
+
+// WithIdleTimeout fails a statement whose connection moves no byte for d
+// (khod's pool: a frozen PostgreSQL is an outage within d, not a request
+// held until its deadline). Not for pools that run long statements, such
+// as migrations or bulk loads.
+func WithIdleTimeout(d time.Duration) Option { return func(o *options) { o.idle = d } }
 
 // WithMaxConns bounds the pool (default: pgxpool's, 4 per CPU).
 func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
@@ -71,6 +80,9 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	}
 	if o.tracer != nil {
 		cfg.ConnConfig.Tracer = o.tracer
+	}
+	if o.idle > 0 {
+		cfg.ConnConfig.DialFunc = idleconn.Dial(&net.Dialer{KeepAlive: 5 * time.Minute}, o.idle)
 	}
 	cfg.ConnConfig.RuntimeParams["search_path"] = o.schema
 	cfg.ConnConfig.RuntimeParams["application_name"] = "kho"

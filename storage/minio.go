@@ -20,6 +20,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"kho"
+	"kho/internal/idleconn"
 )
 
 // MinIOConfig says where the bucket is and how to reach it.
@@ -44,26 +45,6 @@ type MinIOConfig struct {
 	// freezes in the middle of a download or an upload fails the transfer
 	// rather than holding it until the request's own deadline.
 	IdleTimeout time.Duration
-}
-
-// idleConn fails a read that waits longer than idle since the connection
-// last moved a byte either way: a request body being sent keeps the wait
-// for its answer alive.
-type idleConn struct {
-	net.Conn
-	idle time.Duration
-}
-
-func (c *idleConn) Read(p []byte) (int, error) {
-	_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
-	return c.Conn.Read(p)
-}
-
-func (c *idleConn) Write(p []byte) (int, error) {
-	t := time.Now().Add(c.idle)
-	_ = c.Conn.SetWriteDeadline(t)
-	_ = c.Conn.SetReadDeadline(t)
-	return c.Conn.Write(p)
 }
 
 // MinIO is a BlobStore over one MinIO bucket.
@@ -123,14 +104,7 @@ func NewMinIO(cfg MinIOConfig) (*MinIO, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 15 * time.Second
 	}
-	dialer := &net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}
-	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dialer.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &idleConn{Conn: c, idle: cfg.IdleTimeout}, nil
-	}
+	tr.DialContext = idleconn.Dial(&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}, cfg.IdleTimeout)
 	// Idle connections go before their wait for an answer that never
 	// comes reaches the idle timeout.
 	tr.IdleConnTimeout = cfg.IdleTimeout * 2 / 3

@@ -74,7 +74,10 @@ func run(ctx context.Context, cfg *Config) error {
 	defer cancel()
 
 	m := metrics.New()
-	db, err := postgres.Open(startCtx, cfg.DatabaseURL, postgres.WithSchema(cfg.DatabaseSchema), postgres.WithTracer(m.PostgresTracer()))
+	// A frozen PostgreSQL fails a statement after 15 s without a byte, not
+	// when the request's own deadline comes.
+	db, err := postgres.Open(startCtx, cfg.DatabaseURL, postgres.WithSchema(cfg.DatabaseSchema), postgres.WithTracer(m.PostgresTracer()),
+		postgres.WithIdleTimeout(15*time.Second))
 	if err != nil {
 		return err
 	}
