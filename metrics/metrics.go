@@ -8,7 +8,8 @@
 // document: routes are patterns (/v1/documents/:id), Vault operations stop
 // at the mount and verb (kho-subjects/decrypt, never the key name, which is
 // a store's handle), MinIO operations are verbs, PostgreSQL operations are
-// the statement's first keyword, reasons come from a fixed list.
+// the statement's first keyword (BATCH for a pipelined batch), reasons come
+// from a fixed list.
 //
 // Each Metrics has a registry of its own: nothing is global, so tests and
 // several servers in one process do not share counters.
@@ -283,6 +284,26 @@ func (t *pgTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.Trac
 	}
 	outcome := "ok"
 	if data.Err != nil && data.Err != pgx.ErrNoRows {
+		outcome = "error"
+	}
+	t.m.outcall("postgres", s.op, outcome, time.Since(s.start))
+}
+
+// TraceBatchStart, TraceBatchQuery and TraceBatchEnd count a pipelined
+// batch as one call ("BATCH"): one round trip, whatever it holds.
+func (t *pgTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return context.WithValue(ctx, pgKey{}, pgStart{op: "BATCH", start: time.Now()})
+}
+
+func (t *pgTracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+
+func (t *pgTracer) TraceBatchEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchEndData) {
+	s, ok := ctx.Value(pgKey{}).(pgStart)
+	if !ok {
+		return
+	}
+	outcome := "ok"
+	if data.Err != nil {
 		outcome = "error"
 	}
 	t.m.outcall("postgres", s.op, outcome, time.Since(s.start))

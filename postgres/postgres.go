@@ -17,9 +17,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"kho"
+	"kho/breaker"
 	"kho/internal/idleconn"
 )
 
@@ -40,6 +42,7 @@ type options struct {
 	maxConns int32
 	tracer   pgx.QueryTracer
 	idle     time.Duration
+	breaker  *breaker.Breaker
 }
 
 // WithTracer has every statement traced (metrics).
@@ -54,6 +57,13 @@ func WithSchema(schema string) Option { return func(o *options) { o.schema = sch
 // held until its deadline). Not for pools that run long statements, such
 // as migrations or bulk loads.
 func WithIdleTimeout(d time.Duration) Option { return func(o *options) { o.idle = d } }
+
+// WithBreaker puts b in front of the pool: a statement that fails without
+// an answer from the server (a broken or silent connection, not an error
+// PostgreSQL reported and not a request the caller cancelled) counts
+// against it, one that gets an answer clears it, and while it is open
+// taking a connection fails at once as a PostgreSQL outage.
+func WithBreaker(b *breaker.Breaker) Option { return func(o *options) { o.breaker = b } }
 
 // WithMaxConns bounds the pool (default: pgxpool's, 4 per CPU).
 func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
@@ -81,6 +91,19 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	if o.tracer != nil {
 		cfg.ConnConfig.Tracer = o.tracer
 	}
+	if b := o.breaker; b != nil {
+		cfg.ConnConfig.Tracer = breakerTracer{b: b, next: cfg.ConnConfig.Tracer}
+		refuse := func() error {
+			if open, until := b.State(); open && time.Now().Before(until) {
+				err := &breaker.OpenError{Name: kho.DependencyPostgreSQL, Until: until}
+				return kho.Unavailable(kho.DependencyPostgreSQL, "postgres: "+err.Error(), err)
+			}
+			return nil
+		}
+		// Neither a pooled connection nor a new one while it is open.
+		cfg.PrepareConn = func(context.Context, *pgx.Conn) (bool, error) { return true, refuse() }
+		cfg.BeforeConnect = func(context.Context, *pgx.ConnConfig) error { return refuse() }
+	}
 	if o.idle > 0 {
 		cfg.ConnConfig.DialFunc = idleconn.Dial(&net.Dialer{KeepAlive: 5 * time.Minute}, o.idle)
 	}
@@ -104,6 +127,70 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, fmt.Sprintf("postgres: cannot reach %s", redactedHost(url)), err)
 	}
 	return db, nil
+}
+
+// breakerTracer reports each statement's outcome to a breaker, then to the
+// tracer it wraps.
+type breakerTracer struct {
+	b    *breaker.Breaker
+	next pgx.QueryTracer
+}
+
+func (t breakerTracer) TraceQueryStart(ctx context.Context, c *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if t.next != nil {
+		return t.next.TraceQueryStart(ctx, c, data)
+	}
+	return ctx
+}
+
+func (t breakerTracer) TraceQueryEnd(ctx context.Context, c *pgx.Conn, data pgx.TraceQueryEndData) {
+	var pgErr *pgconn.PgError
+	switch {
+	case data.Err == nil || errors.As(data.Err, &pgErr):
+		t.b.Done(false) // the server answered
+	case errors.Is(data.Err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
+	default:
+		t.b.Done(true)
+	}
+	if t.next != nil {
+		t.next.TraceQueryEnd(ctx, c, data)
+	}
+}
+
+// Batches are passed on to the wrapped tracer when it traces them.
+func (t breakerTracer) TraceBatchStart(ctx context.Context, c *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	if bt, ok := t.next.(pgx.BatchTracer); ok {
+		return bt.TraceBatchStart(ctx, c, data)
+	}
+	return ctx
+}
+
+func (t breakerTracer) TraceBatchQuery(ctx context.Context, c *pgx.Conn, data pgx.TraceBatchQueryData) {
+	if bt, ok := t.next.(pgx.BatchTracer); ok {
+		bt.TraceBatchQuery(ctx, c, data)
+	}
+}
+
+func (t breakerTracer) TraceBatchEnd(ctx context.Context, c *pgx.Conn, data pgx.TraceBatchEndData) {
+	if bt, ok := t.next.(pgx.BatchTracer); ok {
+		bt.TraceBatchEnd(ctx, c, data)
+	}
+}
+
+// TraceConnectStart and TraceConnectEnd count a connection that could not
+// be made (refused, or a server that does not answer) against the breaker.
+func (t breakerTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
+	return ctx
+}
+
+func (t breakerTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
+	var pgErr *pgconn.PgError
+	switch {
+	case data.Err == nil || errors.As(data.Err, &pgErr):
+	case errors.Is(data.Err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
+	default:
+		t.b.Done(true)
+	}
 }
 
 // createSchema creates schema when missing. An existing schema is left

@@ -75,9 +75,10 @@ func run(ctx context.Context, cfg *Config) error {
 
 	m := metrics.New()
 	// A frozen PostgreSQL fails a statement after 15 s without a byte, not
-	// when the request's own deadline comes.
+	// when the request's own deadline comes; after a run of such failures
+	// its circuit answers at once.
 	db, err := postgres.Open(startCtx, cfg.DatabaseURL, postgres.WithSchema(cfg.DatabaseSchema), postgres.WithTracer(m.PostgresTracer()),
-		postgres.WithIdleTimeout(15*time.Second))
+		postgres.WithIdleTimeout(15*time.Second), postgres.WithBreaker(breaker.New(kho.DependencyPostgreSQL, breakerThreshold, breakerCooldown)))
 	if err != nil {
 		return err
 	}
