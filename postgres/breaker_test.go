@@ -85,9 +85,17 @@ func TestSilentPostgreSQLOpensTheCircuit(t *testing.T) {
 		if _, err := db.Pool.Exec(ctx, `SELEKT 1`); err == nil {
 			t.Fatal("a syntax error was accepted")
 		}
+		var n int
+		if err := db.Pool.QueryRow(ctx, `SELECT 1 WHERE false`).Scan(&n); err == nil {
+			t.Fatal("no rows, no error")
+		}
+		var s string
+		if err := db.Pool.QueryRow(ctx, `SELECT NULL::text`).Scan(&s); err == nil {
+			t.Fatal("NULL scanned into a string")
+		}
 	}
 	if open, _ := b.State(); open {
-		t.Fatal("errors PostgreSQL reported opened the circuit")
+		t.Fatal("errors PostgreSQL reported, empty results or values that did not scan opened the circuit")
 	}
 	mu.Lock()
 	silent = true

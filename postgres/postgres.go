@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"regexp"
 	"time"
@@ -146,15 +147,27 @@ func (t breakerTracer) TraceQueryStart(ctx context.Context, c *pgx.Conn, data pg
 func (t breakerTracer) TraceQueryEnd(ctx context.Context, c *pgx.Conn, data pgx.TraceQueryEndData) {
 	var pgErr *pgconn.PgError
 	switch {
-	case data.Err == nil || errors.As(data.Err, &pgErr):
+	case data.Err == nil || errors.As(data.Err, &pgErr) || errors.Is(data.Err, pgx.ErrNoRows):
 		t.b.Done(false) // the server answered
-	case errors.Is(data.Err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
-	default:
+	case noAnswer(ctx, data.Err):
 		t.b.Done(true)
 	}
+	// Anything else (a value that did not scan, say) says nothing of the
+	// server.
 	if t.next != nil {
 		t.next.TraceQueryEnd(ctx, c, data)
 	}
+}
+
+// noAnswer reports whether err is a statement or connection the server
+// never answered: the connection broke, or a deadline passed while it was
+// silent. A request the caller cancelled is not one.
+func noAnswer(ctx context.Context, err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled) {
+		return false
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // Batches are passed on to the wrapped tracer when it traces them.
@@ -184,11 +197,7 @@ func (t breakerTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnect
 }
 
 func (t breakerTracer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
-	var pgErr *pgconn.PgError
-	switch {
-	case data.Err == nil || errors.As(data.Err, &pgErr):
-	case errors.Is(data.Err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
-	default:
+	if data.Err != nil && noAnswer(ctx, data.Err) {
 		t.b.Done(true)
 	}
 }
