@@ -72,6 +72,20 @@ func (b *Breaker) Allow() error {
 	return nil
 }
 
+// Check refuses while the circuit is open and its cool-down runs, and
+// lets everything through otherwise, without taking the probe: for callers
+// that cannot tie the outcome of the call to this check (PostgreSQL's
+// pool, which learns outcomes from a tracer). Past the cool-down all calls
+// go, and the first failure opens the circuit again.
+func (b *Breaker) Check() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.openUntil.IsZero() && b.now().Before(b.openUntil) {
+		return &OpenError{Name: b.name, Until: b.openUntil}
+	}
+	return nil
+}
+
 // Done records a call's outcome: failed means the dependency failed
 // (unreachable, timed out, answered 5xx), not that it refused a request.
 func (b *Breaker) Done(failed bool) {

@@ -158,3 +158,34 @@ func TestDeadlinesCountCancellationsDoNot(t *testing.T) {
 		t.Fatalf("calls that timed out did not open the circuit: %v", err)
 	}
 }
+
+// Check refuses during the cool-down only, and takes no probe: every call
+// goes after it, and a failure opens the circuit again at once.
+func TestCheckRefusesDuringTheCoolDownOnly(t *testing.T) {
+	c := &clock{t: time.Unix(1_000_000, 0)}
+	b := New("postgresql", 2, 3*time.Second)
+	b.now = c.now
+	if err := b.Check(); err != nil {
+		t.Fatal(err)
+	}
+	b.Done(true)
+	b.Done(true)
+	if err := b.Check(); !IsOpen(err) {
+		t.Fatalf("open circuit: %v", err)
+	}
+	c.t = c.t.Add(3 * time.Second)
+	for i := 0; i < 3; i++ {
+		if err := b.Check(); err != nil {
+			t.Fatalf("call %d after the cool-down: %v", i, err)
+		}
+	}
+	b.Done(true)
+	if err := b.Check(); !IsOpen(err) {
+		t.Fatal("a failure after the cool-down did not open the circuit again")
+	}
+	c.t = c.t.Add(3 * time.Second)
+	b.Done(false)
+	if open, _ := b.State(); open || b.Check() != nil {
+		t.Fatal("a success left the circuit open")
+	}
+}

@@ -263,26 +263,6 @@ func (o outcome) String() string {
 	return fmt.Sprintf("%d %s", o.status, b)
 }
 
-// children lists the processes whose parent is pid.
-func children(pid int) []int {
-	var out []int
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		b, err := os.ReadFile(filepath.Join(d, "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			if c, err := strconv.Atoi(filepath.Base(d)); err == nil {
-				out = append(out, c)
-			}
-		}
-	}
-	return out
-}
-
 // unavailable is a 503 naming dep (any dependency when dep is empty).
 func (o outcome) unavailable(dep string) bool {
 	return o.err == nil && o.status == http.StatusServiceUnavailable && (dep == "" || o.dependency == dep)
@@ -575,14 +555,10 @@ func (r *rig) up() {
 func (r *rig) waitGone(pid int) {
 	r.t.Helper()
 	if _, err := r.until("process gone", 30*time.Second, func() error {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return nil
+		if !devstack.Exited(pid) {
+			return fmt.Errorf("pid %d still runs", pid)
 		}
-		if f := strings.Fields(string(b)); len(f) > 2 && f[2] == "Z" {
-			return nil
-		}
-		return fmt.Errorf("pid %d still runs", pid)
+		return nil
 	}); err != nil {
 		r.t.Fatal(err)
 	}
@@ -725,14 +701,14 @@ func TestFaults(t *testing.T) {
 			func() {
 				// The postmaster and its backends, as a stuck disk would.
 				pid = r.pid("postgres")
-				for _, p := range append(children(pid), pid) {
+				for _, p := range append(devstack.Children(pid), pid) {
 					if err := syscall.Kill(p, syscall.SIGSTOP); err != nil {
 						t.Fatal(err)
 					}
 				}
 			},
 			func() {
-				for _, p := range append([]int{pid}, children(pid)...) {
+				for _, p := range append([]int{pid}, devstack.Children(pid)...) {
 					_ = syscall.Kill(p, syscall.SIGCONT)
 				}
 			})

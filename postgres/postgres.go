@@ -95,8 +95,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	if b := o.breaker; b != nil {
 		cfg.ConnConfig.Tracer = breakerTracer{b: b, next: cfg.ConnConfig.Tracer}
 		refuse := func() error {
-			if open, until := b.State(); open && time.Now().Before(until) {
-				err := &breaker.OpenError{Name: kho.DependencyPostgreSQL, Until: until}
+			if err := b.Check(); err != nil {
 				return kho.Unavailable(kho.DependencyPostgreSQL, "postgres: "+err.Error(), err)
 			}
 			return nil

@@ -29,11 +29,7 @@ func NewBudget(mib int) Budget { return make(Budget, max(mib, 1)*(1<<20/budgetUn
 func (b Budget) ReadAll(ctx context.Context, r io.Reader, limit int64, what string) ([]byte, func(), error) {
 	var out []byte
 	taken := 0
-	release := func() {
-		for ; taken > 0; taken-- {
-			<-b
-		}
-	}
+	release := func() { b.give(taken); taken = 0 }
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
@@ -84,5 +80,12 @@ func (b Budget) tryTake() bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// give returns n units.
+func (b Budget) give(n int) {
+	for ; n > 0; n-- {
+		<-b
 	}
 }

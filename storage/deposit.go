@@ -128,9 +128,7 @@ func (s *Service) readAhead(r io.Reader) (io.Reader, int64, func()) {
 	buf := (*bp)[:0]
 	taken := 0
 	release := func() {
-		for ; taken > 0; taken-- {
-			<-s.budget
-		}
+		s.budget.give(taken)
 		lookAheadBuffers.Put(bp)
 	}
 	for len(buf) < lookAhead {

@@ -120,6 +120,7 @@ func TestLoadConfig(t *testing.T) {
 		{"fail/secret twice", []string{"--vault-secret-id-file", secretFile}, nil, "not both"},
 		{"fail/missing secret file", []string{"--minio-secret-key-file", "/nonexistent"}, func(m map[string]string) { delete(m, "KHO_MINIO_SECRET_KEY") }, "--minio-secret-key-file"},
 		{"fail/dev identity provider outside dev mode", []string{"--dev-idp-key", "/x"}, nil, "refused outside --mode=dev"},
+		{"fail/profiles outside dev mode", []string{"--pprof-listen", "127.0.0.1:6060"}, nil, "profiles are served only in --mode=dev"},
 		{"fail/no issuer", nil, noIssuers, "no token issuer is trusted"},
 		{"fail/issuer without kinds", nil, func(m map[string]string) { delete(m, "KHO_ISSUER_KINDS") }, "--issuer-kinds"},
 		{"fail/kinds of no issuer", nil, func(m map[string]string) {

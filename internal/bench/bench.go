@@ -134,6 +134,7 @@ type runner struct {
 	tree     map[string]bool
 
 	citizen  kho.SubjectID
+	meta     []byte // a deposit's metadata, for the run's citizen
 	handle   string
 	tokens   map[string]string // issuer, reader, owner, operator
 	docs     map[int64]string  // size → a document deposited for reading
@@ -424,6 +425,8 @@ func (r *runner) prepare(ctx context.Context) error {
 	var n [4]byte
 	_, _ = rand.Read(n[:])
 	r.citizen = kho.SubjectID(fmt.Sprintf("001097%06d", (uint32(n[0])<<16|uint32(n[1])<<8|uint32(n[2]))%1000000))
+	r.meta, _ = json.Marshal(map[string]any{"subject_id": r.citizen, "type": "GKS", "name": "Giấy khai sinh (kho bench)",
+		"issued_on": "2024-01-15", "media_type": "text/plain"})
 	for name, as := range map[string]string{
 		"issuer": "agency:" + issuerAgency, "reader": "agency:" + readerAgency,
 		"owner": "citizen:" + string(r.citizen), "operator": "operator:op01",
@@ -537,17 +540,11 @@ func (r *runner) call(ctx context.Context, who, method, path, ctype string, body
 	return nil
 }
 
-var depositMeta = func() []byte {
-	b, _ := json.Marshal(map[string]any{"type": "GKS", "name": "Giấy khai sinh (kho bench)", "issued_on": "2024-01-15", "media_type": "text/plain"})
-	return b
-}()
-
 // depositBody is a multipart body around content, of known length.
 func (r *runner) depositBody(content io.Reader, size int64) (io.Reader, int64, string) {
 	var head bytes.Buffer
 	mw := multipart.NewWriter(&head)
-	meta := bytes.Replace(depositMeta, []byte(`{`), []byte(`{"subject_id":"`+string(r.citizen)+`",`), 1)
-	_ = mw.WriteField("metadata", string(meta))
+	_ = mw.WriteField("metadata", string(r.meta))
 	h := textproto.MIMEHeader{}
 	h.Set("Content-Disposition", `form-data; name="file"; filename="gks.txt"`)
 	h.Set("Content-Type", "text/plain")

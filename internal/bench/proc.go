@@ -4,9 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+
+	"kho/internal/devstack"
 )
 
 // clockTicks is the kernel's USER_HZ, the unit of /proc/PID/stat's times:
@@ -24,7 +25,7 @@ func cpuSeconds(pid int, tree bool) (float64, error) {
 	ticks := f[11] + f[12] // utime, stime (fields 14 and 15)
 	if tree {
 		ticks += f[13] + f[14] // cutime, cstime
-		for _, c := range children(pid) {
+		for _, c := range devstack.Children(pid) {
 			if cf, err := statFields(c); err == nil {
 				ticks += cf[11] + cf[12]
 			}
@@ -54,22 +55,6 @@ func statFields(pid int) ([]int64, error) {
 		return nil, fmt.Errorf("/proc/%d/stat is short", pid)
 	}
 	return out, nil
-}
-
-// children lists the processes whose parent is pid.
-func children(pid int) []int {
-	var out []int
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		c, err := strconv.Atoi(filepath.Base(d))
-		if err != nil {
-			continue
-		}
-		if f, err := statFields(c); err == nil && int(f[1]) == pid {
-			out = append(out, c)
-		}
-	}
-	return out
 }
 
 // rssKiB reads a process's resident set and its peak (VmRSS, VmHWM) in KiB.

@@ -48,11 +48,9 @@ func (p PIDFile) Running() (int, error) {
 	if strings.TrimSuffix(exe, " (deleted)") != lines[1] {
 		return 0, nil // the pid now belongs to someone else
 	}
-	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+	if Exited(pid) {
 		// A zombie has exited; only its parent's wait is missing.
-		if f := strings.Fields(string(st)); len(f) > 2 && f[2] == "Z" {
-			return 0, nil
-		}
+		return 0, nil
 	}
 	return pid, nil
 }
@@ -160,4 +158,42 @@ func tail(path string, n int) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Children lists the processes whose parent is pid (PostgreSQL's backends,
+// say), read from /proc.
+func Children(pid int) []int {
+	var out []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		f := statOf(d)
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			if c, err := strconv.Atoi(filepath.Base(d)); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// Exited reports whether pid has exited: it is gone, or a zombie whose
+// parent has not waited for it yet.
+func Exited(pid int) bool {
+	f := statOf(fmt.Sprintf("/proc/%d", pid))
+	return len(f) == 0 || f[0] == "Z"
+}
+
+// statOf returns the fields of a /proc/PID/stat after the command name
+// (state first), or nil when the process is gone.
+func statOf(dir string) []string {
+	b, err := os.ReadFile(filepath.Join(dir, "stat"))
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(s[i+1:])
 }
