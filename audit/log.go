@@ -25,7 +25,15 @@ type Log struct {
 	origin   string
 	verifier note.Verifier
 	vkey     string
+	// replica, when set, answers searches (the access log, officers'
+	// search): reads that may lag the primary by a moment.
+	replica *postgres.DB
 }
+
+// ReadFrom sends the log's searches to a read replica. Appends, checkpoints,
+// verification and exports stay on the primary; a search the replica cannot
+// answer (down, or cancelled by its replay) is answered by the primary.
+func (l *Log) ReadFrom(replica *postgres.DB) { l.replica = replica }
 
 // NewLog validates its arguments. signer signs checkpoints and vkey is its
 // public verifier key (note.NewVerifier's format); origin names the log in

@@ -114,6 +114,14 @@ func (f *Filter) where() (string, []any, error) {
 // Search returns matching events, newest first, each with its inclusion
 // proof in the latest checkpoint when it covers them.
 func (l *Log) Search(ctx context.Context, f Filter) (*Page, error) {
+	if l.replica != nil && ctx.Err() == nil {
+		r := *l
+		r.db, r.replica = l.replica, nil
+		page, err := r.Search(ctx, f)
+		if err == nil || kho.ErrorCode(err) == kho.EINVALID {
+			return page, err
+		}
+	}
 	if f.Limit == 0 {
 		f.Limit = 100
 	}

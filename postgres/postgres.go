@@ -44,6 +44,7 @@ type options struct {
 	tracer   pgx.QueryTracer
 	idle     time.Duration
 	breaker  *breaker.Breaker
+	readOnly bool
 }
 
 // WithTracer has every statement traced (metrics).
@@ -65,6 +66,12 @@ func WithIdleTimeout(d time.Duration) Option { return func(o *options) { o.idle 
 // against it, one that gets an answer clears it, and while it is open
 // taking a connection fails at once as a PostgreSQL outage.
 func WithBreaker(b *breaker.Breaker) Option { return func(o *options) { o.breaker = b } }
+
+// WithReadOnly opens a read replica: no schema is created, every
+// transaction is read-only, and the server is not reached before the first
+// statement (khod starts while its replica is down, reading from the
+// primary meanwhile).
+func WithReadOnly() Option { return func(o *options) { o.readOnly = true } }
 
 // WithMaxConns bounds the pool (default: pgxpool's, 4 per CPU).
 func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
@@ -111,6 +118,14 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	cfg.ConnConfig.RuntimeParams["application_name"] = "kho"
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	if o.readOnly {
+		cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			return nil, kho.WrapError(kho.EUNAVAILABLE, "postgres: replica", err)
+		}
+		return &DB{Pool: pool, schema: o.schema}, nil
 	}
 	if o.schema != "public" {
 		if err := createSchema(ctx, url, o.schema); err != nil {

@@ -38,13 +38,18 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(args) == 0 {
 		return usagef(`dev needs a command: up, down, status, env, token or khod (kho -h)`)
 	}
+	if args[0] == "front" {
+		return devFront(ctx, args[1:], stdout)
+	}
 	s, err := openStack(stderr)
 	if err != nil {
 		return err
 	}
 	switch args[0] {
 	case "up":
-		if err := parseFlags(flag.NewFlagSet("dev up", flag.ContinueOnError), args[1:], stdout); err != nil {
+		fs := flag.NewFlagSet("dev up", flag.ContinueOnError)
+		fs.BoolVar(&s.Cluster, "cluster", false, "the cluster profile: MinIO 4 nodes × 2 drives, Vault 3 Raft nodes, a PostgreSQL replica, fronts; kho dev khod then runs 3 khod (use a state folder of its own: KHO_STATE_DIR)")
+		if err := parseFlags(fs, args[1:], stdout); err != nil {
 			return err
 		}
 		st, err := s.Up(ctx)
@@ -225,6 +230,9 @@ func devKhod(ctx context.Context, s *devstack.Stack, args []string, stdout, stde
 	if err != nil {
 		return err
 	}
+	if st.Cluster != nil {
+		return devKhodCluster(ctx, s, st, *bin, stdout)
+	}
 	// The banner below must describe this khod, not another one already
 	// answering on the port.
 	if c, err := net.DialTimeout("tcp", st.KhodListen, 300*time.Millisecond); err == nil {
@@ -261,9 +269,75 @@ func devKhod(ctx context.Context, s *devstack.Stack, args []string, stdout, stde
 	for {
 		select {
 		case <-ready:
-			fmt.Fprintf(stdout, `
-  kho is running at %[1]s   (Ctrl-C stops khod; "make down" stops the stack)
+			fmt.Fprintf(stdout, "\n  kho is running at %s   (Ctrl-C stops khod; \"make down\" stops the stack)\n", base)
+			printTryIt(stdout, base, relOrAbs(self))
+			ready = nil
+		case err := <-exited:
+			if err != nil {
+				// khod said what went wrong on its own stderr.
+				return errReported
+			}
+			return nil
+		case <-ctx.Done():
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			ctx = context.Background()
+		}
+	}
+}
 
+// devKhodCluster starts the cluster's khod replicas and their front,
+// detached (kho dev down stops them), and says where they are.
+func devKhodCluster(ctx context.Context, s *devstack.Stack, st *devstack.State, bin string, stdout io.Writer) error {
+	for i := range st.Cluster.KhodNodes {
+		if _, err := s.StartKhodNode(st, i, bin); err != nil {
+			return fmt.Errorf("khod %d: %v", i+1, err)
+		}
+	}
+	for i := range st.Cluster.KhodNodes {
+		if err := s.WaitKhodNode(ctx, st, i); err != nil {
+			return err
+		}
+	}
+	if err := s.StartKhodFront(st); err != nil {
+		return err
+	}
+	base := "http://" + st.KhodListen
+	self, _ := os.Executable()
+	fmt.Fprintf(stdout, "\n  kho is running at %s: a front over %d khod (%s),\n  logs in %s; \"kho dev down\" stops them with the stack.\n",
+		base, len(st.Cluster.KhodNodes), strings.Join(st.Cluster.KhodNodes, ", "), filepath.Join(s.StateDir, "logs"))
+	printTryIt(stdout, base, relOrAbs(self))
+	return nil
+}
+
+// devFront runs a cluster front in the foreground (kho dev up starts them
+// detached): round-robin TCP over the nodes that answer.
+func devFront(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("dev front", flag.ContinueOnError)
+	listen := fs.String("listen", "", "`address` to accept on")
+	health := fs.String("health", "", "HTTP `path` whose 200 marks a node usable (empty: a node that accepts a connection is)")
+	var backends multiFlag
+	fs.Var(&backends, "backend", "a node's host:port (repeat)")
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if *listen == "" || len(backends) == 0 {
+		return usagef("dev front: --listen and at least one --backend are required")
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	return (&devstack.Front{Backends: backends, HealthPath: *health}).Serve(ctx, ln)
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// printTryIt prints the first requests to try against khod at base.
+func printTryIt(stdout io.Writer, base, self string) {
+	fmt.Fprintf(stdout, `
   Readiness of PostgreSQL, MinIO and Vault:
     curl -s %[1]s/readyz
 
@@ -284,19 +358,7 @@ func devKhod(ctx context.Context, s *devstack.Stack, args []string, stdout, stde
   Other demo users: business:0101234567:001090000001, agency:000.00.15.H29,
   security:so01, operator:op01 (see README.md).
 
-`, base, relOrAbs(self))
-			ready = nil
-		case err := <-exited:
-			if err != nil {
-				// khod said what went wrong on its own stderr.
-				return errReported
-			}
-			return nil
-		case <-ctx.Done():
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			ctx = context.Background()
-		}
-	}
+`, base, self)
 }
 
 func relOrAbs(p string) string {

@@ -31,9 +31,10 @@ type Config struct {
 	LogLevel        string
 	ShutdownTimeout time.Duration
 
-	DatabaseURL    string
-	DatabaseSchema string
-	MigrateOnStart bool
+	DatabaseURL     string
+	DatabaseReadURL string
+	DatabaseSchema  string
+	MigrateOnStart  bool
 
 	MinIOEndpoint      string
 	MinIOAccessKey     string
@@ -140,6 +141,7 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL `URL` (postgres://user:pass@host:port/db) [required]")
+	fs.StringVar(&cfg.DatabaseReadURL, "database-read-url", "", "a streaming read replica's PostgreSQL `URL`: the access log and audit search read from it (they fall back to the primary when it fails); empty: everything on --database-url")
 	fs.StringVar(&cfg.DatabaseSchema, "database-schema", "public", "PostgreSQL `schema` holding kho's tables")
 	fs.BoolVar(&cfg.MigrateOnStart, "migrate-on-start", false, "apply pending migrations before serving (otherwise /readyz fails until `kho migrate` runs)")
 
@@ -342,6 +344,11 @@ func (c *Config) Validate() error {
 	}
 	if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
 		return errors.New("--database-url must be a postgres://user:password@host:port/database URL")
+	}
+	if c.DatabaseReadURL != "" {
+		if u, err := url.Parse(c.DatabaseReadURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+			return errors.New("--database-read-url must be a postgres://user:password@host:port/database URL")
+		}
 	}
 	if c.MinIOEndpoint == "" {
 		return errors.New("--minio-endpoint (KHO_MINIO_ENDPOINT) is required")

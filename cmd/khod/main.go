@@ -168,6 +168,16 @@ func run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.DatabaseReadURL != "" {
+		replica, err := postgres.Open(startCtx, cfg.DatabaseReadURL, postgres.WithSchema(cfg.DatabaseSchema), postgres.WithReadOnly(),
+			postgres.WithTracer(m.PostgresTracer()), postgres.WithIdleTimeout(15*time.Second),
+			postgres.WithBreaker(breaker.New(kho.DependencyPostgreSQL, breakerThreshold, breakerCooldown)))
+		if err != nil {
+			return fmt.Errorf("--database-read-url: %w", err)
+		}
+		defer replica.Close()
+		trail.ReadFrom(replica)
+	}
 	go checkpointLoop(ctx, log, db, trail, cfg.CheckpointInterval, cfg.CheckpointEvents)
 	if cfg.ReconcileInterval > 0 {
 		go reconcileLoop(ctx, log, docs, m, cfg.ReconcileInterval, cfg.ReconcileGrace)

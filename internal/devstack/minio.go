@@ -55,6 +55,11 @@ func (s *Stack) upMinIO(ctx context.Context, st *State) error {
 	}); err != nil {
 		return err
 	}
+	return s.bootstrapMinIO(ctx, st)
+}
+
+// bootstrapMinIO makes khod's bucket and its user, limited to the bucket.
+func (s *Stack) bootstrapMinIO(ctx context.Context, st *State) error {
 	root, err := minioadmin.New(st.MinIOEndpoint, st.MinIORootUser, st.MinIORootPassword)
 	if err != nil {
 		return err

@@ -32,6 +32,12 @@ type Stack struct {
 	Ports    Ports
 	Out      io.Writer // progress lines
 	Getenv   func(string) string
+	// Cluster asks Up for the cluster profile (kho dev up --cluster). A
+	// state folder keeps the profile it was made with.
+	Cluster bool
+	// KhoBinary is the kho command, which runs the cluster's fronts (kho
+	// dev front); the running executable unless set.
+	KhoBinary string
 }
 
 // Ports are the loopback ports the services listen on.
@@ -65,6 +71,10 @@ type State struct {
 
 	DevIdPKey  string `json:"dev_idp_key"`
 	KhodListen string `json:"khod_listen"`
+
+	// Cluster is set in a stack made by kho dev up --cluster; the
+	// addresses above are then the fronts'.
+	Cluster *ClusterState `json:"cluster,omitempty"`
 }
 
 // New locates the checkout from dir (walking up to kho's go.mod) and reads the
@@ -75,6 +85,7 @@ func New(dir string, getenv func(string) string, out io.Writer) (*Stack, error) 
 		return nil, err
 	}
 	s := &Stack{RepoDir: repo, Out: out, Getenv: getenv}
+	s.KhoBinary, _ = os.Executable()
 	s.StateDir = getenv("KHO_STATE_DIR")
 	if s.StateDir == "" {
 		s.StateDir = filepath.Join(repo, ".kho")
@@ -199,6 +210,20 @@ func (s *Stack) Up(ctx context.Context) (*State, error) {
 	st.KhodListen = fmt.Sprintf("127.0.0.1:%d", s.Ports.Khod)
 	st.DevIdPKey = s.path("dev-idp.jwk.json")
 
+	switch {
+	case s.Cluster && st.Cluster == nil && st.MinIOEndpoint != "":
+		return nil, fmt.Errorf("%s holds a single-node dev stack; run the cluster in a folder of its own (KHO_STATE_DIR=.kho-cluster kho dev up --cluster), or kho dev down and remove %s first", s.StateDir, s.StateDir)
+	case s.Cluster || st.Cluster != nil:
+		if !s.Cluster {
+			s.say("this folder holds a cluster stack: starting the cluster")
+		}
+		if err := s.upCluster(ctx, st); err != nil {
+			return nil, err
+		}
+		s.say("cluster ready in %s (state in %s)", time.Since(start).Round(100*time.Millisecond), s.StateDir)
+		return st, nil
+	}
+
 	if url := s.Getenv("KHO_DATABASE_URL"); url != "" {
 		st.DatabaseURL, st.DatabaseAppURL, st.DatabaseAdminURL, st.ManagedPostgres = url, "", "", false
 		s.say("postgres: using KHO_DATABASE_URL (not starting a server)")
@@ -230,6 +255,22 @@ func (s *Stack) Up(ctx context.Context) (*State, error) {
 // Down stops the servers up started, newest first; their data stays.
 func (s *Stack) Down() error {
 	var errs []error
+	if st, err := s.LoadState(); err == nil && st.Cluster != nil {
+		for _, p := range s.clusterPIDs() {
+			stopped, err := p.pf.stop(p.sig, 30*time.Second)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
+			} else if stopped {
+				s.say("%s stopped", p.name)
+			}
+		}
+		if _, err := s.stopPostgres(); err != nil {
+			errs = append(errs, fmt.Errorf("postgres: %w", err))
+		} else {
+			s.say("postgres stopped")
+		}
+		return errors.Join(errs...)
+	}
 	for _, svc := range []struct {
 		name string
 		stop func() (bool, error)
@@ -266,6 +307,9 @@ func (s *Stack) Status(ctx context.Context) ([]ServiceStatus, error) {
 	if err != nil {
 		return nil, err
 	}
+	if st.Cluster != nil {
+		return append([]ServiceStatus{s.postgresStatus(ctx, st)}, s.clusterStatus(ctx, st)...), nil
+	}
 	return []ServiceStatus{
 		s.postgresStatus(ctx, st),
 		s.minioStatus(ctx, st),
@@ -280,7 +324,7 @@ func (st *State) KhodEnv() [][2]string {
 	if db == "" {
 		db = st.DatabaseURL // a server of the user's own: one role for all
 	}
-	return [][2]string{
+	env := [][2]string{
 		{"KHO_MODE", "dev"},
 		{"KHO_LISTEN", st.KhodListen},
 		{"KHO_DATABASE_URL", db},
@@ -293,6 +337,22 @@ func (st *State) KhodEnv() [][2]string {
 		{"KHO_VAULT_SECRET_ID", st.VaultSecretID},
 		{"KHO_DEV_IDP_KEY", st.DevIdPKey},
 	}
+	if st.Cluster != nil {
+		env = append(env, [2]string{"KHO_DATABASE_READ_URL", st.Cluster.ReplicaURL})
+	}
+	return env
+}
+
+// KhodNodeEnv is KhodEnv for the cluster's khod replica i: its own port
+// and metrics port, and the PostgreSQL replica for the reads that may lag.
+func (st *State) KhodNodeEnv(i int) [][2]string {
+	env := st.KhodEnv()
+	for k := range env {
+		if env[k][0] == "KHO_LISTEN" {
+			env[k][1] = st.Cluster.KhodNodes[i]
+		}
+	}
+	return append(env, [2]string{"KHO_METRICS_LISTEN", st.Cluster.KhodMetrics[i]})
 }
 
 // ShellQuote quotes v for a POSIX shell.

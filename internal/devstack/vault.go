@@ -113,6 +113,12 @@ func (s *Stack) upVault(ctx context.Context, st *State) error {
 	}); err != nil {
 		return err
 	}
+	return s.bootstrapVault(ctx, st, api)
+}
+
+// bootstrapVault prepares Vault for khod with the root token: kho's mounts,
+// PKI, khod's policy and its AppRole.
+func (s *Stack) bootstrapVault(ctx context.Context, st *State, api *vaultapi.Client) error {
 	api.SetToken(st.VaultRootToken)
 	// khod runs on this machine: its secret_id works from loopback only.
 	creds, err := BootstrapVault(ctx, api, []string{"127.0.0.1/32"}, 0)
