@@ -335,8 +335,10 @@ func (s *Service) encryptToStore(ctx context.Context, object string, doc kho.Doc
 		pw.CloseWithError(err)
 		encErr <- err
 	}()
-	putErr := s.blobs.Put(ctx, object, pr, objectSize)
+	body := newReplay(pr, objectSize, s.budget)
+	putErr := s.blobs.Put(ctx, object, body, objectSize)
 	pr.CloseWithError(errStoreStopped)
+	body.release()
 	// The content's own failure (too large, unreadable body, Vault) says more
 	// than the object store's report of a broken stream; but when the store
 	// failed first, the encryption only saw it stop reading, and the

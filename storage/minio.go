@@ -159,18 +159,28 @@ func (m *MinIO) Put(ctx context.Context, name string, r io.Reader, size int64) e
 	if err := checkName(name); err != nil {
 		return err
 	}
-	_, err := m.client.PutObject(ctx, m.bucket, name, r, size, minio.PutObjectOptions{
-		ContentType: "application/octet-stream",
-		PartSize:    m.partSize,
-		// age authenticates every chunk, and the content is hashed on its
-		// way in: signing the payload again would cost a SHA-256 pass here
-		// and another in MinIO, and protect nothing more.
-		DisableContentSha256: true,
-	})
-	if err != nil {
-		return mapErr("put object", err)
+	for attempt := 1; ; attempt++ {
+		_, err := m.client.PutObject(ctx, m.bucket, name, r, size, minio.PutObjectOptions{
+			ContentType: "application/octet-stream",
+			PartSize:    m.partSize,
+			// age authenticates every chunk, and the content is hashed on
+			// its way in: signing the payload again would cost a SHA-256
+			// pass here and another in MinIO, and protect nothing more.
+			DisableContentSha256: true,
+		})
+		if err == nil {
+			return nil
+		}
+		// A body kept whole (a look-ahead document) is sent again when
+		// the upload failed on its way; a streamed one cannot be.
+		rw, ok := r.(rewinder)
+		if !ok || attempt == callAttempts || !transient(ctx, err) || !pause(ctx, attempt) {
+			return mapErr("put object", err)
+		}
+		if r, ok = rw.Again(); !ok {
+			return mapErr("put object", err)
+		}
 	}
-	return nil
 }
 
 // Get opens the object. A missing object gives ENOTFOUND at once rather than
@@ -180,18 +190,49 @@ func (m *MinIO) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	body, info, _, err := m.core.GetObject(ctx, m.bucket, name, minio.GetObjectOptions{})
+	body, info, err := m.getFrom(ctx, name, 0, "")
 	if err != nil {
 		return nil, mapErr("get object", err)
 	}
-	return &objectReader{r: body, size: info.Size}, nil
+	return &objectReader{ctx: ctx, m: m, name: name, etag: info.ETag, r: body, size: info.Size}, nil
+}
+
+// getFrom opens the object from byte off (of the version with etag, when
+// given), trying again after a transient failure.
+func (m *MinIO) getFrom(ctx context.Context, name string, off int64, etag string) (io.ReadCloser, minio.ObjectInfo, error) {
+	opts := minio.GetObjectOptions{}
+	if off > 0 {
+		if err := opts.SetRange(off, 0); err != nil {
+			return nil, minio.ObjectInfo{}, err
+		}
+	}
+	if etag != "" {
+		if err := opts.SetMatchETag(etag); err != nil {
+			return nil, minio.ObjectInfo{}, err
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		body, info, _, err := m.core.GetObject(ctx, m.bucket, name, opts)
+		if err == nil || attempt == callAttempts || !transient(ctx, err) || !pause(ctx, attempt) {
+			return body, info, err
+		}
+	}
 }
 
 // objectReader tells a transfer that failed from an object that is wrong:
 // an error while reading, or an end before the length MinIO announced, is
 // an outage (EUNAVAILABLE), never data to judge. Bytes that arrive whole
 // and are wrong are for the decryption and the hash to find.
+//
+// A transfer that breaks on its way (the node serving it died) goes on
+// from where it broke, from the same version of the object (its ETag), up
+// to twice.
 type objectReader struct {
+	ctx     context.Context
+	m       *MinIO
+	name    string
+	etag    string
+	resumed int
 	r       io.ReadCloser
 	n, size int64
 }
@@ -199,6 +240,12 @@ type objectReader struct {
 func (o *objectReader) Read(p []byte) (int, error) {
 	n, err := o.r.Read(p)
 	o.n += int64(n)
+	if o.n < o.size && (err == io.EOF || transient(o.ctx, err)) && o.resume() {
+		if n > 0 {
+			return n, nil
+		}
+		return o.Read(p)
+	}
 	switch {
 	case err == io.EOF && o.n < o.size:
 		return n, kho.Unavailable(kho.DependencyMinIO, fmt.Sprintf("storage: the object's transfer ended after %d of %d bytes", o.n, o.size), nil)
@@ -206,6 +253,21 @@ func (o *objectReader) Read(p []byte) (int, error) {
 		return n, mapErr("read object", err)
 	}
 	return n, err
+}
+
+// resume reopens the object at the first byte not yet read.
+func (o *objectReader) resume() bool {
+	if o.resumed == callAttempts-1 || o.m == nil || o.etag == "" {
+		return false
+	}
+	o.resumed++
+	body, _, err := o.m.getFrom(o.ctx, o.name, o.n, o.etag)
+	if err != nil {
+		return false
+	}
+	o.r.Close()
+	o.r = body
+	return true
 }
 
 func (o *objectReader) Close() error { return o.r.Close() }

@@ -352,7 +352,9 @@ func (st *State) KhodNodeEnv(i int) [][2]string {
 			env[k][1] = st.Cluster.KhodNodes[i]
 		}
 	}
-	return append(env, [2]string{"KHO_METRICS_LISTEN", st.Cluster.KhodMetrics[i]})
+	// Agencies' tokens name the front, whichever replica issues or checks
+	// them.
+	return append(env, [2]string{"KHO_METRICS_LISTEN", st.Cluster.KhodMetrics[i]}, [2]string{"KHO_PUBLIC_URL", "http://" + st.KhodListen})
 }
 
 // ShellQuote quotes v for a POSIX shell.
