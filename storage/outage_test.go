@@ -29,6 +29,8 @@ type cuttingProxy struct {
 	ln     net.Listener
 	target string
 	armed  atomic.Bool
+	once   bool        // disarm after the first cut: one node lost, the next connection reaches another
+	cuts   atomic.Int64
 	frozen atomic.Bool // a MinIO that stops answering, connections kept
 	closed atomic.Bool
 	passed atomic.Int64
@@ -109,6 +111,10 @@ func (p *cuttingProxy) pipe(to, from net.Conn) {
 		p.waitThawed()
 		if n > 0 {
 			if p.armed.Load() && p.passed.Add(int64(n)) > p.limit {
+				p.cuts.Add(1)
+				if p.once {
+					p.armed.Store(false)
+				}
 				return // the connection dies mid-transfer
 			}
 			if _, werr := to.Write(buf[:n]); werr != nil {

@@ -35,6 +35,11 @@ func (s *Stack) upMinIO(ctx context.Context, st *State) error {
 	if st.MinIOSecretKey == "" {
 		st.MinIOSecretKey = secret(16)
 	}
+	// MinIO starts with these credentials: keep them before it does, or a
+	// failed start would leave a server whose root password is lost.
+	if err := s.saveState(st); err != nil {
+		return err
+	}
 	logPath := s.path("logs", "minio.log")
 	if pid, err := s.minioPID().Running(); err != nil {
 		return err

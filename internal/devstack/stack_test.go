@@ -1,6 +1,10 @@
 package devstack_test
 
 import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -64,5 +68,29 @@ func TestShellQuote(t *testing.T) {
 		if got := devstack.ShellQuote(in); got != want {
 			t.Errorf("ShellQuote(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// A folder that holds a single-node stack is not turned into a cluster:
+// its Vault keys and MinIO data are another server's. Up says where the
+// cluster goes instead, and touches nothing.
+func TestClusterRefusesASingleNodeFolder(t *testing.T) {
+	dir := t.TempDir()
+	single := []byte(`{"minio_endpoint": "127.0.0.1:59000", "vault_root_token": "kept"}`)
+	if err := os.WriteFile(filepath.Join(dir, "stack.json"), single, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"KHO_STATE_DIR": dir, "KHO_CACHE_DIR": t.TempDir()}
+	s, err := devstack.New(testenv.RepoDir(t), func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Cluster = true
+	_, err = s.Up(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "KHO_STATE_DIR") {
+		t.Fatalf("up --cluster on a single-node folder: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "stack.json")); string(b) != string(single) {
+		t.Fatalf("stack.json changed: %s", b)
 	}
 }
