@@ -96,7 +96,43 @@ func free(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func newRig(t *testing.T) *rig {
+// freeRange finds n consecutive free loopback ports and returns the first:
+// a cluster's nodes listen on ports that follow their service's.
+func freeRange(t *testing.T, n int, taken map[int]bool) int {
+	for try := 0; try < 200; try++ {
+		base := free(t)
+		if base+n > 65000 {
+			continue
+		}
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			if taken[p] {
+				ok = false
+				break
+			}
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			for p := base; p < base+n; p++ {
+				taken[p] = true
+			}
+			return base
+		}
+	}
+	t.Fatalf("no %d consecutive free ports", n)
+	return 0
+}
+
+func newRig(t *testing.T) *rig { return newRigOf(t, false) }
+
+// newRigOf starts a stack of the suite's own: one node of each server, or
+// the cluster profile (kho dev up --cluster) with 3 khod behind a front.
+func newRigOf(t *testing.T, cluster bool) *rig {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	t.Cleanup(cancel)
 	wd, _ := os.Getwd()
@@ -123,10 +159,19 @@ func newRig(t *testing.T) *rig {
 		"KHO_DEV_POSTGRES_PORT": strconv.Itoa(free(t)), "KHO_DEV_MINIO_PORT": strconv.Itoa(free(t)),
 		"KHO_DEV_VAULT_PORT": strconv.Itoa(free(t)), "KHO_DEV_KHOD_PORT": strconv.Itoa(free(t)),
 	}
+	if cluster {
+		taken := map[int]bool{}
+		for k, n := range map[string]int{"KHO_DEV_POSTGRES_PORT": 2, "KHO_DEV_MINIO_PORT": 1 + devstack.ClusterMinIONodes,
+			"KHO_DEV_VAULT_PORT": 1 + 2*devstack.ClusterVaultNodes, "KHO_DEV_KHOD_PORT": 11 + devstack.ClusterKhods} {
+			env[k] = strconv.Itoa(freeRange(t, n, taken))
+		}
+	}
 	s, err := devstack.New(repo, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.Cluster = cluster
+	s.KhoBinary = filepath.Join(repo, "bin", "kho")
 	r := &rig{t: t, ctx: ctx, stack: s, repo: repo, env: env, acked: map[string]ack{},
 		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}}}
 	t.Cleanup(func() {
@@ -174,7 +219,11 @@ func newRig(t *testing.T) *rig {
 		}
 	}
 	r.url = "http://" + r.st.KhodListen
-	r.startKhod()
+	if cluster {
+		r.startKhods()
+	} else {
+		r.startKhod()
+	}
 	t.Logf("fault stack up in %s (%s)", time.Since(start).Round(time.Second), dir)
 	return r
 }

@@ -50,7 +50,8 @@ type MinIOConfig struct {
 // MinIO is a BlobStore over one MinIO bucket.
 type MinIO struct {
 	client   *minio.Client
-	core     minio.Core
+	quick    *minio.Client // for calls tried again: half the answer timeout
+	core     minio.Core    // over quick
 	bucket   string
 	partSize uint64
 }
@@ -111,23 +112,36 @@ func NewMinIO(cfg MinIOConfig) (*MinIO, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 4 * time.Second
 	}
-	tr.ResponseHeaderTimeout = cfg.Timeout
-	var rt http.RoundTripper = tr
-	if cfg.WrapTransport != nil {
-		rt = cfg.WrapTransport(tr)
+	newClient := func(headerTimeout time.Duration) (*minio.Client, error) {
+		t := tr.Clone()
+		t.ResponseHeaderTimeout = headerTimeout
+		var rt http.RoundTripper = t
+		if cfg.WrapTransport != nil {
+			rt = cfg.WrapTransport(t)
+		}
+		return minio.New(host, &minio.Options{
+			Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+			Secure:    secure,
+			Transport: rt,
+			// One attempt per call: callers decide about retries, and a
+			// probe must see an outage at once rather than after
+			// minio-go's backoff.
+			MaxRetries: 1,
+		})
 	}
-	client, err := minio.New(host, &minio.Options{
-		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
-		Secure:    secure,
-		Transport: rt,
-		// One attempt per call: callers decide about retries, and a probe
-		// must see an outage at once rather than after minio-go's backoff.
-		MaxRetries: 1,
-	})
+	client, err := newClient(cfg.Timeout)
 	if err != nil {
 		return nil, kho.WrapError(kho.EINVALID, "storage: MinIO client", err)
 	}
-	return &MinIO{client: client, core: minio.Core{Client: client}, bucket: cfg.Bucket, partSize: cfg.PartSize}, nil
+	// Calls that may be tried again (a download, a kept upload) wait half
+	// as long for each of two attempts: a node that stalls while its
+	// cluster settles gets a second chance on another connection, and a
+	// MinIO that froze is still an outage within Timeout.
+	quick, err := newClient(cfg.Timeout / 2)
+	if err != nil {
+		return nil, kho.WrapError(kho.EINVALID, "storage: MinIO client", err)
+	}
+	return &MinIO{client: client, quick: quick, core: minio.Core{Client: quick}, bucket: cfg.Bucket, partSize: cfg.PartSize}, nil
 }
 
 // Bucket returns the bucket's name.
@@ -159,8 +173,12 @@ func (m *MinIO) Put(ctx context.Context, name string, r io.Reader, size int64) e
 	if err := checkName(name); err != nil {
 		return err
 	}
+	client := m.client
+	if rw, ok := r.(rewinder); ok && rw.Kept() {
+		client = m.quick
+	}
 	for attempt := 1; ; attempt++ {
-		_, err := m.client.PutObject(ctx, m.bucket, name, r, size, minio.PutObjectOptions{
+		_, err := client.PutObject(ctx, m.bucket, name, r, size, minio.PutObjectOptions{
 			ContentType: "application/octet-stream",
 			PartSize:    m.partSize,
 			// age authenticates every chunk, and the content is hashed on
@@ -174,7 +192,7 @@ func (m *MinIO) Put(ctx context.Context, name string, r io.Reader, size int64) e
 		// A body kept whole (a look-ahead document) is sent again when
 		// the upload failed on its way; a streamed one cannot be.
 		rw, ok := r.(rewinder)
-		if !ok || attempt == callAttempts || !transient(ctx, err) || !pause(ctx, attempt) {
+		if !ok || client != m.quick || !retryable(ctx, err, attempt) || !pause(ctx, attempt) {
 			return mapErr("put object", err)
 		}
 		if r, ok = rw.Again(); !ok {
@@ -213,7 +231,7 @@ func (m *MinIO) getFrom(ctx context.Context, name string, off int64, etag string
 	}
 	for attempt := 1; ; attempt++ {
 		body, info, _, err := m.core.GetObject(ctx, m.bucket, name, opts)
-		if err == nil || attempt == callAttempts || !transient(ctx, err) || !pause(ctx, attempt) {
+		if err == nil || !retryable(ctx, err, attempt) || !pause(ctx, attempt) {
 			return body, info, err
 		}
 	}

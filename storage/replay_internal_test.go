@@ -119,3 +119,26 @@ func TestTransientFailures(t *testing.T) {
 		})
 	}
 }
+
+// A timeout is tried again once (each attempt waits half the answer
+// timeout), a transient failure while attempts remain, and nothing after
+// the last attempt.
+func TestRetryable(t *testing.T) {
+	ctx := context.Background()
+	timeout := &url.Error{Op: "Get", URL: "http://minio/o", Err: timeoutErr{}}
+	reset := &url.Error{Op: "Get", URL: "http://minio/o", Err: &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}}
+	for _, tt := range []struct {
+		err  error
+		n    int
+		want bool
+	}{
+		{timeout, 1, true}, {timeout, 2, false},
+		{reset, 1, true}, {reset, 2, true}, {reset, callAttempts, false},
+		{&breaker.OpenError{Name: "minio"}, 1, false},
+		{minio.ErrorResponse{Code: "NoSuchKey", StatusCode: 404}, 1, false},
+	} {
+		if got := retryable(ctx, tt.err, tt.n); got != tt.want {
+			t.Errorf("retryable(%v, attempt %d) = %v, want %v", tt.err, tt.n, got, tt.want)
+		}
+	}
+}

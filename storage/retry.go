@@ -18,9 +18,10 @@ import (
 // A MinIO call that fails on its way, rather than being answered, is tried
 // again on a fresh connection: in a distributed MinIO a node that dies drops
 // the connections it held (the balancer sends the next one to a node that
-// lives), and a node that loses a peer answers SlowDown while its locks
-// settle. Nothing else is retried: a timeout (a frozen server) or an open
-// circuit is an outage to report at once, and an answer (NoSuchKey,
+// lives), and a node that loses a peer answers SlowDown or stalls while its
+// locks settle. A timeout is tried again once, each attempt waiting half
+// the answer timeout, so a frozen MinIO is still reported within it; an
+// open circuit is an outage to report at once, and an answer (NoSuchKey,
 // AccessDenied) is the answer.
 const (
 	callAttempts = 3
@@ -48,6 +49,21 @@ func transient(ctx context.Context, err error) bool {
 		strings.Contains(err.Error(), "Connection closed by foreign host")
 }
 
+// retryable reports whether a call that failed with err on attempt n may
+// be tried again: a transient failure while attempts remain, or a first
+// timeout (each attempt of such a call waits half the answer timeout, so
+// two attempts take what one took).
+func retryable(ctx context.Context, err error, n int) bool {
+	if n >= callAttempts || err == nil || ctx.Err() != nil {
+		return false
+	}
+	var ne net.Error
+	if n == 1 && errors.As(err, &ne) && ne.Timeout() && !breaker.IsOpen(err) {
+		return true
+	}
+	return transient(ctx, err)
+}
+
 // pause waits before attempt n+1, or until ctx ends.
 func pause(ctx context.Context, n int) bool {
 	t := time.NewTimer(time.Duration(n) * retryPause)
@@ -63,6 +79,8 @@ func pause(ctx context.Context, n int) bool {
 // rewinder is an upload body that can be sent again from its start.
 type rewinder interface {
 	io.Reader
+	// Kept reports whether the body is being kept for another attempt.
+	Kept() bool
 	// Again returns the body from its first byte, for another attempt;
 	// false when it was not kept. The previous attempt's reader fails from
 	// then on: net/http may still be reading it when the attempt returns.
@@ -144,6 +162,13 @@ func (a *replayReader) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// Kept reports whether the body is (still) kept.
+func (a *replayReader) Kept() bool {
+	a.r.mu.Lock()
+	defer a.r.mu.Unlock()
+	return !a.r.lost
 }
 
 // Again starts the body again from its first byte.

@@ -430,13 +430,32 @@ func (s *Stack) upVaultCluster(ctx context.Context, st *State) error {
 	if err != nil {
 		return err
 	}
-	if err := s.waitFor(ctx, "vault", 60*time.Second, s.vaultNodePID(0), s.path("logs", "vault-1.log"), func(ctx context.Context) error {
+	// Unsealed nodes elect a leader; until one leads, standbys answer
+	// health checks but refuse the bootstrap's calls.
+	if err := s.waitFor(ctx, "vault leader", 60*time.Second, s.vaultNodePID(0), s.path("logs", "vault-1.log"), func(ctx context.Context) error {
+		if s.activeVaultNode(ctx, st) < 0 {
+			return fmt.Errorf("no node leads")
+		}
 		return vault.Health(ctx, api)
 	}); err != nil {
 		return err
 	}
 	s.say("vault: %d Raft nodes unsealed behind %s", ClusterVaultNodes, st.VaultAddr)
 	return s.bootstrapVault(ctx, st, api)
+}
+
+// activeVaultNode is the index of the node that leads, or -1.
+func (s *Stack) activeVaultNode(ctx context.Context, st *State) int {
+	for i, addr := range st.Cluster.VaultNodes {
+		api, err := vault.NewAPIClient(addr, "", 2*time.Second)
+		if err != nil {
+			continue
+		}
+		if h, err := api.Sys().HealthWithContext(ctx); err == nil && h.Initialized && !h.Sealed && !h.Standby {
+			return i
+		}
+	}
+	return -1
 }
 
 func hosts(urls []string) []string {
