@@ -29,7 +29,7 @@ type cuttingProxy struct {
 	ln     net.Listener
 	target string
 	armed  atomic.Bool
-	once   bool        // disarm after the first cut: one node lost, the next connection reaches another
+	once   bool // disarm after the first cut: one node lost, the next connection reaches another
 	cuts   atomic.Int64
 	frozen atomic.Bool // a MinIO that stops answering, connections kept
 	closed atomic.Bool
