@@ -79,13 +79,15 @@ func (r *rig) startLoad(tag string, workers int, big string, retry bool) *load {
 					return
 				default:
 				}
-				ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+				ctx, cancel := context.WithTimeout(r.ctx, 90*time.Second)
 				file := content(256<<10 + w*1000 + i)
 				key := fmt.Sprintf("%s-%d-%d", tag, w, i)
 				o := r.deposit(ctx, file, key)
 				l.note("deposit", o, http.StatusCreated)
 				if retry && !(o.err == nil && o.status == http.StatusCreated) {
-					if err := r.depositRetrying(ctx, file, key, 25*time.Second); err != nil {
+					// A deposit cut with its khod keeps its key's claim
+					// until its heartbeats have stopped for 45 s.
+					if err := r.depositRetrying(ctx, file, key, 75*time.Second); err != nil {
 						l.noteErr("deposit retried", err)
 					}
 				}
@@ -213,6 +215,10 @@ func TestClusterFaults(t *testing.T) {
 	}
 	r.check("the start")
 	var report []string
+	say := func(line string) {
+		t.Log(line)
+		report = append(report, line)
+	}
 
 	run("reads that may lag go to the replica", func(t *testing.T) {
 		before := r.replicaCommits()
@@ -232,7 +238,7 @@ func TestClusterFaults(t *testing.T) {
 		}); err != nil {
 			t.Fatalf("%v: they did not read there", err)
 		}
-		report = append(report, fmt.Sprintf("20 access-log reads through the front ran %d transactions on the replica", after-before))
+		say(fmt.Sprintf("20 access-log reads through the front ran %d transactions on the replica", after-before))
 	})
 
 	run("one MinIO node lost", func(t *testing.T) {
@@ -250,7 +256,7 @@ func TestClusterFaults(t *testing.T) {
 		if t.Failed() {
 			t.FailNow()
 		}
-		report = append(report, "one MinIO node (of 4) killed for 12 s under 6 clients: "+l.summary(failed))
+		say("one MinIO node (of 4) killed for 12 s under 6 clients: "+l.summary(failed))
 		r.check("one MinIO node lost")
 	})
 
@@ -282,7 +288,7 @@ func TestClusterFaults(t *testing.T) {
 		if len(failed) > 0 {
 			window = fmt.Sprintf("503s from %s to %s after the kill", first.Round(10*time.Millisecond), last.Round(10*time.Millisecond))
 		}
-		report = append(report, fmt.Sprintf("Vault leader (node %d) killed under 6 clients: %s; %s", leader+1, l.summary(failed), window))
+		say(fmt.Sprintf("Vault leader (node %d) killed under 6 clients: %s; %s", leader+1, l.summary(failed), window))
 		r.waitGone(pid)
 		r.up() // restarted and unsealed, it rejoins as a standby
 		r.check("Vault leader killed")
@@ -308,7 +314,7 @@ func TestClusterFaults(t *testing.T) {
 		if t.Failed() {
 			t.FailNow()
 		}
-		report = append(report, fmt.Sprintf("PostgreSQL primary restarted under 6 clients: %s; last 503 %s after the stop", l.summary(failed), last.Round(10*time.Millisecond)))
+		say(fmt.Sprintf("PostgreSQL primary restarted under 6 clients: %s; last 503 %s after the stop", l.summary(failed), last.Round(10*time.Millisecond)))
 		// The replica streams again by itself.
 		if _, err := r.until("replica streaming", 60*time.Second, func() error {
 			before := r.replicaCommits()
@@ -348,7 +354,7 @@ func TestClusterFaults(t *testing.T) {
 		if t.Failed() {
 			t.FailNow()
 		}
-		report = append(report, fmt.Sprintf("khod 2 (of 3) killed under 6 clients: %d requests answered, %d cut with it (deposits retried under their keys: all landed once)", l.ok.Load(), cut))
+		say(fmt.Sprintf("khod 2 (of 3) killed under 6 clients: %d requests answered, %d cut with it (deposits retried under their keys: all landed once)", l.ok.Load(), cut))
 		r.startKhods()
 		r.check("a khod killed")
 	})

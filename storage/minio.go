@@ -177,7 +177,8 @@ func (m *MinIO) Put(ctx context.Context, name string, r io.Reader, size int64) e
 	if rw, ok := r.(rewinder); ok && rw.Kept() {
 		client = m.quick
 	}
-	for attempt := 1; ; attempt++ {
+	var again retry
+	for {
 		_, err := client.PutObject(ctx, m.bucket, name, r, size, minio.PutObjectOptions{
 			ContentType: "application/octet-stream",
 			PartSize:    m.partSize,
@@ -192,7 +193,7 @@ func (m *MinIO) Put(ctx context.Context, name string, r io.Reader, size int64) e
 		// A body kept whole (a look-ahead document) is sent again when
 		// the upload failed on its way; a streamed one cannot be.
 		rw, ok := r.(rewinder)
-		if !ok || client != m.quick || !retryable(ctx, err, attempt) || !pause(ctx, attempt) {
+		if !ok || client != m.quick || !again.again(ctx, err) {
 			return mapErr("put object", err)
 		}
 		if r, ok = rw.Again(); !ok {
@@ -229,9 +230,10 @@ func (m *MinIO) getFrom(ctx context.Context, name string, off int64, etag string
 			return nil, minio.ObjectInfo{}, err
 		}
 	}
-	for attempt := 1; ; attempt++ {
+	var again retry
+	for {
 		body, info, _, err := m.core.GetObject(ctx, m.bucket, name, opts)
-		if err == nil || !retryable(ctx, err, attempt) || !pause(ctx, attempt) {
+		if err == nil || !again.again(ctx, err) {
 			return body, info, err
 		}
 	}

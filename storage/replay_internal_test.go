@@ -120,25 +120,31 @@ func TestTransientFailures(t *testing.T) {
 	}
 }
 
-// A timeout is tried again once (each attempt waits half the answer
-// timeout), a transient failure while attempts remain, and nothing after
-// the last attempt.
-func TestRetryable(t *testing.T) {
+// A call is tried again after transient failures while attempts remain,
+// after one timeout but not a second, and never after an open circuit or
+// an answer.
+func TestRetry(t *testing.T) {
 	ctx := context.Background()
 	timeout := &url.Error{Op: "Get", URL: "http://minio/o", Err: timeoutErr{}}
 	reset := &url.Error{Op: "Get", URL: "http://minio/o", Err: &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}}
 	for _, tt := range []struct {
-		err  error
-		n    int
-		want bool
+		name string
+		errs []error
+		want []bool
 	}{
-		{timeout, 1, true}, {timeout, 2, false},
-		{reset, 1, true}, {reset, 2, true}, {reset, callAttempts, false},
-		{&breaker.OpenError{Name: "minio"}, 1, false},
-		{minio.ErrorResponse{Code: "NoSuchKey", StatusCode: 404}, 1, false},
+		{"two timeouts", []error{timeout, timeout}, []bool{true, false}},
+		{"a reset then two timeouts", []error{reset, timeout, timeout}, []bool{true, true, false}},
+		{"resets until the last attempt", []error{reset, reset, reset, reset}, []bool{true, true, true, false}},
+		{"open circuit", []error{&breaker.OpenError{Name: "minio"}}, []bool{false}},
+		{"an answer", []error{minio.ErrorResponse{Code: "NoSuchKey", StatusCode: 404}}, []bool{false}},
 	} {
-		if got := retryable(ctx, tt.err, tt.n); got != tt.want {
-			t.Errorf("retryable(%v, attempt %d) = %v, want %v", tt.err, tt.n, got, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			var r retry
+			for i, err := range tt.errs {
+				if got := r.again(ctx, err); got != tt.want[i] {
+					t.Fatalf("after failure %d (%v): again = %v, want %v", i+1, err, got, tt.want[i])
+				}
+			}
+		})
 	}
 }

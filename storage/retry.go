@@ -24,7 +24,7 @@ import (
 // open circuit is an outage to report at once, and an answer (NoSuchKey,
 // AccessDenied) is the answer.
 const (
-	callAttempts = 3
+	callAttempts = 4
 	retryPause   = 100 * time.Millisecond
 )
 
@@ -49,19 +49,27 @@ func transient(ctx context.Context, err error) bool {
 		strings.Contains(err.Error(), "Connection closed by foreign host")
 }
 
-// retryable reports whether a call that failed with err on attempt n may
-// be tried again: a transient failure while attempts remain, or a first
-// timeout (each attempt of such a call waits half the answer timeout, so
-// two attempts take what one took).
-func retryable(ctx context.Context, err error, n int) bool {
-	if n >= callAttempts || err == nil || ctx.Err() != nil {
+// retry decides, call by call, whether a call that failed is tried again:
+// a transient failure while attempts remain, and one timeout (each attempt
+// of such a call waits half the answer timeout, so two timeouts take what
+// one took before).
+type retry struct{ attempts, timeouts int }
+
+// again reports whether to try again after err, having waited first.
+func (r *retry) again(ctx context.Context, err error) bool {
+	r.attempts++
+	if r.attempts >= callAttempts || err == nil || ctx.Err() != nil || breaker.IsOpen(err) {
 		return false
 	}
 	var ne net.Error
-	if n == 1 && errors.As(err, &ne) && ne.Timeout() && !breaker.IsOpen(err) {
-		return true
+	if errors.As(err, &ne) && ne.Timeout() {
+		if r.timeouts++; r.timeouts > 1 {
+			return false
+		}
+	} else if !transient(ctx, err) {
+		return false
 	}
-	return transient(ctx, err)
+	return pause(ctx, r.attempts)
 }
 
 // pause waits before attempt n+1, or until ctx ends.
