@@ -110,33 +110,38 @@ func (u *uploadReader) Read(p []byte) (int, error) {
 }
 
 func (s *Server) deposit(c *gin.Context) {
-	meta, body, err := s.readUpload(c)
-	if err != nil {
-		writeError(c, err)
-		return
-	}
-	d, err := s.cfg.Documents.Deposit(c.Request.Context(), principal(c), meta, body)
-	if err != nil {
-		writeError(c, err)
-		return
-	}
-	s.cfg.Observer.ObserveBytes("deposited", d.Size)
-	c.Header("Location", "/v1/documents/"+string(d.ID))
-	c.JSON(http.StatusCreated, d)
+	s.depositWith(c, func(meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error) {
+		return s.cfg.Documents.Deposit(c.Request.Context(), principal(c), meta, body)
+	})
 }
 
 func (s *Server) supersede(c *gin.Context) {
-	meta, body, err := s.readUpload(c)
+	s.depositWith(c, func(meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error) {
+		return s.cfg.Documents.Supersede(c.Request.Context(), principal(c), kho.DocumentID(c.Param("id")), meta, body)
+	})
+}
+
+// depositWith answers a deposit or a new version: 201 with the document.
+// A retry under the Idempotency-Key of a deposit that committed before its
+// khod died unanswered gets that document, not a second one.
+func (s *Server) depositWith(c *gin.Context, store func(*kho.DepositMetadata, io.Reader) (*kho.Document, error)) {
+	var d *kho.Document
+	var err error
+	if id, ok := committed(c); ok {
+		d, err = s.cfg.Documents.Get(c.Request.Context(), principal(c), kho.DocumentID(id))
+	} else {
+		var meta *kho.DepositMetadata
+		var body io.Reader
+		if meta, body, err = s.readUpload(c); err == nil {
+			if d, err = store(meta, body); err == nil {
+				s.cfg.Observer.ObserveBytes("deposited", d.Size)
+			}
+		}
+	}
 	if err != nil {
 		writeError(c, err)
 		return
 	}
-	d, err := s.cfg.Documents.Supersede(c.Request.Context(), principal(c), kho.DocumentID(c.Param("id")), meta, body)
-	if err != nil {
-		writeError(c, err)
-		return
-	}
-	s.cfg.Observer.ObserveBytes("deposited", d.Size)
 	c.Header("Location", "/v1/documents/"+string(d.ID))
 	c.JSON(http.StatusCreated, d)
 }

@@ -83,6 +83,13 @@ func (s *Server) idempotent() gin.HandlerFunc {
 			c.Abort()
 			return
 		}
+		// The work learns its claim (postgres.RecordResult); a claim taken
+		// over from a request that committed before dying carries what it
+		// committed, for the handler to answer with.
+		c.Request = c.Request.WithContext(postgres.WithClaim(ctx, owner, key, rec.Claim))
+		if rec.Result != "" {
+			c.Set(ctxCommitted, rec.Result)
+		}
 		c.Request.Body = &hashingBody{ReadCloser: c.Request.Body, h: h}
 		w := &recordingWriter{ResponseWriter: c.Writer}
 		c.Writer = w
@@ -137,6 +144,21 @@ func (s *Server) idempotent() gin.HandlerFunc {
 			_ = c.Error(err)
 		}
 	}
+}
+
+// ctxCommitted holds, for a handler, what an earlier request under the same
+// Idempotency-Key committed before its khod died without answering.
+const ctxCommitted = "kho.idempotency.committed"
+
+// committed returns what an earlier request under this request's key
+// committed, if anything.
+func committed(c *gin.Context) (string, bool) {
+	v, ok := c.Get(ctxCommitted)
+	if !ok {
+		return "", false
+	}
+	s, _ := v.(string)
+	return s, s != ""
 }
 
 // ownerOf names a caller for its keys without personal data: a hash of

@@ -205,3 +205,75 @@ func TestPanicReleasesTheIdempotencyClaim(t *testing.T) {
 		}
 	}
 }
+
+// A khod that died after its deposit committed and before it stored the
+// answer leaves the claim pending, its heartbeats stopped, with the
+// document's id recorded in the deposit's own transaction. The client's
+// retry under the same key takes the claim over and is answered with that
+// document: no second one.
+func TestDepositCommittedBeforeItsAnswerIsNotDoneTwice(t *testing.T) {
+	d := newDocServer(t, 0)
+	ctx := testenv.Context(t)
+	ct, body := multipartBody(t, textMeta, []byte("giấy khai sinh, gửi lại sau khi khod chết"))
+	raw := body.Bytes()
+	const key = "deposit-died-unanswered"
+	resp, b := d.call(t, justice, "POST", "/v1/documents", ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": key})
+	if resp.StatusCode != 201 {
+		t.Fatalf("deposit: %d %s", resp.StatusCode, b)
+	}
+	var first kho.Document
+	_ = json.Unmarshal(b, &first)
+	var result string
+	if err := d.docs.DB.Pool.QueryRow(ctx, `SELECT coalesce(result, '') FROM idempotency_keys WHERE key = $1`, key).Scan(&result); err != nil || result != string(first.ID) {
+		t.Fatalf("the deposit's transaction recorded %q under its key (%v), want %s", result, err, first.ID)
+	}
+	// What a khod killed between the commit and storing its answer leaves.
+	if _, err := d.docs.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET state = 'pending', request_hash = NULL, status = NULL, content_type = NULL,
+		location = NULL, body = NULL, created_at = now() - interval '10 minutes' WHERE key = $1`, key); err != nil {
+		t.Fatal(err)
+	}
+	resp, b = d.call(t, justice, "POST", "/v1/documents", ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": key})
+	var again kho.Document
+	_ = json.Unmarshal(b, &again)
+	if resp.StatusCode != 201 || again.ID != first.ID || again.SHA256 != first.SHA256 || resp.Header.Get("Location") != "/v1/documents/"+string(first.ID) {
+		t.Fatalf("the retry: %d %s, want 201 with document %s", resp.StatusCode, b, first.ID)
+	}
+	var n int
+	if err := d.docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM documents`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d documents after a deposit and its retry (%v)", n, err)
+	}
+	// And the answer is kept now, as for any completed key.
+	resp, b = d.call(t, justice, "POST", "/v1/documents", ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": key})
+	if resp.StatusCode != 201 || resp.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("a third try: %d %s", resp.StatusCode, b)
+	}
+}
+
+// A deposit whose claim a retry took over while it worked (its heartbeats
+// had stopped) cannot commit: the retry's document is the only one.
+func TestDepositWhoseClaimWasTakenOverDoesNotCommit(t *testing.T) {
+	docs := testenv.NewDocuments(t)
+	ctx := testenv.Context(t)
+	idem := &postgres.Idempotency{DB: docs.DB}
+	first, err := idem.Begin(ctx, "agency:G09", "k-taken", "POST /v1/documents")
+	if err != nil || !first.Fresh {
+		t.Fatalf("claim: %+v %v", first, err)
+	}
+	if _, err := docs.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() - interval '1 minute'`); err != nil {
+		t.Fatal(err)
+	}
+	retry, err := idem.Begin(ctx, "agency:G09", "k-taken", "POST /v1/documents")
+	if err != nil || !retry.Fresh {
+		t.Fatalf("takeover: %+v %v", retry, err)
+	}
+	work := postgres.WithClaim(ctx, "agency:G09", "k-taken", first.Claim)
+	_, err = docs.Svc.Deposit(work, justice, &kho.DepositMetadata{SubjectID: "001090000001", Type: "GKS", Name: "Giấy khai sinh",
+		IssuedOn: kho.Date{Time: time.Date(2024, 1, 15, 0, 0, 0, 0, time.UTC)}, MediaType: "text/plain"}, strings.NewReader("nội dung"))
+	if err != postgres.ErrClaimTakenOver {
+		t.Fatalf("a deposit under a claim taken over: %v, want ErrClaimTakenOver", err)
+	}
+	var n int
+	if err := docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM documents`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d documents committed under a lost claim (%v)", n, err)
+	}
+}

@@ -18,6 +18,10 @@ const IdempotencyTTL = 24 * time.Hour
 type Idempotent struct {
 	Fresh       bool   // the caller now owns the key and does the work
 	Claim       string // when Fresh: the claim's id, for Heartbeat, Complete and Release
+	// Result, when Fresh, is what the work under a claim that was taken
+	// over had committed (its khod died before storing the answer): the
+	// request answers from it rather than doing the work again.
+	Result string
 	Pending     bool   // another request with the key is at work
 	Route       string // the route the key was first used on
 	RequestHash []byte
@@ -63,18 +67,27 @@ func (s *Idempotency) Begin(ctx context.Context, owner, key, route string) (*Ide
 		abandoned = DefaultAbandoned
 	}
 	claim := uuid.NewString()
-	tag, err := s.DB.Pool.Exec(ctx, `WITH gone AS (DELETE FROM idempotency_keys WHERE owner = $1 AND created_at < now() - make_interval(secs => $4))
+	// A pending claim without heartbeats is taken over with what its work
+	// committed (result); an expired key starts anew.
+	var result *string
+	err := s.DB.Pool.QueryRow(ctx, `WITH gone AS (DELETE FROM idempotency_keys WHERE owner = $1 AND created_at < now() - make_interval(secs => $4))
 		INSERT INTO idempotency_keys (owner, key, route, state, claim) VALUES ($1, $2, $3, 'pending', $6)
 		ON CONFLICT (owner, key) DO UPDATE SET route = EXCLUDED.route, created_at = now(), claim = EXCLUDED.claim,
-			state = 'pending', request_hash = NULL, status = NULL, content_type = NULL, location = NULL, body = NULL
+			state = 'pending', request_hash = NULL, status = NULL, content_type = NULL, location = NULL, body = NULL,
+			result = CASE WHEN idempotency_keys.created_at < now() - make_interval(secs => $4) THEN NULL ELSE idempotency_keys.result END
 			WHERE idempotency_keys.state = 'pending' AND idempotency_keys.created_at < now() - make_interval(secs => $5)
-			   OR idempotency_keys.created_at < now() - make_interval(secs => $4)`,
-		owner, key, route, IdempotencyTTL.Seconds(), abandoned.Seconds(), claim)
-	if err != nil {
+			   OR idempotency_keys.created_at < now() - make_interval(secs => $4)
+		RETURNING result`,
+		owner, key, route, IdempotencyTTL.Seconds(), abandoned.Seconds(), claim).Scan(&result)
+	switch {
+	case err == nil:
+		r := &Idempotent{Fresh: true, Claim: claim}
+		if result != nil {
+			r.Result = *result
+		}
+		return r, nil
+	case !errors.Is(err, pgx.ErrNoRows):
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "idempotency: claim the key", err)
-	}
-	if tag.RowsAffected() == 1 {
-		return &Idempotent{Fresh: true, Claim: claim}, nil
 	}
 	var r Idempotent
 	var state string
@@ -120,6 +133,40 @@ func (s *Idempotency) Release(ctx context.Context, owner, key, claim string) err
 	_, err := s.DB.Pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE owner = $1 AND key = $2 AND state = 'pending' AND claim = $3`, owner, key, claim)
 	if err != nil {
 		return kho.WrapError(kho.EUNAVAILABLE, "idempotency: release the key", err)
+	}
+	return nil
+}
+
+type claimKey struct{}
+
+type heldClaim struct{ owner, key, claim string }
+
+// WithClaim marks ctx as the work of the request holding an idempotency
+// key's claim, for RecordResult.
+func WithClaim(ctx context.Context, owner, key, claim string) context.Context {
+	return context.WithValue(ctx, claimKey{}, heldClaim{owner, key, claim})
+}
+
+// ErrClaimTakenOver is what work under a claim gets when a retry took the
+// claim over while it ran: the work must not commit, the retry's stands.
+var ErrClaimTakenOver = kho.Errorf(kho.ECONFLICT, "this request's Idempotency-Key was taken over by a retry while it worked; the retry's answer stands")
+
+// RecordResult writes, in the transaction of the work done under ctx's
+// claim (if any), what the work committed (a document's id). It fails, so
+// that the transaction rolls back, when the claim is no longer the
+// request's.
+func RecordResult(ctx context.Context, tx pgx.Tx, result string) error {
+	c, ok := ctx.Value(claimKey{}).(heldClaim)
+	if !ok {
+		return nil
+	}
+	tag, err := tx.Exec(ctx, `UPDATE idempotency_keys SET result = $4 WHERE owner = $1 AND key = $2 AND claim = $3 AND state = 'pending'`,
+		c.owner, c.key, c.claim, result)
+	if err != nil {
+		return kho.WrapError(kho.EUNAVAILABLE, "idempotency: record the result", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrClaimTakenOver
 	}
 	return nil
 }

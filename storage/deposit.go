@@ -557,6 +557,12 @@ func (s *Service) insert(ctx context.Context, tx pgx.Tx, p kho.Principal, st *po
 	if rcpt.version < minVersion {
 		return kho.Errorf(kho.EUNAVAILABLE, "the subject's key was rotated during the deposit; send it again")
 	}
+	// Under an Idempotency-Key, the document commits only while the key's
+	// claim is still this request's, and the claim learns its id: a retry
+	// after this khod died answers with it instead of depositing again.
+	if err := postgres.RecordResult(ctx, tx, string(doc.ID)); err != nil {
+		return err
+	}
 	if _, err := tx.Exec(ctx, `DELETE FROM pending_objects WHERE object_name = $1`, object); err != nil {
 		return kho.WrapError(kho.EUNAVAILABLE, "storage: record the upload", err)
 	}

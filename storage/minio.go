@@ -343,10 +343,24 @@ func (m *MinIO) AbortUpload(ctx context.Context, name string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	if err := m.client.RemoveIncompleteUpload(ctx, m.bucket, name); err != nil {
-		return mapErr("abort incomplete upload", err)
+	return m.idempotent(ctx, "abort incomplete upload", func(c *minio.Client) error {
+		return c.RemoveIncompleteUpload(ctx, m.bucket, name)
+	})
+}
+
+// idempotent runs a call that may be repeated (a removal) with the quick
+// client, tried again after transient failures.
+func (m *MinIO) idempotent(ctx context.Context, op string, call func(*minio.Client) error) error {
+	var again retry
+	for {
+		err := call(m.quick)
+		if err == nil {
+			return nil
+		}
+		if !again.again(ctx, err) {
+			return mapErr(op, err)
+		}
 	}
-	return nil
 }
 
 // Delete removes the object.
@@ -354,10 +368,9 @@ func (m *MinIO) Delete(ctx context.Context, name string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	if err := m.client.RemoveObject(ctx, m.bucket, name, minio.RemoveObjectOptions{}); err != nil {
-		return mapErr("delete object", err)
-	}
-	return nil
+	return m.idempotent(ctx, "delete object", func(c *minio.Client) error {
+		return c.RemoveObject(ctx, m.bucket, name, minio.RemoveObjectOptions{})
+	})
 }
 
 func mapErr(op string, err error) error {

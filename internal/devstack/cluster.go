@@ -50,6 +50,7 @@ type ClusterState struct {
 	VaultNodes      []string `json:"vault_nodes"`       // http://host:port
 	VaultUnsealKeys []string `json:"vault_unseal_keys"` // Shamir shares, dev only
 	ReplicaURL      string   `json:"postgres_replica_url"`
+	ReplicationPass string   `json:"postgres_replication_password"` // role kho_replication: REPLICATION, nothing else
 	KhodNodes       []string `json:"khod_nodes"` // host:port
 	KhodMetrics     []string `json:"khod_metrics"`
 }
@@ -132,6 +133,9 @@ func (s *Stack) upPostgresReplica(ctx context.Context, st *State) error {
 		return fmt.Errorf("port %d is taken by a process this stack did not start", port)
 	}
 	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
+		if err := s.ensureReplicationRole(ctx, st); err != nil {
+			return err
+		}
 		s.say("postgres replica: base backup of the primary into %s", data)
 		for _, d := range []string{root, sock} {
 			if err := os.MkdirAll(d, 0o700); err != nil {
@@ -143,8 +147,8 @@ func (s *Stack) upPostgresReplica(ctx context.Context, st *State) error {
 		}
 		// -R writes standby.signal and the primary's connection, so the
 		// copy starts as a standby that streams from the primary.
-		if err := s.runAs(ctx, cred, filepath.Join(bindir, "pg_basebackup"), []string{"PGPASSWORD=" + passwordOf(st.DatabaseAdminURL)},
-			"-D", data, "-h", "127.0.0.1", "-p", strconv.Itoa(s.Ports.Postgres), "-U", pgSuperuser,
+		if err := s.runAs(ctx, cred, filepath.Join(bindir, "pg_basebackup"), []string{"PGPASSWORD=" + st.Cluster.ReplicationPass},
+			"-D", data, "-h", "127.0.0.1", "-p", strconv.Itoa(s.Ports.Postgres), "-U", pgReplicationRole,
 			"-R", "-X", "stream", "--checkpoint=fast"); err != nil {
 			os.RemoveAll(data)
 			return err
@@ -173,6 +177,36 @@ func (s *Stack) upPostgresReplica(ctx context.Context, st *State) error {
 		}
 		return nil
 	})
+}
+
+// pgReplicationRole is the role the replica streams as: REPLICATION and
+// LOGIN, no access to kho's tables.
+const pgReplicationRole = "kho_replication"
+
+// ensureReplicationRole creates (or sets the password of) the replica's
+// role on the primary.
+func (s *Stack) ensureReplicationRole(ctx context.Context, st *State) error {
+	if st.Cluster.ReplicationPass == "" {
+		st.Cluster.ReplicationPass = secret(16)
+		if err := s.saveState(st); err != nil {
+			return err
+		}
+	}
+	c, err := pgx.Connect(ctx, st.DatabaseAdminURL)
+	if err != nil {
+		return fmt.Errorf("connect as superuser: %w", err)
+	}
+	defer c.Close(ctx)
+	var exists bool
+	if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, pgReplicationRole).Scan(&exists); err != nil {
+		return err
+	}
+	verb := "ALTER"
+	if !exists {
+		verb = "CREATE"
+	}
+	_, err = c.Exec(ctx, fmt.Sprintf(`%s ROLE %s LOGIN REPLICATION PASSWORD %s`, verb, pgReplicationRole, quoteLiteral(st.Cluster.ReplicationPass)))
+	return err
 }
 
 // runAs runs a tool to completion as cred, its output kept in a log named
@@ -548,16 +582,25 @@ func (s *Stack) clusterStatus(ctx context.Context, st *State) []ServiceStatus {
 		}
 		out = append(out, ns)
 	}
-	for _, f := range []string{"minio", "vault"} {
-		fs := ServiceStatus{Name: f + " front"}
-		fs.PID, _ = PIDFile{s.path("run", f+"-front.pid")}.Running()
-		fs.Healthy = fs.PID != 0
-		if f == "minio" {
-			fs.Address = st.MinIOEndpoint
-		} else {
-			fs.Address = st.VaultAddr
+	fronts := []struct{ name, addr string }{{"minio", st.MinIOEndpoint}, {"vault", st.VaultAddr}}
+	// khod's replicas are listed once kho dev khod has started them.
+	if _, err := os.Stat(s.KhodNodePID(0).path); err == nil {
+		for i, addr := range c.KhodNodes {
+			ks := ServiceStatus{Name: fmt.Sprintf("khod %d", i+1), Address: addr, Detail: "not serving"}
+			ks.PID, _ = s.KhodNodePID(i).Running()
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if httpOK(cctx, "http://"+addr+"/healthz") {
+				ks.Healthy, ks.Detail = true, "metrics on "+c.KhodMetrics[i]
+			}
+			cancel()
+			out = append(out, ks)
 		}
-		fs.Detail = "round-robin over the nodes that answer"
+		fronts = append(fronts, struct{ name, addr string }{"khod", st.KhodListen})
+	}
+	for _, f := range fronts {
+		fs := ServiceStatus{Name: f.name + " front", Address: f.addr, Detail: "round-robin over the nodes that answer"}
+		fs.PID, _ = PIDFile{s.path("run", f.name+"-front.pid")}.Running()
+		fs.Healthy = fs.PID != 0
 		out = append(out, fs)
 	}
 	return out
