@@ -256,7 +256,7 @@ func TestClusterFaults(t *testing.T) {
 		if t.Failed() {
 			t.FailNow()
 		}
-		say("one MinIO node (of 4) killed for 12 s under 6 clients: "+l.summary(failed))
+		say("one MinIO node (of 4) killed for 12 s under 6 clients: " + l.summary(failed))
 		r.check("one MinIO node lost")
 	})
 

@@ -18,10 +18,7 @@ const IdempotencyTTL = 24 * time.Hour
 type Idempotent struct {
 	Fresh       bool   // the caller now owns the key and does the work
 	Claim       string // when Fresh: the claim's id, for Heartbeat, Complete and Release
-	// Result, when Fresh, is what the work under a claim that was taken
-	// over had committed (its khod died before storing the answer): the
-	// request answers from it rather than doing the work again.
-	Result string
+	Result      string // when Fresh: what the work of a claim taken over committed (see Begin)
 	Pending     bool   // another request with the key is at work
 	Route       string // the route the key was first used on
 	RequestHash []byte
@@ -60,7 +57,10 @@ func (s *Idempotency) Heartbeat(ctx context.Context, owner, key, claim string) e
 // than Abandoned): the answer is not stored, the retry's stands.
 var ErrClaimLost = kho.Errorf(kho.ECONFLICT, "idempotency: the key's claim was taken over by a retry")
 
-// Begin claims key for owner on route, or reports what the key holds.
+// Begin claims key for owner on route, or reports what the key holds. A
+// claim taken over from a request that committed its work before its khod
+// died (RecordResult) comes with that work's result: the request answers
+// from it rather than doing the work again.
 func (s *Idempotency) Begin(ctx context.Context, owner, key, route string) (*Idempotent, error) {
 	abandoned := s.Abandoned
 	if abandoned == 0 {

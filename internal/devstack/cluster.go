@@ -51,7 +51,7 @@ type ClusterState struct {
 	VaultUnsealKeys []string `json:"vault_unseal_keys"` // Shamir shares, dev only
 	ReplicaURL      string   `json:"postgres_replica_url"`
 	ReplicationPass string   `json:"postgres_replication_password"` // role kho_replication: REPLICATION, nothing else
-	KhodNodes       []string `json:"khod_nodes"` // host:port
+	KhodNodes       []string `json:"khod_nodes"`                    // host:port
 	KhodMetrics     []string `json:"khod_metrics"`
 }
 
