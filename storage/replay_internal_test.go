@@ -102,6 +102,7 @@ func TestTransientFailures(t *testing.T) {
 		{"connection refused", ctx, urlErr(&net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), true},
 		{"broken pipe", ctx, urlErr(&net.OpError{Op: "write", Err: os.NewSyscallError("write", syscall.EPIPE)}), true},
 		{"cut body", ctx, io.ErrUnexpectedEOF, true},
+		{"closed under a write", ctx, urlErr(&net.OpError{Op: "write", Err: net.ErrClosed}), true},
 		{"closed before an answer", ctx, urlErr(errors.New("Connection closed by foreign host http://minio/o. Retry again.")), true},
 		{"SlowDownWrite", ctx, minio.ErrorResponse{Code: "SlowDownWrite", StatusCode: 503}, true},
 		{"timeout", ctx, urlErr(timeoutErr{}), false},

@@ -44,6 +44,9 @@ func transient(ctx context.Context, err error) bool {
 	}
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		// The connection was closed under a write, once its read side
+		// saw the peer go.
+		errors.Is(err, net.ErrClosed) ||
 		// minio-go replaces a connection's end before an answer with
 		// an error of its own.
 		strings.Contains(err.Error(), "Connection closed by foreign host")
