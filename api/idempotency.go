@@ -83,14 +83,24 @@ func (s *Server) idempotent() gin.HandlerFunc {
 			c.Abort()
 			return
 		}
-		// The work learns its claim (postgres.RecordResult); a claim taken
-		// over from a request that committed before dying carries what it
-		// committed, for the handler to answer with.
-		c.Request = c.Request.WithContext(postgres.WithClaim(ctx, owner, key, rec.Claim))
+		hb := &hashingBody{ReadCloser: c.Request.Body, h: h}
+		c.Request.Body = hb
+		// The work learns its claim (postgres.RecordResult), with how much
+		// of the body it had read when it committed.
+		c.Request = c.Request.WithContext(postgres.WithClaim(ctx, owner, key, rec.Claim, func() ([]byte, int64) { return h.Sum(nil), hb.n }))
 		if rec.Result != "" {
+			// A claim taken over from a request that committed before its
+			// khod died carries what it committed, for the handler to
+			// answer with, if this is the same request: the body must
+			// start as the one that committed did.
+			if !s.sameStart(c, hb, route, rec) {
+				_ = s.cfg.Idempotency.Release(context.WithoutCancel(ctx), owner, key, rec.Claim)
+				writeProblem(c, http.StatusUnprocessableEntity, kho.EINVALID,
+					kho.Errorf(kho.EINVALID, "this Idempotency-Key was used for another request: use a new key for a new request"))
+				return
+			}
 			c.Set(ctxCommitted, rec.Result)
 		}
-		c.Request.Body = &hashingBody{ReadCloser: c.Request.Body, h: h}
 		w := &recordingWriter{ResponseWriter: c.Writer}
 		c.Writer = w
 		stop := make(chan struct{})
@@ -176,12 +186,28 @@ func ownerOf(p kho.Principal) string {
 type hashingBody struct {
 	io.ReadCloser
 	h hash.Hash
+	n int64 // bytes read
 }
 
 func (b *hashingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.h.Write(p[:n])
+	b.n += int64(n)
 	return n, err
+}
+
+// sameStart reads the first rec.ResultLen bytes of the body and reports
+// whether they, with the route, hash as those of the request that
+// committed rec.Result did.
+func (s *Server) sameStart(c *gin.Context, hb *hashingBody, route string, rec *postgres.Idempotent) bool {
+	if rec.ResultHash == nil {
+		return true // recorded without a body reader: nothing to compare
+	}
+	start := sha256.New()
+	start.Write([]byte(route + "\n"))
+	body := http.MaxBytesReader(c.Writer, hb, s.cfg.MaxUploadSize)
+	n, err := io.Copy(start, io.LimitReader(body, rec.ResultLen))
+	return err == nil && n == rec.ResultLen && bytes.Equal(start.Sum(nil), rec.ResultHash)
 }
 
 type recordingWriter struct {

@@ -228,9 +228,36 @@ func TestDepositCommittedBeforeItsAnswerIsNotDoneTwice(t *testing.T) {
 		t.Fatalf("the deposit's transaction recorded %q under its key (%v), want %s", result, err, first.ID)
 	}
 	// What a khod killed between the commit and storing its answer leaves.
-	if _, err := d.docs.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET state = 'pending', request_hash = NULL, status = NULL, content_type = NULL,
-		location = NULL, body = NULL, created_at = now() - interval '10 minutes' WHERE key = $1`, key); err != nil {
+	died := func() {
+		t.Helper()
+		if _, err := d.docs.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET state = 'pending', request_hash = NULL, status = NULL, content_type = NULL,
+			location = NULL, body = NULL, created_at = now() - interval '10 minutes' WHERE key = $1`, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	died()
+	// A retry under the key with another document is another request:
+	// 422, and the committed result stays for the real retry.
+	ct2, other := multipartBody(t, textMeta, []byte("một giấy tờ khác"))
+	resp, b = d.call(t, justice, "POST", "/v1/documents", ct2, other, map[string]string{"Idempotency-Key": key})
+	if resp.StatusCode != 422 {
+		t.Fatalf("another body under the key of a committed deposit: %d %s, want 422", resp.StatusCode, b)
+	}
+	// A retry that cannot be answered now (the lookup of the committed
+	// document fails, as it would in a database blip; here the recorded id
+	// is made unfindable for a moment) leaves the result for the next.
+	if _, err := d.docs.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET result = '01a206c5-f13c-7992-989b-000000000000' WHERE key = $1`, key); err != nil {
 		t.Fatal(err)
+	}
+	if resp, b = d.call(t, justice, "POST", "/v1/documents", ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": key}); resp.StatusCode/100 == 2 {
+		t.Fatalf("answered %d %s from a document that does not exist", resp.StatusCode, b)
+	}
+	if _, err := d.docs.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET result = $2 WHERE key = $1`, key, string(first.ID)); err != nil {
+		t.Fatal(err)
+	}
+	var kept int
+	if err := d.docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys WHERE key = $1 AND state = 'pending'`, key).Scan(&kept); err != nil || kept != 1 {
+		t.Fatalf("a failed answer from a committed result dropped the key (%d rows, %v): the next retry would deposit again", kept, err)
 	}
 	resp, b = d.call(t, justice, "POST", "/v1/documents", ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": key})
 	var again kho.Document
@@ -266,7 +293,7 @@ func TestDepositWhoseClaimWasTakenOverDoesNotCommit(t *testing.T) {
 	if err != nil || !retry.Fresh {
 		t.Fatalf("takeover: %+v %v", retry, err)
 	}
-	work := postgres.WithClaim(ctx, "agency:G09", "k-taken", first.Claim)
+	work := postgres.WithClaim(ctx, "agency:G09", "k-taken", first.Claim, nil)
 	_, err = docs.Svc.Deposit(work, justice, &kho.DepositMetadata{SubjectID: "001090000001", Type: "GKS", Name: "Giấy khai sinh",
 		IssuedOn: kho.Date{Time: time.Date(2024, 1, 15, 0, 0, 0, 0, time.UTC)}, MediaType: "text/plain"}, strings.NewReader("nội dung"))
 	if err != postgres.ErrClaimTakenOver {

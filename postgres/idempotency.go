@@ -19,6 +19,8 @@ type Idempotent struct {
 	Fresh       bool   // the caller now owns the key and does the work
 	Claim       string // when Fresh: the claim's id, for Heartbeat, Complete and Release
 	Result      string // when Fresh: what the work of a claim taken over committed (see Begin)
+	ResultHash  []byte // and the hash of the route and the first ResultLen bytes of its body
+	ResultLen   int64
 	Pending     bool   // another request with the key is at work
 	Route       string // the route the key was first used on
 	RequestHash []byte
@@ -70,20 +72,27 @@ func (s *Idempotency) Begin(ctx context.Context, owner, key, route string) (*Ide
 	// A pending claim without heartbeats is taken over with what its work
 	// committed (result); an expired key starts anew.
 	var result *string
+	var resultHash []byte
+	var resultLen *int64
 	err := s.DB.Pool.QueryRow(ctx, `WITH gone AS (DELETE FROM idempotency_keys WHERE owner = $1 AND created_at < now() - make_interval(secs => $4))
 		INSERT INTO idempotency_keys (owner, key, route, state, claim) VALUES ($1, $2, $3, 'pending', $6)
 		ON CONFLICT (owner, key) DO UPDATE SET route = EXCLUDED.route, created_at = now(), claim = EXCLUDED.claim,
 			state = 'pending', request_hash = NULL, status = NULL, content_type = NULL, location = NULL, body = NULL,
-			result = CASE WHEN idempotency_keys.created_at < now() - make_interval(secs => $4) THEN NULL ELSE idempotency_keys.result END
+			result = CASE WHEN idempotency_keys.created_at < now() - make_interval(secs => $4) THEN NULL ELSE idempotency_keys.result END,
+			result_hash = CASE WHEN idempotency_keys.created_at < now() - make_interval(secs => $4) THEN NULL ELSE idempotency_keys.result_hash END,
+			result_len = CASE WHEN idempotency_keys.created_at < now() - make_interval(secs => $4) THEN NULL ELSE idempotency_keys.result_len END
 			WHERE idempotency_keys.state = 'pending' AND idempotency_keys.created_at < now() - make_interval(secs => $5)
 			   OR idempotency_keys.created_at < now() - make_interval(secs => $4)
-		RETURNING result`,
-		owner, key, route, IdempotencyTTL.Seconds(), abandoned.Seconds(), claim).Scan(&result)
+		RETURNING result, result_hash, result_len`,
+		owner, key, route, IdempotencyTTL.Seconds(), abandoned.Seconds(), claim).Scan(&result, &resultHash, &resultLen)
 	switch {
 	case err == nil:
-		r := &Idempotent{Fresh: true, Claim: claim}
+		r := &Idempotent{Fresh: true, Claim: claim, ResultHash: resultHash}
 		if result != nil {
 			r.Result = *result
+		}
+		if resultLen != nil {
+			r.ResultLen = *resultLen
 		}
 		return r, nil
 	case !errors.Is(err, pgx.ErrNoRows):
@@ -128,9 +137,19 @@ func (s *Idempotency) Complete(ctx context.Context, owner, key, claim string, re
 }
 
 // Release forgets a pending key whose request failed in a way a retry may
-// fix (a dependency down), so that the retry does the work.
+// fix (a dependency down), so that the retry does the work. A key whose
+// work had committed (RecordResult) is not forgotten: it is left for the
+// next retry to take over at once and answer from.
 func (s *Idempotency) Release(ctx context.Context, owner, key, claim string) error {
-	_, err := s.DB.Pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE owner = $1 AND key = $2 AND state = 'pending' AND claim = $3`, owner, key, claim)
+	abandoned := s.Abandoned
+	if abandoned == 0 {
+		abandoned = DefaultAbandoned
+	}
+	_, err := s.DB.Pool.Exec(ctx, `WITH forgotten AS (
+			DELETE FROM idempotency_keys WHERE owner = $1 AND key = $2 AND state = 'pending' AND claim = $3 AND result IS NULL)
+		UPDATE idempotency_keys SET created_at = now() - make_interval(secs => $4)
+		WHERE owner = $1 AND key = $2 AND state = 'pending' AND claim = $3 AND result IS NOT NULL`,
+		owner, key, claim, abandoned.Seconds()+1)
 	if err != nil {
 		return kho.WrapError(kho.EUNAVAILABLE, "idempotency: release the key", err)
 	}
@@ -139,12 +158,16 @@ func (s *Idempotency) Release(ctx context.Context, owner, key, claim string) err
 
 type claimKey struct{}
 
-type heldClaim struct{ owner, key, claim string }
+type heldClaim struct {
+	owner, key, claim string
+	read              func() ([]byte, int64)
+}
 
 // WithClaim marks ctx as the work of the request holding an idempotency
-// key's claim, for RecordResult.
-func WithClaim(ctx context.Context, owner, key, claim string) context.Context {
-	return context.WithValue(ctx, claimKey{}, heldClaim{owner, key, claim})
+// key's claim, for RecordResult; read tells the hash of the route and of
+// the request's body as read so far, and how many bytes that is.
+func WithClaim(ctx context.Context, owner, key, claim string, read func() ([]byte, int64)) context.Context {
+	return context.WithValue(ctx, claimKey{}, heldClaim{owner, key, claim, read})
 }
 
 // ErrClaimTakenOver is what work under a claim gets when a retry took the
@@ -160,8 +183,14 @@ func RecordResult(ctx context.Context, tx pgx.Tx, result string) error {
 	if !ok {
 		return nil
 	}
-	tag, err := tx.Exec(ctx, `UPDATE idempotency_keys SET result = $4 WHERE owner = $1 AND key = $2 AND claim = $3 AND state = 'pending'`,
-		c.owner, c.key, c.claim, result)
+	var sum []byte
+	var n int64
+	if c.read != nil {
+		sum, n = c.read()
+	}
+	tag, err := tx.Exec(ctx, `UPDATE idempotency_keys SET result = $4, result_hash = $5, result_len = $6
+		WHERE owner = $1 AND key = $2 AND claim = $3 AND state = 'pending'`,
+		c.owner, c.key, c.claim, result, sum, n)
 	if err != nil {
 		return kho.WrapError(kho.EUNAVAILABLE, "idempotency: record the result", err)
 	}

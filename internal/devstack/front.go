@@ -99,19 +99,41 @@ func (f *Front) handle(ctx context.Context, c net.Conn) {
 		return // every node refused: the client sees its connection closed
 	}
 	defer b.Close()
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		// Either side ending ends both: a node that dies drops its
-		// client's connection rather than leaving it half open.
-		c.Close()
-		b.Close()
-		done <- struct{}{}
+	// The node's answer reaches the client whole: when the node closes
+	// after answering (khod refusing an upload before reading all of it,
+	// its kernel resetting the connection over the unread rest), the
+	// client gets what the node sent and then an end of stream, and what
+	// it still sends is read and dropped for a while: a reset would lose
+	// the answer in the client's socket. A node that dies mid-answer
+	// leaves its client a short answer, which it sees as such.
+	toNode := make(chan struct{})
+	go func() {
+		defer close(toNode)
+		if _, err := io.Copy(b, c); err != nil {
+			_ = c.SetReadDeadline(time.Now().Add(frontDrain))
+			_, _ = io.Copy(io.Discard, c)
+		}
+		halfClose(b)
+	}()
+	_, _ = io.Copy(c, b)
+	halfClose(c)
+	select {
+	case <-toNode:
+	case <-time.After(frontDrain):
 	}
-	go pipe(b, c)
-	go pipe(c, b)
-	<-done
-	<-done
+}
+
+// frontDrain is how long a front reads what a client still sends to a
+// node that has closed.
+const frontDrain = 5 * time.Second
+
+// halfClose ends a TCP connection's sending side.
+func halfClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+		return
+	}
+	c.Close()
 }
 
 func (f *Front) checkLoop(ctx context.Context) {

@@ -1,6 +1,7 @@
 package devstack
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -124,6 +125,43 @@ func TestKhodNodeEnv(t *testing.T) {
 		"KHO_PUBLIC_URL": "http://127.0.0.1:8480", "KHO_DATABASE_READ_URL": st.Cluster.ReplicaURL, "KHO_DATABASE_URL": st.DatabaseAppURL} {
 		if env[k] != want {
 			t.Errorf("%s = %q, want %q", k, env[k], want)
+		}
+	}
+}
+
+// A node that answers before reading the whole upload and closes (khod's
+// 503 when a dependency is down) gets its answer to the client through the
+// front, not a reset that loses it.
+func TestFrontDeliversAnEarlyAnswer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_, _ = c.Read(make([]byte, 4096))
+				_, _ = io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye")
+				c.Close()
+			}()
+		}
+	}()
+	front := serveFront(t, &Front{Backends: []string{ln.Addr().String()}})
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 20 * time.Second}
+	body := make([]byte, 20<<20)
+	for i := 0; i < 5; i++ {
+		resp, err := client.Post("http://"+front+"/v1/documents", "application/octet-stream", bytes.NewReader(body))
+		if err != nil {
+			t.Fatalf("upload %d: %v, want the node's 503", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("upload %d: %d", i, resp.StatusCode)
 		}
 	}
 }
