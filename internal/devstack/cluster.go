@@ -341,7 +341,7 @@ log_level     = "warn"
 
 // StartVaultNode starts node i of the cluster's Vault unless it runs; it
 // starts sealed (UnsealVaultNode).
-func (s *Stack) StartVaultNode(i int) error {
+func (s *Stack) StartVaultNode(st *State, i int) error {
 	pf := s.vaultNodePID(i)
 	if pid, err := pf.Running(); err != nil || pid != 0 {
 		return err
@@ -357,12 +357,8 @@ func (s *Stack) StartVaultNode(i int) error {
 	if err := os.WriteFile(cfg, []byte(s.vaultNodeConfig(i)), 0o600); err != nil {
 		return err
 	}
-	bin, err := s.vaultBinary(context.Background())
-	if err != nil {
-		return err
-	}
 	env := []string{"HOME=" + dir, "PATH=/usr/bin:/bin", "VAULT_DISABLE_USER_LOCKOUT=false"}
-	pid, err := startDetached(pf, bin, []string{"server", "-config=" + cfg}, env, s.path("logs", fmt.Sprintf("vault-%d.log", i+1)), nil)
+	pid, err := startDetached(pf, st.VaultBinary, []string{"server", "-config=" + cfg}, env, s.path("logs", fmt.Sprintf("vault-%d.log", i+1)), nil)
 	if err != nil {
 		return fmt.Errorf("start node %d: %w", i+1, err)
 	}
@@ -418,7 +414,7 @@ func (s *Stack) upVaultCluster(ctx context.Context, st *State) error {
 	c.VaultNodes = nil
 	for i := 0; i < ClusterVaultNodes; i++ {
 		c.VaultNodes = append(c.VaultNodes, "http://"+loopback(s.Ports.Vault+1+i))
-		if err := s.StartVaultNode(i); err != nil {
+		if err := s.StartVaultNode(st, i); err != nil {
 			return err
 		}
 	}
