@@ -201,7 +201,9 @@ func (b *hashingBody) Read(p []byte) (int, error) {
 // committed rec.Result did.
 func (s *Server) sameStart(c *gin.Context, hb *hashingBody, route string, rec *postgres.Idempotent) bool {
 	if rec.ResultHash == nil {
-		return true // recorded without a body reader: nothing to compare
+		// Nothing to compare with (the route is part of the hash): not
+		// answered from, rather than answered for another request.
+		return false
 	}
 	start := sha256.New()
 	start.Write([]byte(route + "\n"))
