@@ -36,7 +36,8 @@ test: build lint
 	@echo "all tests passed: $$(grep -c -- '--- PASS' .kho/test.log) tests and subtests, none skipped"
 
 ## test-faults: break a kho of its own (PostgreSQL, MinIO, Vault and khod in
-## a folder and on ports of their own, stopped at the end) while it works, and
+## a folder and on ports of their own, stopped at the end; first the cluster
+## profile under clients' load, then one node of each) while it works, and
 ## check after each fault that nothing acknowledged was lost, half-written,
 ## duplicated or falsely reported as tampered with; prints how long each fault
 ## took to be seen and to be over.
