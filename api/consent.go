@@ -80,6 +80,23 @@ func (s *Server) availability(c *gin.Context) {
 }
 
 func (s *Server) requestConsent(c *gin.Context) {
+	if id, ok := committed(c); ok {
+		// An earlier attempt under this Idempotency-Key made the request
+		// before its khod died unanswered: that request is the answer.
+		rs, err := s.cfg.Consents.Requests(c.Request.Context(), principal(c), "")
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		for _, r := range rs {
+			if r.ID == id {
+				c.JSON(http.StatusCreated, r)
+				return
+			}
+		}
+		errorf(c, kho.ENOTFOUND, "consent request not found")
+		return
+	}
 	var t consent.Terms
 	if err := decodeJSON(c, &t); err != nil {
 		writeError(c, err)
@@ -135,6 +152,16 @@ func (s *Server) answerRequest(approve bool) gin.HandlerFunc {
 }
 
 func (s *Server) grantConsent(c *gin.Context) {
+	if id, ok := committed(c); ok {
+		// The consent an earlier attempt under this key granted.
+		cs, err := s.cfg.Consents.Get(c.Request.Context(), principal(c), id)
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		c.JSON(http.StatusCreated, cs)
+		return
+	}
 	var body struct {
 		consent.Terms
 		onBehalfOf

@@ -304,3 +304,51 @@ func TestDepositWhoseClaimWasTakenOverDoesNotCommit(t *testing.T) {
 		t.Fatalf("%d documents committed under a lost claim (%v)", n, err)
 	}
 }
+
+// The consent writes that create something (a consent request, a grant)
+// record it under their key as a deposit does: a retry after a khod that
+// died between committing and answering gets what was made, not a second
+// one.
+func TestConsentWritesCommittedBeforeTheirAnswerAreNotDoneTwice(t *testing.T) {
+	d := newDocServer(t, 0)
+	ctx := testenv.Context(t)
+	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	for _, tt := range []struct {
+		name, path, body, table string
+		who                     kho.Principal
+	}{
+		{"grant", "/v1/me/consents", `{"grantee":"000.00.15.H29","procedure":"CHC","purpose":"Cấp hộ chiếu / passport","document_types":["GKS"],"valid_until":"` + until + `","mode":"once","data_life_days":30}`, "consents", citizen},
+		{"request", "/v1/consent-requests", `{"subject_id":"001090000001","procedure":"CHC","purpose":"Cấp hộ chiếu / passport","document_types":["GKS"],"valid_until":"` + until + `","mode":"once","data_life_days":30}`, "consent_requests", police},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			key := "died-" + tt.name
+			resp, b := d.call(t, tt.who, "POST", tt.path, "application/json", strings.NewReader(tt.body), map[string]string{"Idempotency-Key": key})
+			var first struct{ ID string }
+			_ = json.Unmarshal(b, &first)
+			if resp.StatusCode != 201 || first.ID == "" {
+				t.Fatalf("first: %d %s", resp.StatusCode, b)
+			}
+			var before int
+			if err := d.docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM `+tt.table).Scan(&before); err != nil {
+				t.Fatal(err)
+			}
+			// What a khod killed between the commit and its answer leaves;
+			// the key must hold what was made.
+			tag, err := d.docs.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET state = 'pending', request_hash = NULL, status = NULL, content_type = NULL,
+				location = NULL, body = NULL, created_at = now() - interval '10 minutes' WHERE key = $1 AND result = $2`, key, first.ID)
+			if err != nil || tag.RowsAffected() != 1 {
+				t.Fatalf("the key does not record %s (%v)", first.ID, err)
+			}
+			resp, b = d.call(t, tt.who, "POST", tt.path, "application/json", strings.NewReader(tt.body), map[string]string{"Idempotency-Key": key})
+			var again struct{ ID string }
+			_ = json.Unmarshal(b, &again)
+			if resp.StatusCode != 201 || again.ID != first.ID {
+				t.Fatalf("the retry: %d %s, want 201 with %s", resp.StatusCode, b, first.ID)
+			}
+			var after int
+			if err := d.docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM `+tt.table).Scan(&after); err != nil || after != before {
+				t.Fatalf("%d rows in %s after the retry, %d before (%v)", after, tt.table, before, err)
+			}
+		})
+	}
+}

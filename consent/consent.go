@@ -317,6 +317,11 @@ func (s *Service) RequestConsent(ctx context.Context, p kho.Principal, t Terms) 
 	t.SubjectID, t.Grantee = "", p.Agency
 	r.Terms = t
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		// Under an Idempotency-Key: only while the key's claim is this
+		// request's, and the claim learns the request's id.
+		if err := postgres.RecordResult(ctx, tx, r.ID); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `INSERT INTO consent_requests (id, subject_handle, agency, procedure_code, purpose, document_types, valid_until, mode, max_uses, data_life_days, status)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending')`,
 			r.ID, h, string(p.Agency), proc.Code, t.Purpose, t.DocumentTypes, t.ValidUntil, t.Mode, t.MaxUses, t.DataLifeDays); err != nil {
@@ -591,8 +596,10 @@ func (s *Service) Grant(ctx context.Context, p kho.Principal, t Terms, onBehalfO
 	}
 	var c *Consent
 	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
-		c, err = s.create(ctx, tx, p, st, string(st.Capacity), t, "portal", "")
-		return err
+		if c, err = s.create(ctx, tx, p, st, string(st.Capacity), t, "portal", ""); err != nil {
+			return err
+		}
+		return postgres.RecordResult(ctx, tx, c.ID)
 	})
 	return c, err
 }
