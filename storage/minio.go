@@ -52,6 +52,7 @@ type MinIO struct {
 	client   *minio.Client
 	quick    *minio.Client // for calls tried again: half the answer timeout
 	core     minio.Core    // over quick
+	live     func(context.Context) bool
 	bucket   string
 	partSize uint64
 }
@@ -133,15 +134,43 @@ func NewMinIO(cfg MinIOConfig) (*MinIO, error) {
 	if err != nil {
 		return nil, kho.WrapError(kho.EINVALID, "storage: MinIO client", err)
 	}
-	// Calls that may be tried again (a download, a kept upload) wait half
-	// as long for each of two attempts: a node that stalls while its
-	// cluster settles gets a second chance on another connection, and a
-	// MinIO that froze is still an outage within Timeout.
+	// Calls that may be tried again (a download, a kept upload, a
+	// removal) wait half as long per attempt: a timeout is tried again
+	// while MinIO answers its liveness probe (a cluster settling after it
+	// lost a node), and is an outage at once when it does not (a MinIO
+	// that froze), well within Timeout.
 	quick, err := newClient(cfg.Timeout / 2)
 	if err != nil {
 		return nil, kho.WrapError(kho.EINVALID, "storage: MinIO client", err)
 	}
-	return &MinIO{client: client, quick: quick, core: minio.Core{Client: quick}, bucket: cfg.Bucket, partSize: cfg.PartSize}, nil
+	m := &MinIO{client: client, quick: quick, core: minio.Core{Client: quick}, bucket: cfg.Bucket, partSize: cfg.PartSize}
+	m.live = liveness(tr.Clone(), secure, host)
+	return m, nil
+}
+
+// liveness asks MinIO's unauthenticated liveness endpoint, within 300 ms,
+// outside the circuit: whether MinIO answers at all.
+func liveness(tr *http.Transport, secure bool, host string) func(context.Context) bool {
+	scheme := "http"
+	if secure {
+		scheme = "https"
+	}
+	url := scheme + "://" + host + "/minio/health/live"
+	c := &http.Client{Transport: tr}
+	return func(ctx context.Context) bool {
+		ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
 }
 
 // Bucket returns the bucket's name.
@@ -177,7 +206,7 @@ func (m *MinIO) Put(ctx context.Context, name string, r io.Reader, size int64) e
 	if rw, ok := r.(rewinder); ok && rw.Kept() {
 		client = m.quick
 	}
-	var again retry
+	again := newRetry(m.live)
 	for {
 		_, err := client.PutObject(ctx, m.bucket, name, r, size, minio.PutObjectOptions{
 			ContentType: "application/octet-stream",
@@ -230,7 +259,7 @@ func (m *MinIO) getFrom(ctx context.Context, name string, off int64, etag string
 			return nil, minio.ObjectInfo{}, err
 		}
 	}
-	var again retry
+	again := newRetry(m.live)
 	for {
 		body, info, _, err := m.core.GetObject(ctx, m.bucket, name, opts)
 		if err == nil || !again.again(ctx, err) {
@@ -351,7 +380,7 @@ func (m *MinIO) AbortUpload(ctx context.Context, name string) error {
 // idempotent runs a call that may be repeated (a removal) with the quick
 // client, tried again after transient failures.
 func (m *MinIO) idempotent(ctx context.Context, op string, call func(*minio.Client) error) error {
-	var again retry
+	again := newRetry(m.live)
 	for {
 		err := call(m.quick)
 		if err == nil {

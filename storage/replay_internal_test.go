@@ -121,26 +121,32 @@ func TestTransientFailures(t *testing.T) {
 	}
 }
 
-// A call is tried again after transient failures while attempts remain,
-// after one timeout but not a second, and never after an open circuit or
-// an answer.
+// A call is tried again after transient failures while attempts remain;
+// after a timeout only while MinIO answers its liveness probe and the call
+// is within its budget; never after an open circuit or an answer.
 func TestRetry(t *testing.T) {
 	ctx := context.Background()
 	timeout := &url.Error{Op: "Get", URL: "http://minio/o", Err: timeoutErr{}}
 	reset := &url.Error{Op: "Get", URL: "http://minio/o", Err: &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}}
+	alive := func(context.Context) bool { return true }
+	frozen := func(context.Context) bool { return false }
 	for _, tt := range []struct {
 		name string
+		live func(context.Context) bool
+		age  time.Duration
 		errs []error
 		want []bool
 	}{
-		{"two timeouts", []error{timeout, timeout}, []bool{true, false}},
-		{"a reset then two timeouts", []error{reset, timeout, timeout}, []bool{true, true, false}},
-		{"resets until the last attempt", []error{reset, reset, reset, reset}, []bool{true, true, true, false}},
-		{"open circuit", []error{&breaker.OpenError{Name: "minio"}}, []bool{false}},
-		{"an answer", []error{minio.ErrorResponse{Code: "NoSuchKey", StatusCode: 404}}, []bool{false}},
+		{"timeouts while MinIO is alive", alive, 0, []error{timeout, timeout, timeout}, []bool{true, true, true}},
+		{"a timeout while MinIO answers nothing", frozen, 0, []error{timeout}, []bool{false}},
+		{"a timeout past the budget", alive, degradedBudget + time.Second, []error{timeout}, []bool{false}},
+		{"resets until the last attempt", frozen, 0, []error{reset, reset, reset, reset}, []bool{true, true, true, false}},
+		{"open circuit", alive, 0, []error{&breaker.OpenError{Name: "minio"}}, []bool{false}},
+		{"an answer", alive, 0, []error{minio.ErrorResponse{Code: "NoSuchKey", StatusCode: 404}}, []bool{false}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var r retry
+			r := newRetry(tt.live)
+			r.start = r.start.Add(-tt.age)
 			for i, err := range tt.errs {
 				if got := r.again(ctx, err); got != tt.want[i] {
 					t.Fatalf("after failure %d (%v): again = %v, want %v", i+1, err, got, tt.want[i])

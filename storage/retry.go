@@ -53,23 +53,39 @@ func transient(ctx context.Context, err error) bool {
 }
 
 // retry decides, call by call, whether a call that failed is tried again:
-// a transient failure while attempts remain, and one timeout (each attempt
-// of such a call waits half the answer timeout, so two timeouts take what
-// one took before).
-type retry struct{ attempts, timeouts int }
+// a transient failure while attempts remain; and a timeout while MinIO
+// answers its liveness probe (live) and the call is younger than
+// degradedBudget. A cluster that lost a node stalls writes for a few
+// seconds while it settles, and answers its probe meanwhile; a MinIO that
+// froze answers nothing, and its timeout is the outage, reported at once.
+type retry struct {
+	attempts int
+	start    time.Time
+	live     func(context.Context) bool
+}
+
+// degradedBudget bounds how long a call is tried again while MinIO is
+// alive but does not answer it.
+const degradedBudget = 10 * time.Second
+
+func newRetry(live func(context.Context) bool) *retry {
+	return &retry{start: time.Now(), live: live}
+}
 
 // again reports whether to try again after err, having waited first.
 func (r *retry) again(ctx context.Context, err error) bool {
 	r.attempts++
-	if r.attempts >= callAttempts || err == nil || ctx.Err() != nil || breaker.IsOpen(err) {
+	if err == nil || ctx.Err() != nil || breaker.IsOpen(err) {
 		return false
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		if r.timeouts++; r.timeouts > 1 {
+		if r.live == nil || time.Since(r.start) > degradedBudget || !r.live(ctx) {
 			return false
 		}
-	} else if !transient(ctx, err) {
+		return pause(ctx, 1)
+	}
+	if r.attempts >= callAttempts || !transient(ctx, err) {
 		return false
 	}
 	return pause(ctx, r.attempts)
