@@ -11,6 +11,7 @@ import (
 	"errors"
 	"hash"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 
 	"kho"
 	"kho/audit"
+	"kho/breaker"
 	"kho/policies"
 	"kho/postgres"
 )
@@ -294,19 +296,21 @@ func (h *headerWriter) Write(p []byte) (int, error) {
 }
 
 // encryptToStore streams src through age into a new object, with a known
-// length when size (the plaintext's) is not -1. It returns the wrapped
-// file key and its key version.
+// length when size (the plaintext's) is not -1. It returns the name the
+// object was stored under (another than object when its upload was sent
+// again after a timeout: storeAgain), and the wrapped file key and its key
+// version.
 //
 // The file key is wrapped before any of the content past its first bytes
 // is read (then, when the length is unknown, up to lookAhead of it): a
 // deposit that an erasure overtakes while its content arrives finds the
 // store erased when it commits.
-func (s *Service) encryptToStore(ctx context.Context, object string, doc kho.DocumentID, subject kho.SubjectHandle, pre *prepared) (*transitRecipient, error) {
+func (s *Service) encryptToStore(ctx context.Context, object string, doc kho.DocumentID, subject kho.SubjectHandle, pre *prepared) (string, *transitRecipient, error) {
 	rcpt := &transitRecipient{ctx: ctx, keys: s.keys, subject: subject, doc: doc}
 	hw := &headerWriter{}
 	w, err := age.Encrypt(hw, rcpt)
 	if err != nil {
-		return nil, err // the wrap's own error (Vault), or an internal one
+		return "", nil, err // the wrap's own error (Vault), or an internal one
 	}
 	var src io.Reader = pre.src
 	size := pre.size
@@ -337,6 +341,9 @@ func (s *Service) encryptToStore(ctx context.Context, object string, doc kho.Doc
 	}()
 	body := newReplay(pr, objectSize, s.budget)
 	putErr := s.blobs.Put(ctx, object, body, objectSize)
+	if putErr != nil {
+		object, putErr = s.storeAgain(ctx, object, body, objectSize, putErr)
+	}
 	pr.CloseWithError(errStoreStopped)
 	body.release()
 	// The content's own failure (too large, unreadable body, Vault) says more
@@ -345,17 +352,47 @@ func (s *Service) encryptToStore(ctx context.Context, object string, doc kho.Doc
 	// store's failure (an outage) is the answer.
 	if err := <-encErr; err != nil {
 		if errors.Is(err, errStoreStopped) && putErr != nil {
-			return nil, putErr
+			return "", nil, putErr
 		}
 		if kho.ErrorCode(err) == kho.EINTERNAL {
-			return nil, kho.WrapError(kho.EINVALID, "could not read the document", err)
+			return "", nil, kho.WrapError(kho.EINVALID, "could not read the document", err)
 		}
-		return nil, err
+		return "", nil, err
 	}
 	if putErr != nil {
-		return nil, putErr
+		return "", nil, putErr
 	}
-	return rcpt, nil
+	return object, rcpt, nil
+}
+
+// storeAgain sends a kept body again under new object names while its
+// upload timed out and the object store is alive (a MinIO cluster stalling
+// a write after it lost a node), for up to degradedBudget. A new name,
+// recorded first as a pending upload: the store may still be writing the
+// timed-out one, holding its name's lock; if that write ever lands, the
+// reconciler removes it. It returns the name the body was stored under.
+func (s *Service) storeAgain(ctx context.Context, object string, body *replayReader, size int64, err error) (string, error) {
+	live, ok := s.blobs.(interface{ Live(context.Context) bool })
+	start := time.Now()
+	for ok && err != nil && timedOut(err) && time.Since(start) < degradedBudget && ctx.Err() == nil && live.Live(ctx) {
+		again, kept := body.Again()
+		if !kept {
+			break
+		}
+		next := s.newObjectName()
+		if _, perr := s.db.Pool.Exec(ctx, `INSERT INTO pending_objects (object_name) VALUES ($1)`, next); perr != nil {
+			break
+		}
+		object = next
+		err = s.blobs.Put(ctx, object, again, size)
+	}
+	return object, err
+}
+
+// timedOut reports whether err is a call that got no answer in time.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() && !breaker.IsOpen(err)
 }
 
 // depositReq is a deposit or a new version.
@@ -492,7 +529,7 @@ func (s *Service) deposit(ctx context.Context, p kho.Principal, req depositReq) 
 	if _, err := s.db.Pool.Exec(ctx, `INSERT INTO pending_objects (object_name) VALUES ($1)`, object); err != nil {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "storage: record the upload", err)
 	}
-	rcpt, err := s.encryptToStore(ctx, object, doc.ID, subj.handle, pre)
+	object, rcpt, err := s.encryptToStore(ctx, object, doc.ID, subj.handle, pre)
 	if err != nil {
 		return nil, err
 	}

@@ -148,6 +148,9 @@ func NewMinIO(cfg MinIOConfig) (*MinIO, error) {
 	return m, nil
 }
 
+// Live reports whether MinIO answers its liveness probe.
+func (m *MinIO) Live(ctx context.Context) bool { return m.live(ctx) }
+
 // liveness asks MinIO's unauthenticated liveness endpoint, within 300 ms,
 // outside the circuit: whether MinIO answers at all.
 func liveness(tr *http.Transport, secure bool, host string) func(context.Context) bool {
@@ -206,7 +209,10 @@ func (m *MinIO) Put(ctx context.Context, name string, r io.Reader, size int64) e
 	if rw, ok := r.(rewinder); ok && rw.Kept() {
 		client = m.quick
 	}
-	again := newRetry(m.live)
+	// Not after a timeout: MinIO may still be writing the object under
+	// that name, and holds its lock; the deposit tries a new name
+	// (Service.storeAgain).
+	again := newRetry(nil)
 	for {
 		_, err := client.PutObject(ctx, m.bucket, name, r, size, minio.PutObjectOptions{
 			ContentType: "application/octet-stream",
