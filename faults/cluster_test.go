@@ -186,22 +186,8 @@ func (r *rig) replicaCommits() int64 {
 // killed. After each, the invariants of TestFaults are checked.
 func TestClusterFaults(t *testing.T) {
 	r := newRigOf(t, true)
-	run := func(name string, f func(t *testing.T)) {
-		ok := t.Run(name, func(t *testing.T) {
-			parent := r.t
-			r.t = t
-			defer func() { r.t = parent }()
-			f(t)
-		})
-		if !ok {
-			t.FailNow()
-		}
-	}
-	for i := 0; i < 3; i++ {
-		if err := r.depositRetrying(r.ctx, content(200<<10+i), fmt.Sprintf("seed-%d", i), 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	run := r.subtests(t)
+	r.seed(t)
 	// A document larger than a deposit's look-ahead, downloaded all along:
 	// its transfers are the longest a node's loss can cut.
 	if err := r.depositRetrying(r.ctx, content(6<<20), "big", 60*time.Second); err != nil {

@@ -600,6 +600,34 @@ func (r *rig) up() {
 	}
 }
 
+// subtests returns the runner of the suite's faults: each fault is a
+// subtest, the rig reports to the one running, and the suite stops at the
+// first that fails (the next would start broken).
+func (r *rig) subtests(t *testing.T) func(name string, f func(t *testing.T)) {
+	return func(name string, f func(t *testing.T)) {
+		ok := t.Run(name, func(t *testing.T) {
+			parent := r.t
+			r.t = t
+			defer func() { r.t = parent }()
+			f(t)
+		})
+		if !ok {
+			t.FailNow()
+		}
+	}
+}
+
+// seed deposits some documents to read during the faults, and checks the
+// invariants at the start.
+func (r *rig) seed(t *testing.T) {
+	for i := 0; i < 3; i++ {
+		if err := r.depositRetrying(r.ctx, content(200<<10+i), fmt.Sprintf("seed-%d", i), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.check("the start")
+}
+
 // waitGone waits until a stopped process has exited (a zombie has).
 func (r *rig) waitGone(pid int) {
 	r.t.Helper()
@@ -615,26 +643,8 @@ func (r *rig) waitGone(pid int) {
 
 func TestFaults(t *testing.T) {
 	r := newRig(t)
-	// Each fault is a subtest; the rig reports to the one running, and the
-	// suite stops at the first that fails (the next would start broken).
-	run := func(name string, f func(t *testing.T)) {
-		ok := t.Run(name, func(t *testing.T) {
-			parent := r.t
-			r.t = t
-			defer func() { r.t = parent }()
-			f(t)
-		})
-		if !ok {
-			t.FailNow()
-		}
-	}
-	// Some documents to read, and one deposit to begin with.
-	for i := 0; i < 3; i++ {
-		if err := r.depositRetrying(r.ctx, content(200<<10+i), fmt.Sprintf("seed-%d", i), 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r.check("the start")
+	run := r.subtests(t)
+	r.seed(t)
 
 	run("khod killed mid-deposit", func(t *testing.T) {
 		big := content(64 << 20)

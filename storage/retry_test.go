@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"io"
@@ -32,6 +33,16 @@ func cutOnceDocuments(t *testing.T, limit int64) (*testenv.Documents, *cuttingPr
 	return docs, proxy
 }
 
+// readAll reads a document whole as its owner.
+func readAll(ctx context.Context, docs *testenv.Documents, id kho.DocumentID) ([]byte, error) {
+	c, err := docs.Svc.Open(ctx, asCitizenA, id, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Body.Close()
+	return io.ReadAll(c.Body)
+}
+
 func textOf(n int) []byte {
 	raw := make([]byte, n/2)
 	_, _ = rand.Read(raw)
@@ -51,13 +62,7 @@ func TestDownloadCutOnceResumes(t *testing.T) {
 	}
 	proxy.passed.Store(0)
 	proxy.armed.Store(true)
-	c, err := docs.Svc.Open(ctx, asCitizenA, doc.ID, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(c.Body)
-	c.Body.Close()
-	if err != nil || !bytes.Equal(got, content) {
+	if got, err := readAll(ctx, docs, doc.ID); err != nil || !bytes.Equal(got, content) {
 		t.Fatalf("a download cut once: %v, %d of %d bytes", err, len(got), len(content))
 	}
 	if proxy.cuts.Load() != 1 {
@@ -84,13 +89,7 @@ func TestUploadCutOnceIsSentAgain(t *testing.T) {
 	if proxy.cuts.Load() != 1 {
 		t.Fatalf("the proxy cut %d connections, want 1: the test did not test", proxy.cuts.Load())
 	}
-	c, err := docs.Svc.Open(ctx, asCitizenA, doc.ID, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(c.Body)
-	c.Body.Close()
-	if err != nil || !bytes.Equal(got, content) {
+	if got, err := readAll(ctx, docs, doc.ID); err != nil || !bytes.Equal(got, content) {
 		t.Fatalf("read back: %v, %d of %d bytes", err, len(got), len(content))
 	}
 	var n int

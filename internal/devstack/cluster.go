@@ -55,10 +55,11 @@ type ClusterState struct {
 	KhodMetrics     []string `json:"khod_metrics"`
 }
 
-func (s *Stack) minioNodePID(i int) PIDFile {
+// MinIONodePID and VaultNodePID name the pid files of the cluster's nodes.
+func (s *Stack) MinIONodePID(i int) PIDFile {
 	return PIDFile{s.path("run", fmt.Sprintf("minio-%d.pid", i+1))}
 }
-func (s *Stack) vaultNodePID(i int) PIDFile {
+func (s *Stack) VaultNodePID(i int) PIDFile {
 	return PIDFile{s.path("run", fmt.Sprintf("vault-%d.pid", i+1))}
 }
 func (s *Stack) pgReplicaPID() PIDFile { return PIDFile{s.path("run", "postgres-replica.pid")} }
@@ -67,12 +68,6 @@ func (s *Stack) pgReplicaPID() PIDFile { return PIDFile{s.path("run", "postgres-
 func (s *Stack) KhodNodePID(i int) PIDFile {
 	return PIDFile{s.path("run", fmt.Sprintf("khod-%d.pid", i+1))}
 }
-
-// MinIONodePID, VaultNodePID and ReplicaPID name the cluster's pid files,
-// for the fault suite.
-func (s *Stack) MinIONodePID(i int) PIDFile { return s.minioNodePID(i) }
-func (s *Stack) VaultNodePID(i int) PIDFile { return s.vaultNodePID(i) }
-func (s *Stack) ReplicaPID() PIDFile        { return s.pgReplicaPID() }
 
 func loopback(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
@@ -262,7 +257,7 @@ func (s *Stack) upMinIOCluster(ctx context.Context, st *State) error {
 		}
 	}
 	for i, addr := range c.MinIONodes {
-		if err := s.waitFor(ctx, fmt.Sprintf("minio node %d", i+1), 90*time.Second, s.minioNodePID(i), s.path("logs", fmt.Sprintf("minio-%d.log", i+1)), func(ctx context.Context) error {
+		if err := s.waitFor(ctx, fmt.Sprintf("minio node %d", i+1), 90*time.Second, s.MinIONodePID(i), s.path("logs", fmt.Sprintf("minio-%d.log", i+1)), func(ctx context.Context) error {
 			return MinIOReady(ctx, addr)
 		}); err != nil {
 			return err
@@ -277,7 +272,7 @@ func (s *Stack) upMinIOCluster(ctx context.Context, st *State) error {
 
 // StartMinIONode starts node i of the cluster's MinIO unless it runs.
 func (s *Stack) StartMinIONode(st *State, i int) error {
-	pf := s.minioNodePID(i)
+	pf := s.MinIONodePID(i)
 	if pid, err := pf.Running(); err != nil || pid != 0 {
 		return err
 	}
@@ -342,7 +337,7 @@ log_level     = "warn"
 // StartVaultNode starts node i of the cluster's Vault unless it runs; it
 // starts sealed (UnsealVaultNode).
 func (s *Stack) StartVaultNode(st *State, i int) error {
-	pf := s.vaultNodePID(i)
+	pf := s.VaultNodePID(i)
 	if pid, err := pf.Running(); err != nil || pid != 0 {
 		return err
 	}
@@ -373,7 +368,7 @@ func (s *Stack) UnsealVaultNode(ctx context.Context, st *State, i int) error {
 	if err != nil {
 		return err
 	}
-	return s.waitFor(ctx, fmt.Sprintf("vault node %d unsealed", i+1), 60*time.Second, s.vaultNodePID(i), s.path("logs", fmt.Sprintf("vault-%d.log", i+1)), func(ctx context.Context) error {
+	return s.waitFor(ctx, fmt.Sprintf("vault node %d unsealed", i+1), 60*time.Second, s.VaultNodePID(i), s.path("logs", fmt.Sprintf("vault-%d.log", i+1)), func(ctx context.Context) error {
 		seal, err := api.Sys().SealStatusWithContext(ctx)
 		if err != nil {
 			return err
@@ -422,7 +417,7 @@ func (s *Stack) upVaultCluster(ctx context.Context, st *State) error {
 	if err != nil {
 		return err
 	}
-	if err := s.waitFor(ctx, "vault node 1", 60*time.Second, s.vaultNodePID(0), s.path("logs", "vault-1.log"), func(ctx context.Context) error {
+	if err := s.waitFor(ctx, "vault node 1", 60*time.Second, s.VaultNodePID(0), s.path("logs", "vault-1.log"), func(ctx context.Context) error {
 		_, err := first.Sys().InitStatusWithContext(ctx)
 		return err
 	}); err != nil {
@@ -462,7 +457,7 @@ func (s *Stack) upVaultCluster(ctx context.Context, st *State) error {
 	}
 	// Unsealed nodes elect a leader; until one leads, standbys answer
 	// health checks but refuse the bootstrap's calls.
-	if err := s.waitFor(ctx, "vault leader", 60*time.Second, s.vaultNodePID(0), s.path("logs", "vault-1.log"), func(ctx context.Context) error {
+	if err := s.waitFor(ctx, "vault leader", 60*time.Second, s.VaultNodePID(0), s.path("logs", "vault-1.log"), func(ctx context.Context) error {
 		if s.activeVaultNode(ctx, st) < 0 {
 			return fmt.Errorf("no node leads")
 		}
@@ -515,10 +510,10 @@ func (s *Stack) clusterPIDs() []struct {
 		out = append(out, entry{f + " front", PIDFile{s.path("run", f+"-front.pid")}, syscall.SIGTERM})
 	}
 	for i := 0; i < ClusterVaultNodes; i++ {
-		out = append(out, entry{fmt.Sprintf("vault node %d", i+1), s.vaultNodePID(i), syscall.SIGTERM})
+		out = append(out, entry{fmt.Sprintf("vault node %d", i+1), s.VaultNodePID(i), syscall.SIGTERM})
 	}
 	for i := 0; i < ClusterMinIONodes; i++ {
-		out = append(out, entry{fmt.Sprintf("minio node %d", i+1), s.minioNodePID(i), syscall.SIGTERM})
+		out = append(out, entry{fmt.Sprintf("minio node %d", i+1), s.MinIONodePID(i), syscall.SIGTERM})
 	}
 	out = append(out, entry{"postgres replica", s.pgReplicaPID(), syscall.SIGINT})
 	return out
@@ -547,7 +542,7 @@ func (s *Stack) clusterStatus(ctx context.Context, st *State) []ServiceStatus {
 	out = append(out, rs)
 	for i, addr := range c.MinIONodes {
 		ns := ServiceStatus{Name: fmt.Sprintf("minio node %d", i+1), Address: addr}
-		ns.PID, _ = s.minioNodePID(i).Running()
+		ns.PID, _ = s.MinIONodePID(i).Running()
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if err := MinIOReady(cctx, addr); err == nil {
 			ns.Healthy, ns.Detail = true, fmt.Sprintf("%d drives", ClusterMinIODrive)
@@ -559,7 +554,7 @@ func (s *Stack) clusterStatus(ctx context.Context, st *State) []ServiceStatus {
 	}
 	for i, addr := range c.VaultNodes {
 		ns := ServiceStatus{Name: fmt.Sprintf("vault node %d", i+1), Address: addr}
-		ns.PID, _ = s.vaultNodePID(i).Running()
+		ns.PID, _ = s.VaultNodePID(i).Running()
 		ns.Detail = "not reachable"
 		if api, err := vault.NewAPIClient(addr, "", 2*time.Second); err == nil {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
