@@ -353,10 +353,15 @@ func content(n int) []byte {
 	return []byte(hex.EncodeToString(raw))[:n]
 }
 
-// depositBody is a deposit's multipart body.
+// depositBody is a deposit's multipart body, the same bytes for the same
+// file.
 func depositBody(file []byte) (*bytes.Buffer, string) {
 	var b bytes.Buffer
 	mw := multipart.NewWriter(&b)
+	// One boundary for every attempt: a retry under an Idempotency-Key
+	// must send the same bytes (the content is hex, which it never
+	// contains).
+	_ = mw.SetBoundary("kho-fault-suite-boundary")
 	_ = mw.WriteField("metadata", `{"subject_id":"`+subject+`","type":"GKS","name":"Giấy khai sinh (fault suite)","issued_on":"2024-01-15","media_type":"text/plain"}`)
 	h := textproto.MIMEHeader{}
 	h.Set("Content-Disposition", `form-data; name="file"; filename="gks.txt"`)
