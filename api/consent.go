@@ -126,6 +126,24 @@ type onBehalfOf struct {
 
 func (s *Server) answerRequest(approve bool) gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if result, ok := committed(c); ok {
+			// An earlier attempt under this Idempotency-Key answered the
+			// request before its khod died unanswered: the same answer.
+			a, consentID, ok := consent.RecordedAnswer(c.Param("id"), result)
+			if !ok {
+				errorf(c, kho.EINTERNAL, "the answer recorded under this Idempotency-Key cannot be read")
+				return
+			}
+			if consentID != "" {
+				var err error
+				if a.Consent, err = s.cfg.Consents.Get(c.Request.Context(), principal(c), consentID); err != nil {
+					writeError(c, err)
+					return
+				}
+			}
+			writeAnswer(c, a)
+			return
+		}
 		var body onBehalfOf
 		if c.Request.ContentLength != 0 {
 			if err := decodeJSON(c, &body); err != nil {
@@ -138,16 +156,22 @@ func (s *Server) answerRequest(approve bool) gin.HandlerFunc {
 			writeError(c, err)
 			return
 		}
-		switch a.Status {
-		case "approved":
-			c.JSON(http.StatusCreated, a.Consent)
-		case "pending":
-			// Recorded; another party (the guardian, or the child) must
-			// approve as well before the consent exists.
-			c.JSON(http.StatusAccepted, a)
-		default:
-			c.JSON(http.StatusOK, a)
-		}
+		writeAnswer(c, a)
+	}
+}
+
+// writeAnswer sends the answer to a consent request: the consent an
+// approval made, or what was recorded.
+func writeAnswer(c *gin.Context, a *consent.Answer) {
+	switch a.Status {
+	case "approved":
+		c.JSON(http.StatusCreated, a.Consent)
+	case "pending":
+		// Recorded; another party (the guardian, or the child) must
+		// approve as well before the consent exists.
+		c.JSON(http.StatusAccepted, a)
+	default:
+		c.JSON(http.StatusOK, a)
 	}
 }
 

@@ -305,27 +305,45 @@ func TestDepositWhoseClaimWasTakenOverDoesNotCommit(t *testing.T) {
 	}
 }
 
-// The consent writes that create something (a consent request, a grant)
-// record it under their key as a deposit does: a retry after a khod that
-// died between committing and answering gets what was made, not a second
-// one.
+// The consent writes (a consent request, a grant, an approval, a denial)
+// record what they did under their key as a deposit does: a retry after a
+// khod that died between committing and answering gets the same answer,
+// not a second consent, nor a 409 for a request it answered itself.
 func TestConsentWritesCommittedBeforeTheirAnswerAreNotDoneTwice(t *testing.T) {
 	d := newDocServer(t, 0)
 	ctx := testenv.Context(t)
 	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	terms := `"procedure":"CHC","purpose":"Cấp hộ chiếu / passport","document_types":["GKS"],"valid_until":"` + until + `","mode":"once","data_life_days":30}`
+	// A pending consent request to the citizen, for the answers.
+	pending := func(t *testing.T) string {
+		resp, b := d.call(t, police, "POST", "/v1/consent-requests", "application/json", strings.NewReader(`{"subject_id":"001090000001",`+terms), nil)
+		var r struct{ ID string }
+		if _ = json.Unmarshal(b, &r); resp.StatusCode != 201 || r.ID == "" {
+			t.Fatalf("consent request: %d %s", resp.StatusCode, b)
+		}
+		return "/v1/consent-requests/" + r.ID
+	}
 	for _, tt := range []struct {
 		name, path, body, table string
 		who                     kho.Principal
+		status                  int
+		// result is what the key must record, from the first answer's id.
+		result func(id string) string
 	}{
-		{"grant", "/v1/me/consents", `{"grantee":"000.00.15.H29","procedure":"CHC","purpose":"Cấp hộ chiếu / passport","document_types":["GKS"],"valid_until":"` + until + `","mode":"once","data_life_days":30}`, "consents", citizen},
-		{"request", "/v1/consent-requests", `{"subject_id":"001090000001","procedure":"CHC","purpose":"Cấp hộ chiếu / passport","document_types":["GKS"],"valid_until":"` + until + `","mode":"once","data_life_days":30}`, "consent_requests", police},
+		{"grant", "/v1/me/consents", `{"grantee":"000.00.15.H29",` + terms, "consents", citizen, 201, func(id string) string { return id }},
+		{"request", "/v1/consent-requests", `{"subject_id":"001090000001",` + terms, "consent_requests", police, 201, func(id string) string { return id }},
+		{"approval", "/approval", "", "consents", citizen, 201, func(id string) string { return "approved:" + id }},
+		{"denial", "/denial", "", "consents", citizen, 200, func(string) string { return "denied" }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			key := "died-" + tt.name
-			resp, b := d.call(t, tt.who, "POST", tt.path, "application/json", strings.NewReader(tt.body), map[string]string{"Idempotency-Key": key})
-			var first struct{ ID string }
+			key, path := "died-"+tt.name, tt.path
+			if !strings.HasPrefix(path, "/v1/") {
+				path = pending(t) + path
+			}
+			resp, b := d.call(t, tt.who, "POST", path, "application/json", strings.NewReader(tt.body), map[string]string{"Idempotency-Key": key})
+			var first struct{ ID, Request, Status string }
 			_ = json.Unmarshal(b, &first)
-			if resp.StatusCode != 201 || first.ID == "" {
+			if resp.StatusCode != tt.status {
 				t.Fatalf("first: %d %s", resp.StatusCode, b)
 			}
 			var before int
@@ -333,17 +351,17 @@ func TestConsentWritesCommittedBeforeTheirAnswerAreNotDoneTwice(t *testing.T) {
 				t.Fatal(err)
 			}
 			// What a khod killed between the commit and its answer leaves;
-			// the key must hold what was made.
+			// the key must hold what was done.
 			tag, err := d.docs.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET state = 'pending', request_hash = NULL, status = NULL, content_type = NULL,
-				location = NULL, body = NULL, created_at = now() - interval '10 minutes' WHERE key = $1 AND result = $2`, key, first.ID)
+				location = NULL, body = NULL, created_at = now() - interval '10 minutes' WHERE key = $1 AND result = $2`, key, tt.result(first.ID))
 			if err != nil || tag.RowsAffected() != 1 {
-				t.Fatalf("the key does not record %s (%v)", first.ID, err)
+				t.Fatalf("the key does not record %q (%v)", tt.result(first.ID), err)
 			}
-			resp, b = d.call(t, tt.who, "POST", tt.path, "application/json", strings.NewReader(tt.body), map[string]string{"Idempotency-Key": key})
-			var again struct{ ID string }
+			resp, b = d.call(t, tt.who, "POST", path, "application/json", strings.NewReader(tt.body), map[string]string{"Idempotency-Key": key})
+			var again struct{ ID, Request, Status string }
 			_ = json.Unmarshal(b, &again)
-			if resp.StatusCode != 201 || again.ID != first.ID {
-				t.Fatalf("the retry: %d %s, want 201 with %s", resp.StatusCode, b, first.ID)
+			if resp.StatusCode != tt.status || again != first {
+				t.Fatalf("the retry: %d %s, want %d with %+v", resp.StatusCode, b, tt.status, first)
 			}
 			var after int
 			if err := d.docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM `+tt.table).Scan(&after); err != nil || after != before {

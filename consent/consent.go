@@ -386,6 +386,38 @@ type Answer struct {
 	Consent  *Consent `json:"consent,omitempty"`
 }
 
+// result is what an answer records under its Idempotency-Key (see
+// postgres.RecordResult): its status, with the consent an approval made or
+// the parties a pending one awaits.
+func (a *Answer) result() string {
+	switch a.Status {
+	case "approved":
+		return "approved:" + a.Consent.ID
+	case "pending":
+		return "pending:" + strings.Join(a.Awaiting, ",")
+	}
+	return a.Status
+}
+
+// RecordedAnswer reads what an answer to requestID recorded under its
+// Idempotency-Key before its khod died unanswered; an approval names the
+// consent it made (consentID), which the caller reads. ok is false for a
+// result no answer records.
+func RecordedAnswer(requestID, result string) (a *Answer, consentID string, ok bool) {
+	status, rest, _ := strings.Cut(result, ":")
+	a = &Answer{Request: requestID, Status: status}
+	switch status {
+	case "approved":
+		return a, rest, rest != ""
+	case "pending":
+		a.Awaiting = strings.Split(rest, ",")
+		return a, "", rest != ""
+	case "denied":
+		return a, "", rest == ""
+	}
+	return nil, "", false
+}
+
 // Parties whose agreement a ward's consent needs.
 const (
 	PartyGuardian = "guardian"
@@ -474,10 +506,14 @@ func (s *Service) Answer(ctx context.Context, p kho.Principal, requestID string,
 		ev := audit.Event{Actor: p, Subject: h, Purpose: t.Procedure, ActingFor: st.ActingFor(), Outcome: audit.Success,
 			Details: map[string]any{"request_id": requestID, "agency": agency}}
 		if !approve {
+			out.Status = "denied"
+			if err := postgres.RecordResult(ctx, tx, out.result()); err != nil {
+				return err
+			}
 			if _, err := tx.Exec(ctx, `UPDATE consent_requests SET status = 'denied', decided_at = now() WHERE id = $1`, requestID); err != nil {
 				return kho.WrapError(kho.EUNAVAILABLE, "consent: deny request", err)
 			}
-			out.Status, ev.Action = "denied", audit.ConsentReqDenied
+			ev.Action = audit.ConsentReqDenied
 			if err := audit.Record(ctx, tx, ev); err != nil {
 				return err
 			}
@@ -499,10 +535,14 @@ func (s *Service) Answer(ctx context.Context, p kho.Principal, requestID string,
 			slices.Sort(approvals)
 			capacity = strings.Join(approvals, "+")
 			if len(out.Awaiting) > 0 {
+				out.Status = "pending"
+				if err := postgres.RecordResult(ctx, tx, out.result()); err != nil {
+					return err
+				}
 				if _, err := tx.Exec(ctx, `UPDATE consent_requests SET approvals = $2 WHERE id = $1`, requestID, approvals); err != nil {
 					return kho.WrapError(kho.EUNAVAILABLE, "consent: record approval", err)
 				}
-				out.Status, ev.Action = "pending", audit.ConsentApprovedBy
+				ev.Action = audit.ConsentApprovedBy
 				ev.Details["awaiting"] = out.Awaiting
 				if err := audit.Record(ctx, tx, ev); err != nil {
 					return err
@@ -520,7 +560,7 @@ func (s *Service) Answer(ctx context.Context, p kho.Principal, requestID string,
 			return kho.WrapError(kho.EUNAVAILABLE, "consent: approve request", err)
 		}
 		out.Status, out.Consent = "approved", c
-		return nil
+		return postgres.RecordResult(ctx, tx, out.result())
 	})
 	if err != nil {
 		return nil, err
