@@ -16,6 +16,7 @@ import (
 type Consents interface {
 	RequestConsent(ctx context.Context, p kho.Principal, t consent.Terms) (*consent.Request, error)
 	Requests(ctx context.Context, p kho.Principal, onBehalfOf kho.SubjectID) ([]consent.Request, error)
+	Sent(ctx context.Context, p kho.Principal, id string) (*consent.Request, error)
 	Answer(ctx context.Context, p kho.Principal, requestID string, approve bool, onBehalfOf kho.SubjectID) (*consent.Answer, error)
 	Grant(ctx context.Context, p kho.Principal, t consent.Terms, onBehalfOf kho.SubjectID) (*consent.Consent, error)
 	Get(ctx context.Context, p kho.Principal, id string) (*consent.Consent, error)
@@ -83,18 +84,12 @@ func (s *Server) requestConsent(c *gin.Context) {
 	if id, ok := committed(c); ok {
 		// An earlier attempt under this Idempotency-Key made the request
 		// before its khod died unanswered: that request is the answer.
-		rs, err := s.cfg.Consents.Requests(c.Request.Context(), principal(c), "")
+		r, err := s.cfg.Consents.Sent(c.Request.Context(), principal(c), id)
 		if err != nil {
 			writeError(c, err)
 			return
 		}
-		for _, r := range rs {
-			if r.ID == id {
-				c.JSON(http.StatusCreated, r)
-				return
-			}
-		}
-		errorf(c, kho.ENOTFOUND, "consent request not found")
+		c.JSON(http.StatusCreated, r)
 		return
 	}
 	var t consent.Terms

@@ -7,9 +7,12 @@ import (
 	"encoding/hex"
 	"hash"
 	"io"
+	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -49,9 +52,19 @@ func (s *Server) idempotent() gin.HandlerFunc {
 			errorf(c, kho.EINVALID, "Idempotency-Key must be 1 to 255 visible ASCII characters")
 			return
 		}
+		if len(c.Request.Header.Values("Idempotency-Key")) > 1 {
+			errorf(c, kho.EINVALID, "send one Idempotency-Key header, not several")
+			return
+		}
 		ctx := c.Request.Context()
 		owner := ownerOf(principal(c))
 		route := c.Request.Method + " " + c.Request.URL.Path
+		if !utf8.ValidString(route) || strings.ContainsRune(route, 0) {
+			// No resource has such a name, and the key's record could not
+			// hold it.
+			errorf(c, kho.EINVALID, "the request path must be valid UTF-8, without NUL")
+			return
+		}
 		h := sha256.New()
 		h.Write([]byte(route + "\n"))
 		rec, err := s.cfg.Idempotency.Begin(ctx, owner, key, route)
@@ -99,6 +112,7 @@ func (s *Server) idempotent() gin.HandlerFunc {
 					kho.Errorf(kho.EINVALID, "this Idempotency-Key was used for another request: use a new key for a new request"))
 				return
 			}
+			c.Header("Idempotent-Replayed", "true")
 			c.Set(ctxCommitted, rec.Result)
 		}
 		w := &recordingWriter{ResponseWriter: c.Writer}
@@ -177,7 +191,11 @@ func committed(c *gin.Context) (string, bool) {
 func ownerOf(p kho.Principal) string {
 	scope := ""
 	if p.Scoped {
-		scope = "scope:" + p.Scope
+		// A scope is a set: the same scopes in another order are the same
+		// caller.
+		s := strings.Fields(p.Scope)
+		slices.Sort(s)
+		scope = "scope:" + strings.Join(slices.Compact(s), " ")
 	}
 	sum := sha256.Sum256([]byte(strings.Join([]string{string(p.Kind), string(p.Person), string(p.Business), string(p.Agency), string(p.Staff), scope}, "\x00")))
 	return hex.EncodeToString(sum[:])
@@ -209,7 +227,19 @@ func (s *Server) sameStart(c *gin.Context, hb *hashingBody, route string, rec *p
 	start.Write([]byte(route + "\n"))
 	body := http.MaxBytesReader(c.Writer, hb, s.cfg.MaxUploadSize)
 	n, err := io.Copy(start, io.LimitReader(body, rec.ResultLen))
-	return err == nil && n == rec.ResultLen && bytes.Equal(start.Sum(nil), rec.ResultHash)
+	if err != nil || n != rec.ResultLen || !bytes.Equal(start.Sum(nil), rec.ResultHash) {
+		return false
+	}
+	if ct, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type")); strings.HasPrefix(ct, "multipart/") {
+		// A deposit commits after the delimiter that ends its file part
+		// was read: what follows is nothing the deposit reads.
+		return true
+	}
+	// A JSON write (or one without a body) had read its whole body when
+	// it committed: the retry's must end there too.
+	var more [1]byte
+	m, err := io.ReadFull(body, more[:])
+	return m == 0 && err == io.EOF
 }
 
 type recordingWriter struct {

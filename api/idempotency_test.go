@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -84,6 +85,32 @@ func TestConcurrentRetriesOfOneDepositCreateOneDocument(t *testing.T) {
 	// A key that is not a visible ASCII token is refused.
 	if resp, _ := d.call(t, justice, "POST", "/v1/documents", ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": "khóa có dấu"}); resp.StatusCode != 400 {
 		t.Fatalf("non-ASCII key: %d", resp.StatusCode)
+	}
+	// Two keys on one request: which one was meant is not guessed.
+	req, err := http.NewRequest("POST", d.url+"/v1/documents", bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+d.token(t, justice))
+	req.Header.Set("Content-Type", ct)
+	req.Header.Add("Idempotency-Key", "deposit-0001")
+	req.Header.Add("Idempotency-Key", "deposit-0002")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(b), "one Idempotency-Key") {
+		t.Fatalf("two keys: %d %s", resp.StatusCode, b)
+	}
+	// A path no resource can have (NUL, bytes that are not UTF-8) is the
+	// caller's error, not an outage of the database that keeps the keys.
+	for _, path := range []string{"/v1/documents/%00/versions", "/v1/consent-requests/%ff/approval"} {
+		resp, b := d.call(t, justice, "POST", path, ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": "bad-path"})
+		if resp.StatusCode != 400 || !strings.Contains(string(b), "valid UTF-8") {
+			t.Fatalf("%s with a key: %d %s", path, resp.StatusCode, b)
+		}
 	}
 }
 
@@ -329,11 +356,19 @@ func TestConsentWritesCommittedBeforeTheirAnswerAreNotDoneTwice(t *testing.T) {
 		status                  int
 		// result is what the key must record, from the first answer's id.
 		result func(id string) string
+		// meanwhile, if set, is SQL run on the first answer's id before
+		// the retry.
+		meanwhile string
 	}{
-		{"grant", "/v1/me/consents", `{"grantee":"000.00.15.H29",` + terms, "consents", citizen, 201, func(id string) string { return id }},
-		{"request", "/v1/consent-requests", `{"subject_id":"001090000001",` + terms, "consent_requests", police, 201, func(id string) string { return id }},
-		{"approval", "/approval", "", "consents", citizen, 201, func(id string) string { return "approved:" + id }},
-		{"denial", "/denial", "", "consents", citizen, 200, func(string) string { return "denied" }},
+		{"grant", "/v1/me/consents", `{"grantee":"000.00.15.H29",` + terms, "consents", citizen, 201, func(id string) string { return id }, ""},
+		// The agency makes 200 more requests before its retry: the one it
+		// made is still found.
+		{"request", "/v1/consent-requests", `{"subject_id":"001090000001",` + terms, "consent_requests", police, 201, func(id string) string { return id },
+			`INSERT INTO consent_requests (id, subject_handle, agency, procedure_code, purpose, document_types, valid_until, mode, max_uses, data_life_days, status, created_at)
+			SELECT gen_random_uuid(), subject_handle, agency, procedure_code, purpose, document_types, valid_until, mode, max_uses, data_life_days, 'pending', now() + interval '1 minute'
+			FROM consent_requests, generate_series(1, 200) WHERE id = $1`},
+		{"approval", "/approval", "", "consents", citizen, 201, func(id string) string { return "approved:" + id }, ""},
+		{"denial", "/denial", "", "consents", citizen, 200, func(string) string { return "denied" }, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			key, path := "died-"+tt.name, tt.path
@@ -346,6 +381,11 @@ func TestConsentWritesCommittedBeforeTheirAnswerAreNotDoneTwice(t *testing.T) {
 			if resp.StatusCode != tt.status {
 				t.Fatalf("first: %d %s", resp.StatusCode, b)
 			}
+			if tt.meanwhile != "" {
+				if _, err := d.docs.DB.Pool.Exec(ctx, tt.meanwhile, first.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
 			var before int
 			if err := d.docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM `+tt.table).Scan(&before); err != nil {
 				t.Fatal(err)
@@ -357,11 +397,20 @@ func TestConsentWritesCommittedBeforeTheirAnswerAreNotDoneTwice(t *testing.T) {
 			if err != nil || tag.RowsAffected() != 1 {
 				t.Fatalf("the key does not record %q (%v)", tt.result(first.ID), err)
 			}
-			resp, b = d.call(t, tt.who, "POST", path, "application/json", strings.NewReader(tt.body), map[string]string{"Idempotency-Key": key})
-			var again struct{ ID, Request, Status string }
-			_ = json.Unmarshal(b, &again)
-			if resp.StatusCode != tt.status || again != first {
-				t.Fatalf("the retry: %d %s, want %d with %+v", resp.StatusCode, b, tt.status, first)
+			// Another body under the key is another request, even one that
+			// starts as the first did: 422, and the key stays for the
+			// genuine retry.
+			resp, b = d.call(t, tt.who, "POST", path, "application/json", strings.NewReader(tt.body+"{}"), map[string]string{"Idempotency-Key": key})
+			if resp.StatusCode != 422 {
+				t.Fatalf("a longer body under the key: %d %s, want 422", resp.StatusCode, b)
+			}
+			for i := range 2 {
+				resp, b = d.call(t, tt.who, "POST", path, "application/json", strings.NewReader(tt.body), map[string]string{"Idempotency-Key": key})
+				var again struct{ ID, Request, Status string }
+				_ = json.Unmarshal(b, &again)
+				if resp.StatusCode != tt.status || again != first || resp.Header.Get("Idempotent-Replayed") != "true" {
+					t.Fatalf("retry %d: %d %s (replayed %q), want %d with %+v, replayed", i, resp.StatusCode, b, resp.Header.Get("Idempotent-Replayed"), tt.status, first)
+				}
 			}
 			var after int
 			if err := d.docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM `+tt.table).Scan(&after); err != nil || after != before {

@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,21 @@ func TestWardConsentNeedsGuardianAndChild(t *testing.T) {
 	}
 	if n := consents(ward, ""); n != 0 {
 		t.Fatalf("a consent exists after the minor alone approved: %d", n)
+	}
+	// Approving again changes nothing: the same answer, no second record
+	// of it or notice to the owner.
+	partly := func() (n int) {
+		if err := d.docs.DB.Pool.QueryRow(t.Context(), `SELECT count(*) FROM audit_events WHERE action = 'consent.request_approved_in_part'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := partly()
+	if st, out := post(ward, "/v1/consent-requests/"+id+"/approval", `{}`); st != 202 || out["status"] != "pending" || fmt.Sprint(out["awaiting"]) != "[guardian]" {
+		t.Fatalf("minor approves again: %d %v", st, out)
+	}
+	if after := partly(); after != before {
+		t.Fatalf("approving again recorded %d more partial approvals", after-before)
 	}
 	// A stranger naming the ward cannot approve for them.
 	if st, _ := post(stranger, "/v1/consent-requests/"+id+"/approval", `{"on_behalf_of":"001215000004"}`); st != 404 {

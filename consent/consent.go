@@ -360,8 +360,30 @@ func (s *Service) Requests(ctx context.Context, p kho.Principal, onBehalfOf kho.
 		}
 		where, arg = "r.subject_handle = $1", string(st.Handle)
 	}
+	return s.requests(ctx, where, arg)
+}
+
+// Sent is one consent request the calling agency made, or ENOTFOUND: what
+// a retry of its creation under an Idempotency-Key is answered with,
+// however many the agency made since.
+func (s *Service) Sent(ctx context.Context, p kho.Principal, id string) (*Request, error) {
+	if (p.Kind != kho.PrincipalAgency && p.Kind != kho.PrincipalAgencyOfficer) || !kho.CanonicalUUID(id) {
+		return nil, kho.Errorf(kho.ENOTFOUND, "consent request not found")
+	}
+	rs, err := s.requests(ctx, "r.agency = $1 AND r.id = $2", string(p.Agency), id)
+	if err != nil {
+		return nil, err
+	}
+	if len(rs) == 0 {
+		return nil, kho.Errorf(kho.ENOTFOUND, "consent request not found")
+	}
+	return &rs[0], nil
+}
+
+// requests reads the newest 200 consent requests matching where.
+func (s *Service) requests(ctx context.Context, where string, args ...any) ([]Request, error) {
 	rows, err := s.db.Pool.Query(ctx, `SELECT r.id, r.subject_handle, r.agency, r.procedure_code, r.purpose, r.document_types, r.valid_until, r.mode,
-		r.max_uses, r.data_life_days, r.status, coalesce(r.consent_id::text, ''), r.created_at, r.approvals FROM consent_requests r WHERE `+where+` ORDER BY r.created_at DESC LIMIT 200`, arg)
+		r.max_uses, r.data_life_days, r.status, coalesce(r.consent_id::text, ''), r.created_at, r.approvals FROM consent_requests r WHERE `+where+` ORDER BY r.created_at DESC LIMIT 200`, args...)
 	if err != nil {
 		return nil, kho.WrapError(kho.EUNAVAILABLE, "consent: list requests", err)
 	}
@@ -524,7 +546,8 @@ func (s *Service) Answer(ctx context.Context, p kho.Principal, requestID string,
 		}
 		capacity := string(st.Capacity)
 		if need := needed(st); need != nil {
-			if !slices.Contains(approvals, party(st)) {
+			again := slices.Contains(approvals, party(st))
+			if !again {
 				approvals = append(approvals, party(st))
 			}
 			for _, n := range need {
@@ -538,6 +561,11 @@ func (s *Service) Answer(ctx context.Context, p kho.Principal, requestID string,
 				out.Status = "pending"
 				if err := postgres.RecordResult(ctx, tx, out.result()); err != nil {
 					return err
+				}
+				if again {
+					// This party had approved already: the same answer,
+					// nothing recorded or sent twice.
+					return nil
 				}
 				if _, err := tx.Exec(ctx, `UPDATE consent_requests SET approvals = $2 WHERE id = $1`, requestID, approvals); err != nil {
 					return kho.WrapError(kho.EUNAVAILABLE, "consent: record approval", err)
