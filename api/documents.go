@@ -47,11 +47,11 @@ type Documents interface {
 var _ Documents = (*storage.Service)(nil)
 
 func (s *Server) documentRoutes(v1 *gin.RouterGroup) {
-	v1.POST("/documents", s.idempotent(), s.deposit)
+	v1.POST("/documents", s.idempotent(upTo), s.deposit)
 	v1.GET("/documents/:id", s.getDocument)
 	v1.GET("/documents/:id/content", s.download)
 	v1.GET("/documents/:id/verification", s.verify)
-	v1.POST("/documents/:id/versions", s.idempotent(), s.supersede)
+	v1.POST("/documents/:id/versions", s.idempotent(upTo), s.supersede)
 	v1.POST("/documents/:id/revocation", s.revoke)
 	v1.POST("/subjects/resolve", s.resolve)
 	v1.GET("/subjects/:handle/documents", s.list)

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"hash"
 	"io"
-	"mime"
 	"net/http"
 	"slices"
 	"strings"
@@ -23,7 +22,7 @@ import (
 // Idempotency keeps Idempotency-Key answers; *postgres.Idempotency meets it.
 type Idempotency interface {
 	Begin(ctx context.Context, owner, key, route string) (*postgres.Idempotent, error)
-	Complete(ctx context.Context, owner, key, claim string, requestHash []byte, status int, contentType, location string, body []byte) error
+	Complete(ctx context.Context, owner, key, claim string, requestHash []byte, requestLen int64, status int, contentType, location string, body []byte) error
 	Release(ctx context.Context, owner, key, claim string) error
 	// Heartbeat keeps a pending key claimed while its request is at work;
 	// a key whose heartbeats stop (its khod died) is taken over by a retry.
@@ -39,21 +38,24 @@ const maxReplayBody = 1 << 20
 // again (Idempotent-Replayed: true), the same key with another body or
 // route is 422, and while the first is still at work a retry is 409. Only
 // a success is kept: any other answer releases the key. The body is
-// compared byte for byte (a multipart retry must keep its boundary).
-// Without the header nothing changes.
-func (s *Server) idempotent() gin.HandlerFunc {
+// compared byte for byte (a multipart retry must keep its boundary), all
+// of it for a JSON write, and for a deposit (body is upTo) up to the end
+// of its file part, which is all a deposit reads. Without the header
+// nothing changes.
+func (s *Server) idempotent(body bodyRead) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		key := c.GetHeader("Idempotency-Key")
-		if key == "" || s.cfg.Idempotency == nil {
+		keys := c.Request.Header.Values("Idempotency-Key")
+		if len(keys) == 0 || s.cfg.Idempotency == nil {
 			c.Next()
 			return
 		}
-		if len(key) > 255 || strings.ContainsFunc(key, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
-			errorf(c, kho.EINVALID, "Idempotency-Key must be 1 to 255 visible ASCII characters")
+		if len(keys) > 1 {
+			errorf(c, kho.EINVALID, "send one Idempotency-Key header, not several")
 			return
 		}
-		if len(c.Request.Header.Values("Idempotency-Key")) > 1 {
-			errorf(c, kho.EINVALID, "send one Idempotency-Key header, not several")
+		key := keys[0]
+		if key == "" || len(key) > 255 || strings.ContainsFunc(key, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+			errorf(c, kho.EINVALID, "Idempotency-Key must be 1 to 255 visible ASCII characters")
 			return
 		}
 		ctx := c.Request.Context()
@@ -79,15 +81,19 @@ func (s *Server) idempotent() gin.HandlerFunc {
 				return
 			}
 			// Same key: the same request gets the same answer.
-			if _, err := io.Copy(h, http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxUploadSize)); err != nil {
-				writeError(c, kho.WrapError(kho.EINVALID, "the request body could not be read", err))
+			same, err := s.sameRequest(c, c.Request.Body, route, rec.RequestHash, rec.RequestLen, rec.RequestLen == 0)
+			if err != nil {
+				writeError(c, err)
 				return
 			}
-			if rec.Route != route || (rec.RequestHash != nil && !bytes.Equal(h.Sum(nil), rec.RequestHash)) {
+			if rec.Route != route || !same {
 				writeProblem(c, http.StatusUnprocessableEntity, kho.EINVALID,
 					kho.Errorf(kho.EINVALID, "this Idempotency-Key was used for another request: use a new key for a new request"))
 				return
 			}
+			// What follows the part compared is read as a refusal's
+			// would be, so that a client still sending gets the answer.
+			drainBody(c, rec.Status)
 			c.Header("Idempotent-Replayed", "true")
 			if rec.Location != "" {
 				c.Header("Location", rec.Location)
@@ -106,8 +112,14 @@ func (s *Server) idempotent() gin.HandlerFunc {
 			// khod died carries what it committed, for the handler to
 			// answer with, if this is the same request: the body must
 			// start as the one that committed did.
-			if !s.sameStart(c, hb, route, rec) {
+			same, err := s.sameRequest(c, hb, route, rec.ResultHash, rec.ResultLen, body == whole)
+			if err != nil || !same {
+				// The key stays for the request that is.
 				_ = s.cfg.Idempotency.Release(context.WithoutCancel(ctx), owner, key, rec.Claim)
+				if err != nil {
+					writeError(c, err)
+					return
+				}
 				writeProblem(c, http.StatusUnprocessableEntity, kho.EINVALID,
 					kho.Errorf(kho.EINVALID, "this Idempotency-Key was used for another request: use a new key for a new request"))
 				return
@@ -152,19 +164,18 @@ func (s *Server) idempotent() gin.HandlerFunc {
 			_ = s.cfg.Idempotency.Release(context.WithoutCancel(ctx), owner, key, rec.Claim)
 			return
 		}
-		// What the handler left unread counts too (a retry is compared
-		// with the whole body), within the bounds a refusal's drain has.
-		var reqHash []byte
+		// A deposit is compared up to what it read; a JSON write, with
+		// what it left unread too, within the bounds a refusal's drain
+		// has (beyond them, up to where the drain stopped).
+		reqHash, reqLen := h.Sum(nil), hb.n
 		_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(drainTime))
-		if n, err := io.Copy(io.Discard, io.LimitReader(c.Request.Body, drainLimit+1)); err == nil && n <= drainLimit {
-			reqHash = h.Sum(nil)
-		} else {
-			// More after the document than anyone sends: the answer is
-			// kept for the body up to its document, and a retry is
-			// answered from it whatever follows.
-			reqHash = nil
+		if n, err := io.Copy(io.Discard, io.LimitReader(c.Request.Body, drainLimit+1)); body == whole {
+			reqHash, reqLen = h.Sum(nil), hb.n
+			if err == nil && n <= drainLimit {
+				reqLen = 0 // all of it
+			}
 		}
-		if err := s.cfg.Idempotency.Complete(context.WithoutCancel(ctx), owner, key, rec.Claim, reqHash, status, w.Header().Get("Content-Type"), w.Header().Get("Location"), w.body.Bytes()); err != nil {
+		if err := s.cfg.Idempotency.Complete(context.WithoutCancel(ctx), owner, key, rec.Claim, reqHash, reqLen, status, w.Header().Get("Content-Type"), w.Header().Get("Location"), w.body.Bytes()); err != nil {
 			_ = c.Error(err)
 		}
 	}
@@ -214,32 +225,41 @@ func (b *hashingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// sameStart reads the first rec.ResultLen bytes of the body and reports
-// whether they, with the route, hash as those of the request that
-// committed rec.Result did.
-func (s *Server) sameStart(c *gin.Context, hb *hashingBody, route string, rec *postgres.Idempotent) bool {
-	if rec.ResultHash == nil {
-		// Nothing to compare with (the route is part of the hash): not
-		// answered from, rather than answered for another request.
-		return false
+// bodyRead is how much of its body a write reads: a JSON write all of it,
+// a deposit up to the end of its file part (what follows is nothing it
+// reads), so that is what a retry under its key is compared over.
+type bodyRead int
+
+const (
+	whole bodyRead = iota
+	upTo
+)
+
+// sameRequest reports whether route and the body read from r (its first n
+// bytes, or all of it when n is 0) hash as want; ending says that the body
+// must end there. Nothing to compare with (want nil: the route is part of
+// the hash) is not the same request, rather than another's answer given.
+func (s *Server) sameRequest(c *gin.Context, r io.ReadCloser, route string, want []byte, n int64, ending bool) (bool, error) {
+	h := sha256.New()
+	h.Write([]byte(route + "\n"))
+	body := http.MaxBytesReader(c.Writer, r, s.cfg.MaxUploadSize)
+	if n > 0 {
+		body = io.NopCloser(io.LimitReader(body, n))
 	}
-	start := sha256.New()
-	start.Write([]byte(route + "\n"))
-	body := http.MaxBytesReader(c.Writer, hb, s.cfg.MaxUploadSize)
-	n, err := io.Copy(start, io.LimitReader(body, rec.ResultLen))
-	if err != nil || n != rec.ResultLen || !bytes.Equal(start.Sum(nil), rec.ResultHash) {
-		return false
+	read, err := io.Copy(h, body)
+	if err != nil {
+		return false, kho.WrapError(kho.EINVALID, "the request body could not be read", err)
 	}
-	if ct, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type")); strings.HasPrefix(ct, "multipart/") {
-		// A deposit commits after the delimiter that ends its file part
-		// was read: what follows is nothing the deposit reads.
-		return true
+	if want == nil || (n > 0 && read != n) || !bytes.Equal(h.Sum(nil), want) {
+		return false, nil
 	}
-	// A JSON write (or one without a body) had read its whole body when
-	// it committed: the retry's must end there too.
-	var more [1]byte
-	m, err := io.ReadFull(body, more[:])
-	return m == 0 && err == io.EOF
+	if n > 0 && ending {
+		var more [1]byte
+		if m, _ := io.ReadFull(r, more[:]); m != 0 {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 type recordingWriter struct {

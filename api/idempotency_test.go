@@ -104,6 +104,24 @@ func TestConcurrentRetriesOfOneDepositCreateOneDocument(t *testing.T) {
 	if resp.StatusCode != 400 || !strings.Contains(string(b), "one Idempotency-Key") {
 		t.Fatalf("two keys: %d %s", resp.StatusCode, b)
 	}
+	// An empty key is no key: refused, alone or before another.
+	for _, keys := range [][]string{{""}, {"", "deposit-0003"}} {
+		req, err := http.NewRequest("POST", d.url+"/v1/documents", bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+d.token(t, justice))
+		req.Header.Set("Content-Type", ct)
+		req.Header["Idempotency-Key"] = keys
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 {
+			t.Fatalf("keys %q: %d, want 400", keys, resp.StatusCode)
+		}
+	}
 	// A path no resource can have (NUL, bytes that are not UTF-8) is the
 	// caller's error, not an outage of the database that keeps the keys.
 	for _, path := range []string{"/v1/documents/%00/versions", "/v1/consent-requests/%ff/approval"} {
@@ -181,7 +199,7 @@ func TestAbandonedIdempotencyKeyIsTakenOver(t *testing.T) {
 	// The first request, still alive after all, can neither renew, nor
 	// complete, nor release the claim the retry now holds.
 	_ = idem.Heartbeat(ctx, owner, key, first.Claim)
-	if err := idem.Complete(ctx, owner, key, first.Claim, []byte("h"), 201, "application/json", "", []byte("{}")); err != postgres.ErrClaimLost {
+	if err := idem.Complete(ctx, owner, key, first.Claim, []byte("h"), 0, 201, "application/json", "", []byte("{}")); err != postgres.ErrClaimLost {
 		t.Fatalf("completing a lost claim: %v", err)
 	}
 	if err := idem.Release(ctx, owner, key, first.Claim); err != nil {
@@ -190,7 +208,7 @@ func TestAbandonedIdempotencyKeyIsTakenOver(t *testing.T) {
 	if r := begin(); r.Fresh || !r.Pending {
 		t.Fatalf("the retry's claim was disturbed by the first request: %+v", r)
 	}
-	if err := idem.Complete(ctx, owner, key, second.Claim, []byte("h"), 201, "application/json", "/v1/documents/x", []byte("{}")); err != nil {
+	if err := idem.Complete(ctx, owner, key, second.Claim, []byte("h"), 0, 201, "application/json", "/v1/documents/x", []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
 	if r := begin(); r.Fresh || r.Pending || r.Status != 201 || r.Location != "/v1/documents/x" {
@@ -233,6 +251,66 @@ func TestPanicReleasesTheIdempotencyClaim(t *testing.T) {
 	}
 }
 
+// dieUnanswered leaves key as a khod killed between committing its work and
+// storing its answer does: pending, its heartbeats stopped long ago.
+func dieUnanswered(t *testing.T, d *docServer, key string) {
+	t.Helper()
+	if _, err := d.docs.DB.Pool.Exec(testenv.Context(t), `UPDATE idempotency_keys SET state = 'pending', request_hash = NULL, request_len = NULL, status = NULL,
+		content_type = NULL, location = NULL, body = NULL, created_at = now() - interval '10 minutes' WHERE key = $1`, key); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A deposit reads its body up to the end of its file part (and what its
+// reader took ahead, at most 64 KiB more), and its retries are compared
+// over that much: what follows (an epilogue, however long) is neither a
+// different request nor a way to make one pass for the first.
+func TestDepositRetryIsComparedUpToItsFilePart(t *testing.T) {
+	d := newDocServer(t, 0)
+	ct, body := multipartBody(t, textMeta, []byte("giấy khai sinh"))
+	raw := body.Bytes()
+	padded := append(bytes.Clone(raw), bytes.Repeat([]byte("phần kết "), 1<<20)...) // 10 MiB after the closing delimiter
+	ct2, other := multipartBody(t, textMeta, []byte("một giấy tờ khác"))
+	deposit := func(key string, b []byte, ct string) (int, kho.Document, bool) {
+		t.Helper()
+		resp, out := d.call(t, justice, "POST", "/v1/documents", ct, bytes.NewReader(b), map[string]string{"Idempotency-Key": key})
+		var doc kho.Document
+		_ = json.Unmarshal(out, &doc)
+		return resp.StatusCode, doc, resp.Header.Get("Idempotent-Replayed") == "true"
+	}
+	// More after the document than is ever read, then another document
+	// under the key: 422, not the first's answer.
+	st, first, _ := deposit("padded", padded, ct)
+	if st != 201 {
+		t.Fatalf("deposit with a long epilogue: %d", st)
+	}
+	if st, _, _ := deposit("padded", other.Bytes(), ct2); st != 422 {
+		t.Fatalf("another document under the key of one sent with a long epilogue: %d, want 422", st)
+	}
+	retail := append(bytes.Clone(padded[:len(padded)-1<<20]), bytes.Repeat([]byte("x"), 1<<20)...)
+	for _, b := range [][]byte{padded, retail} {
+		if st, doc, replayed := deposit("padded", b, ct); st != 201 || doc.ID != first.ID || !replayed {
+			t.Fatalf("the same deposit, %d bytes: %d %s replayed=%v, want 201 with %s", len(b), st, doc.ID, replayed, first.ID)
+		}
+	}
+	// After a khod died unanswered, a retry with an epilogue is answered
+	// from the committed deposit, and the genuine retry still is after it.
+	st, first, _ = deposit("epilogue", raw, ct)
+	if st != 201 {
+		t.Fatalf("deposit: %d", st)
+	}
+	dieUnanswered(t, d, "epilogue")
+	for i, b := range [][]byte{append(bytes.Clone(raw), "phần kết"...), raw} {
+		if st, doc, replayed := deposit("epilogue", b, ct); st != 201 || doc.ID != first.ID || !replayed {
+			t.Fatalf("retry %d: %d %s replayed=%v, want 201 with %s", i, st, doc.ID, replayed, first.ID)
+		}
+	}
+	var n int
+	if err := d.docs.DB.Pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM documents`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("%d documents for two deposits (%v)", n, err)
+	}
+}
+
 // A khod that died after its deposit committed and before it stored the
 // answer leaves the claim pending, its heartbeats stopped, with the
 // document's id recorded in the deposit's own transaction. The client's
@@ -255,14 +333,7 @@ func TestDepositCommittedBeforeItsAnswerIsNotDoneTwice(t *testing.T) {
 		t.Fatalf("the deposit's transaction recorded %q under its key (%v), want %s", result, err, first.ID)
 	}
 	// What a khod killed between the commit and storing its answer leaves.
-	died := func() {
-		t.Helper()
-		if _, err := d.docs.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET state = 'pending', request_hash = NULL, status = NULL, content_type = NULL,
-			location = NULL, body = NULL, created_at = now() - interval '10 minutes' WHERE key = $1`, key); err != nil {
-			t.Fatal(err)
-		}
-	}
-	died()
+	dieUnanswered(t, d, key)
 	// A retry under the key with another document is another request:
 	// 422, and the committed result stays for the real retry.
 	ct2, other := multipartBody(t, textMeta, []byte("một giấy tờ khác"))
@@ -400,9 +471,12 @@ func TestConsentWritesCommittedBeforeTheirAnswerAreNotDoneTwice(t *testing.T) {
 			// Another body under the key is another request, even one that
 			// starts as the first did: 422, and the key stays for the
 			// genuine retry.
-			resp, b = d.call(t, tt.who, "POST", path, "application/json", strings.NewReader(tt.body+"{}"), map[string]string{"Idempotency-Key": key})
-			if resp.StatusCode != 422 {
-				t.Fatalf("a longer body under the key: %d %s, want 422", resp.StatusCode, b)
+			// Whatever content type the retry claims.
+			for _, ct := range []string{"application/json", "multipart/form-data; boundary=x"} {
+				resp, b = d.call(t, tt.who, "POST", path, ct, strings.NewReader(tt.body+"{}"), map[string]string{"Idempotency-Key": key})
+				if resp.StatusCode != 422 {
+					t.Fatalf("a longer body under the key, as %s: %d %s, want 422", ct, resp.StatusCode, b)
+				}
 			}
 			for i := range 2 {
 				resp, b = d.call(t, tt.who, "POST", path, "application/json", strings.NewReader(tt.body), map[string]string{"Idempotency-Key": key})

@@ -23,7 +23,8 @@ type Idempotent struct {
 	ResultLen   int64
 	Pending     bool   // another request with the key is at work
 	Route       string // the route the key was first used on
-	RequestHash []byte
+	RequestHash []byte // of the route and the kept request's body,
+	RequestLen  int64  // or of its first RequestLen bytes (0: the whole body)
 	Status      int
 	ContentType string
 	Location    string
@@ -77,7 +78,7 @@ func (s *Idempotency) Begin(ctx context.Context, owner, key, route string) (*Ide
 	err := s.DB.Pool.QueryRow(ctx, `WITH gone AS (DELETE FROM idempotency_keys WHERE owner = $1 AND created_at < now() - make_interval(secs => $4))
 		INSERT INTO idempotency_keys (owner, key, route, state, claim) VALUES ($1, $2, $3, 'pending', $6)
 		ON CONFLICT (owner, key) DO UPDATE SET route = EXCLUDED.route, created_at = now(), claim = EXCLUDED.claim,
-			state = 'pending', request_hash = NULL, status = NULL, content_type = NULL, location = NULL, body = NULL,
+			state = 'pending', request_hash = NULL, request_len = NULL, status = NULL, content_type = NULL, location = NULL, body = NULL,
 			result = CASE WHEN idempotency_keys.created_at < now() - make_interval(secs => $4) THEN NULL ELSE idempotency_keys.result END,
 			result_hash = CASE WHEN idempotency_keys.created_at < now() - make_interval(secs => $4) THEN NULL ELSE idempotency_keys.result_hash END,
 			result_len = CASE WHEN idempotency_keys.created_at < now() - make_interval(secs => $4) THEN NULL ELSE idempotency_keys.result_len END
@@ -102,8 +103,9 @@ func (s *Idempotency) Begin(ctx context.Context, owner, key, route string) (*Ide
 	var state string
 	var status *int
 	var ctype, loc *string
-	err = s.DB.Pool.QueryRow(ctx, `SELECT route, request_hash, state, status, content_type, location, body FROM idempotency_keys WHERE owner = $1 AND key = $2`,
-		owner, key).Scan(&r.Route, &r.RequestHash, &state, &status, &ctype, &loc, &r.Body)
+	var reqLen *int64
+	err = s.DB.Pool.QueryRow(ctx, `SELECT route, request_hash, request_len, state, status, content_type, location, body FROM idempotency_keys WHERE owner = $1 AND key = $2`,
+		owner, key).Scan(&r.Route, &r.RequestHash, &reqLen, &state, &status, &ctype, &loc, &r.Body)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, kho.Errorf(kho.ECONFLICT, "the Idempotency-Key was released meanwhile: retry")
 	}
@@ -120,13 +122,21 @@ func (s *Idempotency) Begin(ctx context.Context, owner, key, route string) (*Ide
 	if loc != nil {
 		r.Location = *loc
 	}
+	if reqLen != nil {
+		r.RequestLen = *reqLen
+	}
 	return &r, nil
 }
 
-// Complete stores the answer to replay.
-func (s *Idempotency) Complete(ctx context.Context, owner, key, claim string, requestHash []byte, status int, contentType, location string, body []byte) error {
-	tag, err := s.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET state = 'done', request_hash = $3, status = $4, content_type = $5, location = $6, body = $7
-		WHERE owner = $1 AND key = $2 AND state = 'pending' AND claim = $8`, owner, key, requestHash, status, contentType, location, body, claim)
+// Complete stores the answer to replay, for requests whose route and body
+// (its first requestLen bytes; 0: all of it) hash as requestHash.
+func (s *Idempotency) Complete(ctx context.Context, owner, key, claim string, requestHash []byte, requestLen int64, status int, contentType, location string, body []byte) error {
+	var reqLen *int64
+	if requestLen > 0 {
+		reqLen = &requestLen
+	}
+	tag, err := s.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET state = 'done', request_hash = $3, request_len = $9, status = $4, content_type = $5, location = $6, body = $7
+		WHERE owner = $1 AND key = $2 AND state = 'pending' AND claim = $8`, owner, key, requestHash, status, contentType, location, body, claim, reqLen)
 	if err != nil {
 		return kho.WrapError(kho.EUNAVAILABLE, "idempotency: store the answer", err)
 	}
