@@ -171,7 +171,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	e.HandleMethodNotAllowed = true
 	e.ContextWithFallback = true
-	e.Use(withRequestID(), withSecurityHeaders(), withLogging(cfg.Logger, cfg.Observer), withRecovery(cfg.Logger), withDeadlines(cfg.Limits))
+	e.Use(withRequestID(), withBodyTracking(), withSecurityHeaders(), withLogging(cfg.Logger, cfg.Observer), withRecovery(cfg.Logger), withDeadlines(cfg.Limits))
 	e.NoRoute(func(c *gin.Context) {
 		if cfg.Portal != nil && !isAPIPath(c.Request.URL.Path) {
 			c.Status(http.StatusOK) // gin presets 404 for unrouted paths

@@ -475,15 +475,18 @@ func (s *Server) erase(c *gin.Context) {
 
 // decodeJSON reads a small JSON body strictly (kho.DecodeObject): every
 // wrong, unknown, repeated or missing field is named in the answer.
+// maxJSONBody bounds a JSON request body.
+const maxJSONBody = 64 << 10
+
 func decodeJSON(c *gin.Context, v any) error {
 	if ct, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type")); ct != "application/json" {
 		return kho.Errorf(kho.EINVALID, "the body must be application/json")
 	}
-	b, err := io.ReadAll(io.LimitReader(c.Request.Body, 64<<10+1))
+	b, err := io.ReadAll(io.LimitReader(c.Request.Body, maxJSONBody+1))
 	if err != nil {
 		return kho.WrapError(kho.EINVALID, "could not read the body", err)
 	}
-	if len(b) > 64<<10 {
+	if len(b) > maxJSONBody {
 		return kho.Errorf(kho.ETOOLARGE, "a JSON body may be at most 64 KiB")
 	}
 	return kho.DecodeObject(b, v)

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"hash"
 	"io"
+	"mime"
 	"net/http"
 	"slices"
 	"strings"
@@ -67,8 +69,9 @@ func (s *Server) idempotent(body bodyRead) gin.HandlerFunc {
 			errorf(c, kho.EINVALID, "the request path must be valid UTF-8, without NUL")
 			return
 		}
+		head := body.head(c, route)
 		h := sha256.New()
-		h.Write([]byte(route + "\n"))
+		h.Write([]byte(head))
 		rec, err := s.cfg.Idempotency.Begin(ctx, owner, key, route)
 		if err != nil {
 			writeError(c, err)
@@ -81,7 +84,7 @@ func (s *Server) idempotent(body bodyRead) gin.HandlerFunc {
 				return
 			}
 			// Same key: the same request gets the same answer.
-			same, err := s.sameRequest(c, c.Request.Body, route, rec.RequestHash, rec.RequestLen, rec.RequestLen == 0)
+			same, err := s.sameRequest(c, c.Request.Body, head, body, rec.RequestHash, rec.RequestLen, rec.RequestLen == 0)
 			if err != nil {
 				writeError(c, err)
 				return
@@ -107,26 +110,6 @@ func (s *Server) idempotent(body bodyRead) gin.HandlerFunc {
 		// The work learns its claim (postgres.RecordResult), with how much
 		// of the body it had read when it committed.
 		c.Request = c.Request.WithContext(postgres.WithClaim(ctx, owner, key, rec.Claim, func() ([]byte, int64) { return h.Sum(nil), hb.n }))
-		if rec.Result != "" {
-			// A claim taken over from a request that committed before its
-			// khod died carries what it committed, for the handler to
-			// answer with, if this is the same request: the body must
-			// start as the one that committed did.
-			same, err := s.sameRequest(c, hb, route, rec.ResultHash, rec.ResultLen, body == whole)
-			if err != nil || !same {
-				// The key stays for the request that is.
-				_ = s.cfg.Idempotency.Release(context.WithoutCancel(ctx), owner, key, rec.Claim)
-				if err != nil {
-					writeError(c, err)
-					return
-				}
-				writeProblem(c, http.StatusUnprocessableEntity, kho.EINVALID,
-					kho.Errorf(kho.EINVALID, "this Idempotency-Key was used for another request: use a new key for a new request"))
-				return
-			}
-			c.Header("Idempotent-Replayed", "true")
-			c.Set(ctxCommitted, rec.Result)
-		}
 		w := &recordingWriter{ResponseWriter: c.Writer}
 		c.Writer = w
 		stop := make(chan struct{})
@@ -153,6 +136,25 @@ func (s *Server) idempotent(body bodyRead) gin.HandlerFunc {
 				_ = s.cfg.Idempotency.Release(context.WithoutCancel(ctx), owner, key, rec.Claim)
 			}
 		}()
+		if rec.Result != "" {
+			// A claim taken over from a request that committed before its
+			// khod died carries what it committed, for the handler to
+			// answer with, if this is the same request (while its body is
+			// compared, the claim is renewed). Otherwise the key is
+			// released, and stays for the request that is.
+			same, err := s.sameRequest(c, hb, head, body, rec.ResultHash, rec.ResultLen, body == whole)
+			if err != nil {
+				writeError(c, err)
+				return
+			}
+			if !same {
+				writeProblem(c, http.StatusUnprocessableEntity, kho.EINVALID,
+					kho.Errorf(kho.EINVALID, "this Idempotency-Key was used for another request: use a new key for a new request"))
+				return
+			}
+			c.Header("Idempotent-Replayed", "true")
+			c.Set(ctxCommitted, rec.Result)
+		}
 		c.Next()
 		settled = true
 		status := w.Status()
@@ -235,18 +237,45 @@ const (
 	upTo
 )
 
-// sameRequest reports whether route and the body read from r (its first n
+// head is what a request's hash starts with: its route, and for a deposit
+// the boundary its parts are read with (the same bytes under another
+// boundary are another deposit, or none).
+func (b bodyRead) head(c *gin.Context, route string) string {
+	if b == whole {
+		return route + "\n"
+	}
+	ct := c.GetHeader("Content-Type")
+	if mt, params, err := mime.ParseMediaType(ct); err == nil {
+		ct = mt + "; boundary=" + params["boundary"]
+	}
+	return route + "\n" + ct + "\n"
+}
+
+// limit is the most of a body a retry is compared over: a JSON write's
+// bound, or a deposit's.
+func (b bodyRead) limit(s *Server) int64 {
+	if b == whole {
+		return maxJSONBody
+	}
+	return s.cfg.MaxUploadSize
+}
+
+// sameRequest reports whether head and the body read from r (its first n
 // bytes, or all of it when n is 0) hash as want; ending says that the body
 // must end there. Nothing to compare with (want nil: the route is part of
 // the hash) is not the same request, rather than another's answer given.
-func (s *Server) sameRequest(c *gin.Context, r io.ReadCloser, route string, want []byte, n int64, ending bool) (bool, error) {
+func (s *Server) sameRequest(c *gin.Context, r io.ReadCloser, head string, b bodyRead, want []byte, n int64, ending bool) (bool, error) {
 	h := sha256.New()
-	h.Write([]byte(route + "\n"))
-	body := http.MaxBytesReader(c.Writer, r, s.cfg.MaxUploadSize)
+	h.Write([]byte(head))
+	body := http.MaxBytesReader(c.Writer, r, b.limit(s))
 	if n > 0 {
 		body = io.NopCloser(io.LimitReader(body, n))
 	}
 	read, err := io.Copy(h, body)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return false, kho.Errorf(kho.ETOOLARGE, "the body is larger than %d bytes", mbe.Limit)
+	}
 	if err != nil {
 		return false, kho.WrapError(kho.EINVALID, "the request body could not be read", err)
 	}

@@ -153,6 +153,11 @@ func TestRetriedConsentGrantIsOneConsent(t *testing.T) {
 	if err := d.docs.DB.Pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM consents`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("%d consents (%v), want 1", n, err)
 	}
+	// A retry is read no further than a JSON body may be long.
+	resp, b := d.call(t, citizen, "POST", "/v1/me/consents", "application/json", strings.NewReader(body+strings.Repeat(" ", 1<<20)), map[string]string{"Idempotency-Key": "grant-1"})
+	if resp.StatusCode != 413 {
+		t.Fatalf("a retry with 1 MiB more: %d %s, want 413", resp.StatusCode, b)
+	}
 }
 
 // A key claimed by a request whose khod died (no more heartbeats) is taken
@@ -305,9 +310,50 @@ func TestDepositRetryIsComparedUpToItsFilePart(t *testing.T) {
 			t.Fatalf("retry %d: %d %s replayed=%v, want 201 with %s", i, st, doc.ID, replayed, first.ID)
 		}
 	}
+	// The same bytes read with another boundary, or as another type, are
+	// not the deposit (before a khod died and after).
+	for _, died := range []bool{false, true} {
+		if died {
+			dieUnanswered(t, d, "epilogue")
+		}
+		for _, other := range []string{"multipart/form-data; boundary=another", "application/json"} {
+			if st, _, _ := deposit("epilogue", raw, other); st != 422 {
+				t.Fatalf("the deposit's bytes as %s (died %v): %d, want 422", other, died, st)
+			}
+		}
+		if st, doc, replayed := deposit("epilogue", raw, ct); st != 201 || doc.ID != first.ID || !replayed {
+			t.Fatalf("the deposit again (died %v): %d %s replayed=%v", died, st, doc.ID, replayed)
+		}
+	}
+	// A client that waits to be told to continue, and is (its body is
+	// compared), gets its answer whole, not a reset over the epilogue the
+	// comparison leaves unread.
+	long := append(bytes.Clone(raw), bytes.Repeat([]byte("phần kết "), 400<<10)...) // 4 MiB
+	if st, _, _ := deposit("expect", long, ct); st != 201 {
+		t.Fatalf("deposit: %d", st)
+	}
+	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+	for i := range 5 {
+		req, err := http.NewRequest("POST", d.url+"/v1/documents", bytes.NewReader(long))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+d.token(t, justice))
+		req.Header.Set("Content-Type", ct)
+		req.Header.Set("Idempotency-Key", "expect")
+		req.Header.Set("Expect", "100-continue")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("replay %d with Expect: 100-continue: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 201 || resp.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("replay %d with Expect: 100-continue: %d", i, resp.StatusCode)
+		}
+	}
 	var n int
-	if err := d.docs.DB.Pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM documents`).Scan(&n); err != nil || n != 2 {
-		t.Fatalf("%d documents for two deposits (%v)", n, err)
+	if err := d.docs.DB.Pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM documents`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("%d documents for three deposits (%v)", n, err)
 	}
 }
 

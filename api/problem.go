@@ -101,7 +101,8 @@ func writeProblem(c *gin.Context, status int, code string, err error) {
 // to drainLimit and for at most drainTime: a client still sending a body
 // kho closed the connection on gets a reset, not the answer. Past those
 // bounds the answer closes the connection. A client that asked "Expect:
-// 100-continue" and was not told to continue has sent nothing more.
+// 100-continue" is told to continue when its body is first read: until
+// then it has sent nothing more.
 const (
 	drainLimit = 8 << 20
 	drainTime  = 2 * time.Second
@@ -114,13 +115,50 @@ func drainBody(c *gin.Context, status int) {
 		// No more for a caller kho does not know than Go's server reads.
 		limit = 256 << 10
 	}
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 || strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return
+	}
+	if strings.EqualFold(r.Header.Get("Expect"), "100-continue") && !bodyWasRead(c) {
 		return
 	}
 	// A slow sender is answered when the deadline passes; the server then
 	// closes the connection.
 	_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(drainTime))
 	_, _ = io.CopyN(io.Discard, r.Body, limit)
+}
+
+// trackedBody notes whether a request's body was ever read.
+type trackedBody struct {
+	io.ReadCloser
+	read bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	b.read = true
+	return b.ReadCloser.Read(p)
+}
+
+const ctxBody = "kho.body"
+
+// withBodyTracking lets drainBody know whether a body was read, and so
+// whether a client that asked to be told to continue was.
+func withBodyTracking() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if b := c.Request.Body; b != nil && b != http.NoBody {
+			t := &trackedBody{ReadCloser: b}
+			c.Request.Body = t
+			c.Set(ctxBody, t)
+		}
+		c.Next()
+	}
+}
+
+func bodyWasRead(c *gin.Context) bool {
+	t, ok := c.Get(ctxBody)
+	if !ok {
+		return true // untracked: drain, rather than risk a reset
+	}
+	return t.(*trackedBody).read
 }
 
 // errorf answers with a problem made from a code and a safe message.
