@@ -87,39 +87,14 @@ func TestConcurrentRetriesOfOneDepositCreateOneDocument(t *testing.T) {
 		t.Fatalf("non-ASCII key: %d", resp.StatusCode)
 	}
 	// Two keys on one request: which one was meant is not guessed.
-	req, err := http.NewRequest("POST", d.url+"/v1/documents", bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+d.token(t, justice))
-	req.Header.Set("Content-Type", ct)
-	req.Header.Add("Idempotency-Key", "deposit-0001")
-	req.Header.Add("Idempotency-Key", "deposit-0002")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 400 || !strings.Contains(string(b), "one Idempotency-Key") {
-		t.Fatalf("two keys: %d %s", resp.StatusCode, b)
+	resp, b, err := d.rawDeposit(t, http.DefaultClient, ct, raw, http.Header{"Idempotency-Key": {"deposit-0001", "deposit-0002"}})
+	if err != nil || resp.StatusCode != 400 || !strings.Contains(string(b), "one Idempotency-Key") {
+		t.Fatalf("two keys: %v %s", err, b)
 	}
 	// An empty key is no key: refused, alone or before another.
 	for _, keys := range [][]string{{""}, {"", "deposit-0003"}} {
-		req, err := http.NewRequest("POST", d.url+"/v1/documents", bytes.NewReader(raw))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+d.token(t, justice))
-		req.Header.Set("Content-Type", ct)
-		req.Header["Idempotency-Key"] = keys
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 400 {
-			t.Fatalf("keys %q: %d, want 400", keys, resp.StatusCode)
+		if resp, b, err := d.rawDeposit(t, http.DefaultClient, ct, raw, http.Header{"Idempotency-Key": keys}); err != nil || resp.StatusCode != 400 {
+			t.Fatalf("keys %q: %v %s, want 400", keys, err, b)
 		}
 	}
 	// A path no resource can have (NUL, bytes that are not UTF-8) is the
@@ -256,6 +231,26 @@ func TestPanicReleasesTheIdempotencyClaim(t *testing.T) {
 	}
 }
 
+// rawDeposit sends raw as the justice office's deposit with the headers of
+// hdr as they are (a key repeated or empty), through client.
+func (d *docServer) rawDeposit(t *testing.T, client *http.Client, ct string, raw []byte, hdr http.Header) (*http.Response, []byte, error) {
+	t.Helper()
+	req, err := http.NewRequest("POST", d.url+"/v1/documents", bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = hdr.Clone()
+	req.Header.Set("Authorization", "Bearer "+d.token(t, justice))
+	req.Header.Set("Content-Type", ct)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp, b, err
+}
+
 // dieUnanswered leaves key as a khod killed between committing its work and
 // storing its answer does: pending, its heartbeats stopped long ago.
 func dieUnanswered(t *testing.T, d *docServer, key string) {
@@ -334,19 +329,10 @@ func TestDepositRetryIsComparedUpToItsFilePart(t *testing.T) {
 	}
 	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
 	for i := range 5 {
-		req, err := http.NewRequest("POST", d.url+"/v1/documents", bytes.NewReader(long))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+d.token(t, justice))
-		req.Header.Set("Content-Type", ct)
-		req.Header.Set("Idempotency-Key", "expect")
-		req.Header.Set("Expect", "100-continue")
-		resp, err := client.Do(req)
+		resp, _, err := d.rawDeposit(t, client, ct, long, http.Header{"Idempotency-Key": {"expect"}, "Expect": {"100-continue"}})
 		if err != nil {
 			t.Fatalf("replay %d with Expect: 100-continue: %v", i, err)
 		}
-		resp.Body.Close()
 		if resp.StatusCode != 201 || resp.Header.Get("Idempotent-Replayed") != "true" {
 			t.Fatalf("replay %d with Expect: 100-continue: %d", i, resp.StatusCode)
 		}
