@@ -34,6 +34,8 @@ type Documents interface {
 	List(ctx context.Context, p kho.Principal, h kho.SubjectHandle, f storage.ListFilter) (*storage.Page, error)
 	ListFor(ctx context.Context, p kho.Principal, id kho.SubjectID, f storage.ListFilter) (*storage.Page, error)
 	Get(ctx context.Context, p kho.Principal, id kho.DocumentID) (*kho.Document, error)
+	// Deposited is the metadata p's own deposit made, for its retry.
+	Deposited(ctx context.Context, p kho.Principal, id kho.DocumentID) (*kho.Document, error)
 	Open(ctx context.Context, p kho.Principal, id kho.DocumentID, rng *storage.ByteRange) (*storage.Content, error)
 	Fetch(ctx context.Context, p kho.Principal, id kho.DocumentID, procedure string, rng *storage.ByteRange) (*storage.Content, error)
 	Verify(ctx context.Context, p kho.Principal, id kho.DocumentID) (*storage.Report, error)
@@ -128,7 +130,7 @@ func (s *Server) depositWith(c *gin.Context, store func(*kho.DepositMetadata, io
 	var d *kho.Document
 	var err error
 	if id, ok := committed(c); ok {
-		d, err = s.cfg.Documents.Get(c.Request.Context(), principal(c), kho.DocumentID(id))
+		d, err = s.cfg.Documents.Deposited(c.Request.Context(), principal(c), kho.DocumentID(id))
 	} else {
 		var meta *kho.DepositMetadata
 		var body io.Reader

@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -245,10 +246,12 @@ func (b bodyRead) head(c *gin.Context, route string) string {
 		return route + "\n"
 	}
 	ct := c.GetHeader("Content-Type")
-	if mt, params, err := mime.ParseMediaType(ct); err == nil {
-		ct = mt + "; boundary=" + params["boundary"]
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		// Never read as a deposit; never the same as one that is.
+		return route + "\nunparsed " + strconv.Quote(ct) + "\n"
 	}
-	return route + "\n" + ct + "\n"
+	return route + "\n" + mt + "; boundary=" + strconv.Quote(params["boundary"]) + "\n"
 }
 
 // limit is the most of a body a retry is compared over: a JSON write's

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,7 +16,9 @@ import (
 
 	"kho"
 	"kho/api"
+	"kho/client"
 	"kho/internal/testenv"
+	"kho/oauth"
 	"kho/postgres"
 )
 
@@ -320,6 +323,28 @@ func TestDepositRetryIsComparedUpToItsFilePart(t *testing.T) {
 			t.Fatalf("the deposit again (died %v): %d %s replayed=%v", died, st, doc.ID, replayed)
 		}
 	}
+	// A boundary that must be quoted, sent unquoted, is no deposit: it is
+	// not the one sent quoted.
+	var quoted bytes.Buffer
+	mw := multipart.NewWriter(&quoted)
+	if err := mw.SetBoundary("a b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := mw.WriteField("metadata", textMeta); err != nil {
+		t.Fatal(err)
+	}
+	fw, err := mw.CreateFormFile("file", "upload.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw.Write([]byte("giấy khai sinh"))
+	mw.Close()
+	if st, _, _ := deposit("quoted", quoted.Bytes(), mw.FormDataContentType()); st != 201 {
+		t.Fatalf("deposit with a quoted boundary: %d", st)
+	}
+	if st, _, _ := deposit("quoted", quoted.Bytes(), "multipart/form-data; boundary=a b"); st != 422 {
+		t.Fatalf("its bytes under the boundary unquoted: %d, want 422", st)
+	}
 	// A client that waits to be told to continue, and is (its body is
 	// compared), gets its answer whole, not a reset over the epilogue the
 	// comparison leaves unread.
@@ -338,8 +363,8 @@ func TestDepositRetryIsComparedUpToItsFilePart(t *testing.T) {
 		}
 	}
 	var n int
-	if err := d.docs.DB.Pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM documents`).Scan(&n); err != nil || n != 3 {
-		t.Fatalf("%d documents for three deposits (%v)", n, err)
+	if err := d.docs.DB.Pool.QueryRow(testenv.Context(t), `SELECT count(*) FROM documents`).Scan(&n); err != nil || n != 4 {
+		t.Fatalf("%d documents for four deposits (%v)", n, err)
 	}
 }
 
@@ -523,5 +548,51 @@ func TestConsentWritesCommittedBeforeTheirAnswerAreNotDoneTwice(t *testing.T) {
 				t.Fatalf("%d rows in %s after the retry, %d before (%v)", after, tt.table, before, err)
 			}
 		})
+	}
+}
+
+// An agency system whose token may deposit but not read still learns, on
+// its retry after a khod died unanswered, the document its deposit made:
+// the retry is answered as the deposit was, under the deposit's scope.
+func TestDepositOnlyTokenRetryIsAnswered(t *testing.T) {
+	d := newDocServer(t, 0)
+	ctx := testenv.Context(t)
+	sig, sigSet := agencyKey(t, "justice-sig-1")
+	if _, err := oauth.Register(ctx, d.docs.DB, justice.Agency, sigSet); err != nil {
+		t.Fatal(err)
+	}
+	ts := &client.TokenSource{Agency: string(justice.Agency), TokenURL: d.url + "/oauth/token", Audience: tokenIssuer + "/oauth/token", Key: sig,
+		Scopes: []string{"documents:deposit"}}
+	ct, body := multipartBody(t, textMeta, []byte("giấy khai sinh"))
+	raw := body.Bytes()
+	call := func(method, path string, b []byte) (*http.Response, []byte) {
+		tok, err := ts.Token(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r io.Reader
+		if b != nil {
+			r = bytes.NewReader(b)
+		}
+		return request(t, method, d.url+path, tok, ct, r, map[string]string{"Idempotency-Key": "deposit-only"})
+	}
+	resp, b := call("POST", "/v1/documents", raw)
+	var first kho.Document
+	if err := json.Unmarshal(b, &first); err != nil || resp.StatusCode != 201 {
+		t.Fatalf("deposit: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := call("GET", "/v1/documents/"+string(first.ID), nil); resp.StatusCode != 403 {
+		t.Fatalf("a deposit-only token read a document: %d %s", resp.StatusCode, b)
+	}
+	dieUnanswered(t, d, "deposit-only")
+	resp, b = call("POST", "/v1/documents", raw)
+	var again kho.Document
+	_ = json.Unmarshal(b, &again)
+	if resp.StatusCode != 201 || again.ID != first.ID || again.SHA256 != first.SHA256 || resp.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("the retry: %d %s, want 201 with %s", resp.StatusCode, b, first.ID)
+	}
+	var n int
+	if err := d.docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM documents`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d documents for one deposit (%v)", n, err)
 	}
 }

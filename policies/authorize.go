@@ -12,24 +12,25 @@ type Action string
 
 // Actions.
 const (
-	ResolveStore        Action = "store.resolve"      // learn the handle of a subject's store
-	ListStore           Action = "store.list"         // list a store's documents
-	ReadAccessLog       Action = "store.access_log"   // read every event on a store
-	ListHolds           Action = "store.holds"        // see the legal holds on a store
-	EraseStore          Action = "store.erase"        // crypto-shred a store
-	PlaceHold           Action = "store.hold"         // place a legal hold
-	ReleaseHold         Action = "store.hold_release" // end a legal hold
-	CheckAvailability   Action = "store.availability" // which of a procedure's documents exist
-	DepositDocument     Action = "document.deposit"   // put a document in a store
-	ReadDocument        Action = "document.read"      // metadata, content and verification, directly
-	ChangeDocument      Action = "document.change"    // supersede or revoke
-	FetchDocument       Action = "document.fetch"     // read for a procedure, under the reuse policy
-	RequestConsent      Action = "consent.request"    // an agency asks a subject
-	DecideConsent       Action = "consent.decide"     // grant, answer, pause, resume, revoke, list
-	ReadConsent         Action = "consent.read"       // a consent, its history and receipt
-	SearchAudit         Action = "audit.search"       // the security officer's view of the trail
-	ReadUseReceipt      Action = "use_receipt.read"   // the proof of one admitted fetch
-	AcknowledgeDeletion Action = "delivery.delete"    // the fetching agency says it deleted its copy
+	ResolveStore        Action = "store.resolve"           // learn the handle of a subject's store
+	ListStore           Action = "store.list"              // list a store's documents
+	ReadAccessLog       Action = "store.access_log"        // read every event on a store
+	ListHolds           Action = "store.holds"             // see the legal holds on a store
+	EraseStore          Action = "store.erase"             // crypto-shred a store
+	PlaceHold           Action = "store.hold"              // place a legal hold
+	ReleaseHold         Action = "store.hold_release"      // end a legal hold
+	CheckAvailability   Action = "store.availability"      // which of a procedure's documents exist
+	DepositDocument     Action = "document.deposit"        // put a document in a store
+	ReadDocument        Action = "document.read"           // metadata, content and verification, directly
+	AnswerDeposit       Action = "document.deposit_answer" // the metadata one's own deposit made, again, for its retry
+	ChangeDocument      Action = "document.change"         // supersede or revoke
+	FetchDocument       Action = "document.fetch"          // read for a procedure, under the reuse policy
+	RequestConsent      Action = "consent.request"         // an agency asks a subject
+	DecideConsent       Action = "consent.decide"          // grant, answer, pause, resume, revoke, list
+	ReadConsent         Action = "consent.read"            // a consent, its history and receipt
+	SearchAudit         Action = "audit.search"            // the security officer's view of the trail
+	ReadUseReceipt      Action = "use_receipt.read"        // the proof of one admitted fetch
+	AcknowledgeDeletion Action = "delivery.delete"         // the fetching agency says it deleted its copy
 )
 
 // Store is what a decision knows of a store, loaded from PostgreSQL by the
@@ -179,7 +180,7 @@ func issuedBy(p kho.Principal, d *kho.Document) bool {
 // grants it: agencies' systems do not do it).
 func ScopeOf(a Action) string {
 	switch a {
-	case DepositDocument, ChangeDocument:
+	case DepositDocument, ChangeDocument, AnswerDeposit:
 		return "documents:deposit"
 	case ResolveStore, ListStore, ReadDocument:
 		return "documents:read"
@@ -298,7 +299,9 @@ func Authorize(p kho.Principal, a Action, r Resource) Decision {
 	case DepositDocument:
 		return authorizeDeposit(p, r)
 
-	case ReadDocument:
+	case ReadDocument, AnswerDeposit:
+		// A deposit's retry is answered with what the deposit made, under
+		// the scope that made it: no more than its first answer told.
 		if r.Document == nil {
 			return notFound("document")
 		}

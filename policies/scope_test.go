@@ -26,6 +26,9 @@ func TestScopeBoundsAgencyTokens(t *testing.T) {
 		{"fail/empty scope", true, "", policies.ListStore, false},
 		{"ok/unscoped (identity provider) token goes on to the rules", false, "", policies.ListStore, true},
 		{"ok/read token lists", true, "documents:read", policies.ListStore, true},
+		{"ok/deposit token is answered its deposit again", true, "documents:deposit", policies.AnswerDeposit, true},
+		{"fail/deposit token reads", true, "documents:deposit", policies.ReadDocument, false},
+		{"fail/read token is answered a deposit", true, "documents:read", policies.AnswerDeposit, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := agency
