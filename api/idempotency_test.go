@@ -404,8 +404,8 @@ func TestDepositCommittedBeforeItsAnswerIsNotDoneTwice(t *testing.T) {
 	if _, err := d.docs.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET result = '01a206c5-f13c-7992-989b-000000000000' WHERE key = $1`, key); err != nil {
 		t.Fatal(err)
 	}
-	if resp, b = d.call(t, justice, "POST", "/v1/documents", ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": key}); resp.StatusCode/100 == 2 {
-		t.Fatalf("answered %d %s from a document that does not exist", resp.StatusCode, b)
+	if resp, b = d.call(t, justice, "POST", "/v1/documents", ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": key}); resp.StatusCode/100 == 2 || resp.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("answered %d %s (replayed %q) from a document that does not exist", resp.StatusCode, b, resp.Header.Get("Idempotent-Replayed"))
 	}
 	if _, err := d.docs.DB.Pool.Exec(ctx, `UPDATE idempotency_keys SET result = $2 WHERE key = $1`, key, string(first.ID)); err != nil {
 		t.Fatal(err)
@@ -594,5 +594,12 @@ func TestDepositOnlyTokenRetryIsAnswered(t *testing.T) {
 	var n int
 	if err := d.docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM documents`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("%d documents for one deposit (%v)", n, err)
+	}
+	// The trail says what happened: the deposit answered again, not a
+	// read that the token's scope refused a moment before.
+	var answered, read int
+	if err := d.docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE action = 'document.deposit_answered'),
+		count(*) FILTER (WHERE action = 'document.metadata' AND outcome = 'success') FROM audit_events WHERE document_id = $1`, first.ID).Scan(&answered, &read); err != nil || answered != 1 || read != 0 {
+		t.Fatalf("%d deposit answers and %d metadata reads recorded (%v), want 1 and 0", answered, read, err)
 	}
 }

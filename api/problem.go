@@ -92,6 +92,8 @@ func writeProblem(c *gin.Context, status int, code string, err error) {
 		}
 	}
 	_ = c.Error(err)
+	// Only successes are kept and replayed: a problem never is one.
+	c.Writer.Header().Del("Idempotent-Replayed")
 	drainBody(c, status)
 	c.Header("Content-Type", "application/problem+json")
 	c.AbortWithStatusJSON(status, p)

@@ -42,6 +42,7 @@ const (
 	DocumentDeposited  = "document.deposited"
 	DocumentRead       = "document.read"
 	DocumentMetadata   = "document.metadata"
+	DepositAnswered    = "document.deposit_answered" // a deposit's retry answered with what it made
 	DocumentVerified   = "document.verified"
 	DocumentSuperseded = "document.superseded"
 	DocumentRevoked    = "document.revoked"

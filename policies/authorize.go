@@ -300,8 +300,8 @@ func Authorize(p kho.Principal, a Action, r Resource) Decision {
 		return authorizeDeposit(p, r)
 
 	case ReadDocument, AnswerDeposit:
-		// A deposit's retry is answered with what the deposit made, under
-		// the scope that made it: no more than its first answer told.
+		// A deposit's retry is answered with what the deposit made, as it
+		// is now, under the scope that made it.
 		if r.Document == nil {
 			return notFound("document")
 		}

@@ -322,22 +322,23 @@ func (s *Service) loadFor(ctx context.Context, p kho.Principal, event string, a 
 // Get returns a document's metadata to those who may read it, and records the
 // access.
 func (s *Service) Get(ctx context.Context, p kho.Principal, id kho.DocumentID) (*kho.Document, error) {
-	return s.metadata(ctx, p, policies.ReadDocument, id)
+	return s.metadata(ctx, p, audit.DocumentMetadata, policies.ReadDocument, id)
 }
 
 // Deposited answers the retry of p's deposit that made id (an
 // Idempotency-Key's committed result) with its metadata, as the deposit
 // did: a token that may deposit but not read gets what it was told.
+// It is recorded as such, not as a read.
 func (s *Service) Deposited(ctx context.Context, p kho.Principal, id kho.DocumentID) (*kho.Document, error) {
-	return s.metadata(ctx, p, policies.AnswerDeposit, id)
+	return s.metadata(ctx, p, audit.DepositAnswered, policies.AnswerDeposit, id)
 }
 
-func (s *Service) metadata(ctx context.Context, p kho.Principal, a policies.Action, id kho.DocumentID) (*kho.Document, error) {
-	d, _, err := s.loadFor(ctx, p, audit.DocumentMetadata, a, id)
+func (s *Service) metadata(ctx context.Context, p kho.Principal, event string, a policies.Action, id kho.DocumentID) (*kho.Document, error) {
+	d, _, err := s.loadFor(ctx, p, event, a, id)
 	if err != nil {
 		return nil, err
 	}
-	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: audit.DocumentMetadata, Outcome: audit.Success, Actor: p, Subject: d.Subject, Document: d.ID,
+	if err := audit.RecordNow(ctx, s.db, audit.Event{Action: event, Outcome: audit.Success, Actor: p, Subject: d.Subject, Document: d.ID,
 		ActingFor: d.store.ActingFor()}); err != nil {
 		return nil, err
 	}
