@@ -603,3 +603,68 @@ func TestDepositOnlyTokenRetryIsAnswered(t *testing.T) {
 		t.Fatalf("%d deposit answers and %d metadata reads recorded (%v), want 1 and 0", answered, read, err)
 	}
 }
+
+// countingReader counts what a client's transport took of a body.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// A deposit refused whatever it holds (a security officer's; a token whose
+// scope does not cover deposits) is refused before its body is read: a
+// client that waits to be told to continue gets the 403 and never sends
+// the document, and the refusal is recorded.
+func TestDepositRefusedBeforeItsBodyIsRead(t *testing.T) {
+	d := newDocServer(t, 0)
+	ctx := testenv.Context(t)
+	sig, sigSet := agencyKey(t, "justice-sig-1")
+	if _, err := oauth.Register(ctx, d.docs.DB, justice.Agency, sigSet); err != nil {
+		t.Fatal(err)
+	}
+	ts := &client.TokenSource{Agency: string(justice.Agency), TokenURL: d.url + "/oauth/token", Audience: tokenIssuer + "/oauth/token", Key: sig,
+		Scopes: []string{"documents:read"}}
+	readOnly, err := ts.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	officer := d.token(t, kho.Principal{Kind: kho.PrincipalSecurityOfficer, Staff: "so01"})
+	ct, body := multipartBody(t, textMeta, bytes.Repeat([]byte("giấy khai sinh "), 1<<20)) // 16 MiB
+	raw := body.Bytes()
+	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 10 * time.Second}}
+	for _, tt := range []struct{ name, token, path, reason string }{
+		{"read-only token", readOnly, "/v1/documents", "outside_token_scope"},
+		{"read-only token, new version", readOnly, "/v1/documents/" + string(kho.NewDocumentID()) + "/versions", "outside_token_scope"},
+		{"security officer", officer, "/v1/documents", "wrong_role"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sent := &countingReader{r: bytes.NewReader(raw)}
+			req, err := http.NewRequest("POST", d.url+tt.path, sent)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = int64(len(raw))
+			req.Header.Set("Authorization", "Bearer "+tt.token)
+			req.Header.Set("Content-Type", ct)
+			req.Header.Set("Expect", "100-continue")
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("%v (after sending %d bytes)", err, sent.n)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 403 || !strings.Contains(string(b), tt.reason) || sent.n != 0 {
+				t.Fatalf("%d %s after sending %d bytes, want 403 %s before any", resp.StatusCode, b, sent.n, tt.reason)
+			}
+		})
+	}
+	var refused int
+	if err := d.docs.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE action IN ('document.deposited', 'document.superseded') AND outcome = 'denied'`).Scan(&refused); err != nil || refused != 3 {
+		t.Fatalf("%d refusals recorded (%v), want 3", refused, err)
+	}
+}
