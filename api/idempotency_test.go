@@ -551,18 +551,24 @@ func TestConsentWritesCommittedBeforeTheirAnswerAreNotDoneTwice(t *testing.T) {
 	}
 }
 
+// agencySystem registers a signing key for agency and returns the token
+// source of its system, asking for scopes.
+func (d *docServer) agencySystem(t *testing.T, agency kho.AgencyCode, scopes ...string) *client.TokenSource {
+	t.Helper()
+	sig, sigSet := agencyKey(t, string(agency)+"-sig-1")
+	if _, err := oauth.Register(testenv.Context(t), d.docs.DB, agency, sigSet); err != nil {
+		t.Fatal(err)
+	}
+	return &client.TokenSource{Agency: string(agency), TokenURL: d.url + "/oauth/token", Audience: tokenIssuer + "/oauth/token", Key: sig, Scopes: scopes}
+}
+
 // An agency system whose token may deposit but not read still learns, on
 // its retry after a khod died unanswered, the document its deposit made:
 // the retry is answered as the deposit was, under the deposit's scope.
 func TestDepositOnlyTokenRetryIsAnswered(t *testing.T) {
 	d := newDocServer(t, 0)
 	ctx := testenv.Context(t)
-	sig, sigSet := agencyKey(t, "justice-sig-1")
-	if _, err := oauth.Register(ctx, d.docs.DB, justice.Agency, sigSet); err != nil {
-		t.Fatal(err)
-	}
-	ts := &client.TokenSource{Agency: string(justice.Agency), TokenURL: d.url + "/oauth/token", Audience: tokenIssuer + "/oauth/token", Key: sig,
-		Scopes: []string{"documents:deposit"}}
+	ts := d.agencySystem(t, justice.Agency, "documents:deposit")
 	ct, body := multipartBody(t, textMeta, []byte("giấy khai sinh"))
 	raw := body.Bytes()
 	call := func(method, path string, b []byte) (*http.Response, []byte) {
@@ -623,13 +629,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 func TestDepositRefusedBeforeItsBodyIsRead(t *testing.T) {
 	d := newDocServer(t, 0)
 	ctx := testenv.Context(t)
-	sig, sigSet := agencyKey(t, "justice-sig-1")
-	if _, err := oauth.Register(ctx, d.docs.DB, justice.Agency, sigSet); err != nil {
-		t.Fatal(err)
-	}
-	ts := &client.TokenSource{Agency: string(justice.Agency), TokenURL: d.url + "/oauth/token", Audience: tokenIssuer + "/oauth/token", Key: sig,
-		Scopes: []string{"documents:read"}}
-	readOnly, err := ts.Token(ctx)
+	readOnly, err := d.agencySystem(t, justice.Agency, "documents:read").Token(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
