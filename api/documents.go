@@ -34,9 +34,6 @@ type Documents interface {
 	List(ctx context.Context, p kho.Principal, h kho.SubjectHandle, f storage.ListFilter) (*storage.Page, error)
 	ListFor(ctx context.Context, p kho.Principal, id kho.SubjectID, f storage.ListFilter) (*storage.Page, error)
 	Get(ctx context.Context, p kho.Principal, id kho.DocumentID) (*kho.Document, error)
-	// Ahead refuses before its body is read a deposit (or, with
-	// policies.ChangeDocument, a new version) refused whatever it holds.
-	Ahead(ctx context.Context, p kho.Principal, a policies.Action) error
 	// Deposited is the metadata p's own deposit made, for its retry.
 	Deposited(ctx context.Context, p kho.Principal, id kho.DocumentID) (*kho.Document, error)
 	Open(ctx context.Context, p kho.Principal, id kho.DocumentID, rng *storage.ByteRange) (*storage.Content, error)
@@ -115,13 +112,13 @@ func (u *uploadReader) Read(p []byte) (int, error) {
 }
 
 func (s *Server) deposit(c *gin.Context) {
-	s.depositWith(c, policies.DepositDocument, func(meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error) {
+	s.depositWith(c, func(meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error) {
 		return s.cfg.Documents.Deposit(c.Request.Context(), principal(c), meta, body)
 	})
 }
 
 func (s *Server) supersede(c *gin.Context) {
-	s.depositWith(c, policies.ChangeDocument, func(meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error) {
+	s.depositWith(c, func(meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error) {
 		return s.cfg.Documents.Supersede(c.Request.Context(), principal(c), kho.DocumentID(c.Param("id")), meta, body)
 	})
 }
@@ -129,14 +126,12 @@ func (s *Server) supersede(c *gin.Context) {
 // depositWith answers a deposit or a new version: 201 with the document.
 // A retry under the Idempotency-Key of a deposit that committed before its
 // khod died unanswered gets that document, not a second one.
-func (s *Server) depositWith(c *gin.Context, action policies.Action, store func(*kho.DepositMetadata, io.Reader) (*kho.Document, error)) {
+func (s *Server) depositWith(c *gin.Context, store func(*kho.DepositMetadata, io.Reader) (*kho.Document, error)) {
 	var d *kho.Document
 	var err error
 	if id, ok := committed(c); ok {
 		d, err = s.cfg.Documents.Deposited(c.Request.Context(), principal(c), kho.DocumentID(id))
-	} else if err = s.cfg.Documents.Ahead(c.Request.Context(), principal(c), action); err == nil {
-		// Refused before a byte of the document is read, a client that
-		// waits to be told to continue never sends it.
+	} else {
 		var meta *kho.DepositMetadata
 		var body io.Reader
 		if meta, body, err = s.readUpload(c); err == nil {

@@ -192,39 +192,6 @@ func ScopeOf(a Action) string {
 	return ""
 }
 
-// scopeRefusal refuses a scoped token whose scope does not cover a.
-func scopeRefusal(p kho.Principal, a Action) (Decision, bool) {
-	if p.Scoped {
-		if need := ScopeOf(a); need == "" || !p.HasScope(need) {
-			return refuse(kho.EFORBIDDEN, ReasonScope, "the access token's scope does not allow "+string(a)+scopeHint(need)), true
-		}
-	}
-	return Decision{}, false
-}
-
-// Before is the refusal Authorize gives p for a whatever the resource turns
-// out to be, when that is certain before the resource is read (a
-// document's body, say): a token whose scope does not cover a, or a role
-// that may never deposit. refused is false when the resource decides.
-func Before(p kho.Principal, a Action) (d Decision, refused bool) {
-	if d, refused := scopeRefusal(p, a); refused {
-		return d, true
-	}
-	if a == DepositDocument && !mayDeposit(p) {
-		return depositRole(), true
-	}
-	return Decision{}, false
-}
-
-// mayDeposit reports whether p is of a kind that deposits at all.
-func mayDeposit(p kho.Principal) bool {
-	return isAgency(p) || p.Kind == kho.PrincipalCitizen || p.Kind == kho.PrincipalBusinessRep
-}
-
-func depositRole() Decision {
-	return wrongRole("only an agency or the store's owner may deposit a document")
-}
-
 func scopeHint(need string) string {
 	if need == "" {
 		return ""
@@ -233,8 +200,10 @@ func scopeHint(need string) string {
 }
 
 func Authorize(p kho.Principal, a Action, r Resource) Decision {
-	if d, refused := scopeRefusal(p, a); refused {
-		return d
+	if p.Scoped {
+		if need := ScopeOf(a); need == "" || !p.HasScope(need) {
+			return refuse(kho.EFORBIDDEN, ReasonScope, "the access token's scope does not allow "+string(a)+scopeHint(need))
+		}
 	}
 	switch a {
 	case ResolveStore, ListStore:
@@ -444,7 +413,7 @@ func authorizeDeposit(p kho.Principal, r Resource) Decision {
 		}
 		d = Decision{Allowed: true, Source: kho.SourceSelfDeclared}
 	default:
-		return depositRole()
+		return wrongRole("only an agency or the store's owner may deposit a document")
 	}
 	if r.Store == nil {
 		return notFound("store")

@@ -41,39 +41,3 @@ func TestScopeBoundsAgencyTokens(t *testing.T) {
 		})
 	}
 }
-
-// Before refuses ahead of the resource only what Authorize refuses whatever
-// the resource: what the resource decides is left to it.
-func TestBefore(t *testing.T) {
-	agency := kho.Principal{Kind: kho.PrincipalAgency, Agency: "000.00.15.H29", TokenID: "t"}
-	readOnly := agency
-	readOnly.Scoped, readOnly.Scope = true, "documents:read"
-	officer := kho.Principal{Kind: kho.PrincipalSecurityOfficer, Staff: "so01"}
-	citizen := kho.Principal{Kind: kho.PrincipalCitizen, Person: "001090000001"}
-	for _, tt := range []struct {
-		name   string
-		p      kho.Principal
-		a      policies.Action
-		reason string // "" for not refused ahead
-	}{
-		{"read-only token deposits", readOnly, policies.DepositDocument, policies.ReasonScope},
-		{"read-only token supersedes", readOnly, policies.ChangeDocument, policies.ReasonScope},
-		{"security officer deposits", officer, policies.DepositDocument, policies.ReasonWrongRole},
-		{"security officer supersedes: the document decides (not found)", officer, policies.ChangeDocument, ""},
-		{"agency deposits", agency, policies.DepositDocument, ""},
-		{"citizen deposits", citizen, policies.DepositDocument, ""},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			d, refused := policies.Before(tt.p, tt.a)
-			if refused != (tt.reason != "") || (refused && (d.Allowed || d.Reason != tt.reason)) {
-				t.Fatalf("Before: %+v refused=%v, want reason %q", d, refused, tt.reason)
-			}
-			// Whatever is refused ahead, Authorize refuses alike.
-			if refused {
-				if a := policies.Authorize(tt.p, tt.a, policies.Resource{}); a.Allowed || a.Reason != d.Reason {
-					t.Fatalf("Authorize: %+v, Before: %+v", a, d)
-				}
-			}
-		})
-	}
-}

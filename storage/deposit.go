@@ -413,22 +413,6 @@ type depositReq struct {
 // object is an orphan the reconciler removes.
 //
 // Errors: EINVALID, ETOOLARGE, EFORBIDDEN, ECONFLICT, EUNAVAILABLE.
-// Ahead refuses, before a deposit's (a) or a new version's (change) body
-// is read, one that would be refused whatever it held: the token's scope,
-// the caller's role. The refusal is recorded as any is; the rest is
-// decided with the document.
-func (s *Service) Ahead(ctx context.Context, p kho.Principal, a policies.Action) error {
-	d, refused := policies.Before(p, a)
-	if !refused {
-		return nil
-	}
-	event := audit.DocumentDeposited
-	if a == policies.ChangeDocument {
-		event = audit.DocumentSuperseded
-	}
-	return audit.Refused(ctx, s.db, p, event, policies.Resource{}, d.Err())
-}
-
 func (s *Service) Deposit(ctx context.Context, p kho.Principal, meta *kho.DepositMetadata, body io.Reader) (*kho.Document, error) {
 	return s.deposit(ctx, p, depositReq{meta: meta, body: body})
 }
