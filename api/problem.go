@@ -120,13 +120,24 @@ func drainBody(c *gin.Context, status int) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return
 	}
-	if strings.EqualFold(r.Header.Get("Expect"), "100-continue") && !bodyWasRead(c) {
+	if expectsContinue(r) && !bodyWasRead(c) {
 		return
 	}
 	// A slow sender is answered when the deadline passes; the server then
 	// closes the connection.
 	_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(drainTime))
 	_, _ = io.CopyN(io.Discard, r.Body, limit)
+}
+
+// expectsContinue reports what Go's server does: whether 100-continue is
+// among the tokens of the request's Expect header.
+func expectsContinue(r *http.Request) bool {
+	for _, t := range strings.Split(r.Header.Get("Expect"), ",") {
+		if strings.EqualFold(strings.TrimSpace(t), "100-continue") {
+			return true
+		}
+	}
+	return false
 }
 
 // trackedBody notes whether a request's body was ever read.

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -38,6 +39,21 @@ func TestDependencyOfAnOutage(t *testing.T) {
 	} {
 		if got := dependencyOf(tc.err); got != tc.want {
 			t.Errorf("%v: %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}
+
+// A client's Expect header is read as Go's server reads it: 100-continue
+// anywhere in its list.
+func TestExpectsContinue(t *testing.T) {
+	for v, want := range map[string]bool{
+		"100-continue": true, "100-Continue": true, "foo, 100-continue": true, "100-continue ,foo": true,
+		"": false, "foo": false, "100-continued": false,
+	} {
+		r := httptest.NewRequest("POST", "/", nil)
+		r.Header.Set("Expect", v)
+		if got := expectsContinue(r); got != want {
+			t.Errorf("Expect %q: %v, want %v", v, got, want)
 		}
 	}
 }
