@@ -81,15 +81,7 @@ func (s *Server) availability(c *gin.Context) {
 }
 
 func (s *Server) requestConsent(c *gin.Context) {
-	if id, ok := committed(c); ok {
-		// An earlier attempt under this Idempotency-Key made the request
-		// before its khod died unanswered: that request is the answer.
-		r, err := s.cfg.Consents.Sent(c.Request.Context(), principal(c), id)
-		if err != nil {
-			writeError(c, err)
-			return
-		}
-		c.JSON(http.StatusCreated, r)
+	if answerCommitted(c, s.cfg.Consents.Sent) {
 		return
 	}
 	var t consent.Terms
@@ -171,14 +163,7 @@ func writeAnswer(c *gin.Context, a *consent.Answer) {
 }
 
 func (s *Server) grantConsent(c *gin.Context) {
-	if id, ok := committed(c); ok {
-		// The consent an earlier attempt under this key granted.
-		cs, err := s.cfg.Consents.Get(c.Request.Context(), principal(c), id)
-		if err != nil {
-			writeError(c, err)
-			return
-		}
-		c.JSON(http.StatusCreated, cs)
+	if answerCommitted(c, s.cfg.Consents.Get) {
 		return
 	}
 	var body struct {

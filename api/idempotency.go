@@ -84,15 +84,19 @@ func (s *Server) idempotent(body bodyRead) gin.HandlerFunc {
 				errorf(c, kho.ECONFLICT, "a request with this Idempotency-Key is still at work: retry later")
 				return
 			}
-			// Same key: the same request gets the same answer.
+			// Same key: the same request gets the same answer (another
+			// route is told so before the body is read).
+			if rec.Route != route {
+				keyReused(c)
+				return
+			}
 			same, err := s.sameRequest(c, c.Request.Body, head, body, rec.RequestHash, rec.RequestLen, rec.RequestLen == 0)
 			if err != nil {
 				writeError(c, err)
 				return
 			}
-			if rec.Route != route || !same {
-				writeProblem(c, http.StatusUnprocessableEntity, kho.EINVALID,
-					kho.Errorf(kho.EINVALID, "this Idempotency-Key was used for another request: use a new key for a new request"))
+			if !same {
+				keyReused(c)
 				return
 			}
 			// What follows the part compared is read as a refusal's
@@ -149,8 +153,7 @@ func (s *Server) idempotent(body bodyRead) gin.HandlerFunc {
 				return
 			}
 			if !same {
-				writeProblem(c, http.StatusUnprocessableEntity, kho.EINVALID,
-					kho.Errorf(kho.EINVALID, "this Idempotency-Key was used for another request: use a new key for a new request"))
+				keyReused(c)
 				return
 			}
 			c.Header("Idempotent-Replayed", "true")
@@ -184,9 +187,33 @@ func (s *Server) idempotent(body bodyRead) gin.HandlerFunc {
 	}
 }
 
+// keyReused refuses a request under a key another request used.
+func keyReused(c *gin.Context) {
+	writeProblem(c, http.StatusUnprocessableEntity, kho.EINVALID,
+		kho.Errorf(kho.EINVALID, "this Idempotency-Key was used for another request: use a new key for a new request"))
+}
+
 // ctxCommitted holds, for a handler, what an earlier request under the same
 // Idempotency-Key committed before its khod died without answering.
 const ctxCommitted = "kho.idempotency.committed"
+
+// answerCommitted answers, with 201 and what read finds, a request whose
+// Idempotency-Key an earlier attempt committed under before its khod died
+// unanswered (a consent request, a grant: the id it made), and reports
+// whether it did.
+func answerCommitted[T any](c *gin.Context, read func(context.Context, kho.Principal, string) (T, error)) bool {
+	id, ok := committed(c)
+	if !ok {
+		return false
+	}
+	v, err := read(c.Request.Context(), principal(c), id)
+	if err != nil {
+		writeError(c, err)
+		return true
+	}
+	c.JSON(http.StatusCreated, v)
+	return true
+}
 
 // committed returns what an earlier request under this request's key
 // committed, if anything.

@@ -20,6 +20,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"kho"
+	"kho/internal/httpok"
 	"kho/internal/idleconn"
 )
 
@@ -163,16 +164,7 @@ func liveness(tr *http.Transport, secure bool, host string) func(context.Context
 	return func(ctx context.Context) bool {
 		ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return false
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return httpok.Get(ctx, c, url)
 	}
 }
 

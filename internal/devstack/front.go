@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"kho/internal/httpok"
 )
 
 // Front is the dev cluster's stand-in for a load balancer: a TCP front that
@@ -172,16 +174,7 @@ func (f *Front) check(ctx context.Context) {
 }
 
 func httpOK(ctx context.Context, url string) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := frontHealthClient.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return httpok.Get(ctx, frontHealthClient, url)
 }
 
 // frontArgs are the arguments of the kho command that runs a front

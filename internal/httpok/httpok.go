@@ -1,0 +1,22 @@
+// Package httpok asks a health endpoint whether it answers 200: khod's
+// MinIO liveness probe and the dev cluster's fronts and checks share it.
+package httpok
+
+import (
+	"context"
+	"net/http"
+)
+
+// Get reports whether a GET of url through c answers 200 within ctx.
+func Get(ctx context.Context, c *http.Client, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
