@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"net/textproto"
 	"os"
@@ -46,6 +45,7 @@ import (
 	"kho/internal/demo"
 	"kho/internal/devidp"
 	"kho/internal/devstack"
+	"kho/internal/freeport"
 	"kho/postgres"
 	"kho/storage/minioadmin"
 	"kho/vault"
@@ -87,47 +87,6 @@ type timing struct {
 	detect, recovered time.Duration
 }
 
-func free(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// freeRange finds n consecutive free loopback ports and returns the first:
-// a cluster's nodes listen on ports that follow their service's.
-func freeRange(t *testing.T, n int, taken map[int]bool) int {
-	for try := 0; try < 200; try++ {
-		base := free(t)
-		if base+n > 65000 {
-			continue
-		}
-		ok := true
-		for p := base; p < base+n && ok; p++ {
-			if taken[p] {
-				ok = false
-				break
-			}
-			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-		}
-		if ok {
-			for p := base; p < base+n; p++ {
-				taken[p] = true
-			}
-			return base
-		}
-	}
-	t.Fatalf("no %d consecutive free ports", n)
-	return 0
-}
-
 func newRig(t *testing.T) *rig { return newRigOf(t, false) }
 
 // newRigOf starts a stack of the suite's own: one node of each server, or
@@ -154,17 +113,20 @@ func newRigOf(t *testing.T, cluster bool) *rig {
 		base, _ := os.UserCacheDir()
 		cache = filepath.Join(base, "kho")
 	}
-	env := map[string]string{
-		"KHO_STATE_DIR": dir, "KHO_CACHE_DIR": cache,
-		"KHO_DEV_POSTGRES_PORT": strconv.Itoa(free(t)), "KHO_DEV_MINIO_PORT": strconv.Itoa(free(t)),
-		"KHO_DEV_VAULT_PORT": strconv.Itoa(free(t)), "KHO_DEV_KHOD_PORT": strconv.Itoa(free(t)),
-	}
+	env := map[string]string{"KHO_STATE_DIR": dir, "KHO_CACHE_DIR": cache}
+	// How many ports each service takes: one on a single node; on a
+	// cluster, its front's and its nodes' that follow it.
+	ports := map[string]int{"KHO_DEV_POSTGRES_PORT": 1, "KHO_DEV_MINIO_PORT": 1, "KHO_DEV_VAULT_PORT": 1, "KHO_DEV_KHOD_PORT": 1}
 	if cluster {
-		taken := map[int]bool{}
-		for k, n := range map[string]int{"KHO_DEV_POSTGRES_PORT": 2, "KHO_DEV_MINIO_PORT": 1 + devstack.ClusterMinIONodes,
-			"KHO_DEV_VAULT_PORT": 1 + 2*devstack.ClusterVaultNodes, "KHO_DEV_KHOD_PORT": 11 + devstack.ClusterKhods} {
-			env[k] = strconv.Itoa(freeRange(t, n, taken))
+		ports = map[string]int{"KHO_DEV_POSTGRES_PORT": 2, "KHO_DEV_MINIO_PORT": 1 + devstack.ClusterMinIONodes,
+			"KHO_DEV_VAULT_PORT": 1 + 2*devstack.ClusterVaultNodes, "KHO_DEV_KHOD_PORT": 11 + devstack.ClusterKhods}
+	}
+	for k, n := range ports {
+		base, err := freeport.Range(n)
+		if err != nil {
+			t.Fatal(err)
 		}
+		env[k] = strconv.Itoa(base)
 	}
 	s, err := devstack.New(repo, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {

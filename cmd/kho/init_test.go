@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"kho"
+	"kho/internal/freeport"
 	"kho/internal/testenv"
 	"kho/storage"
 	"kho/vault"
@@ -59,9 +59,10 @@ func operatorCA(t *testing.T, dir string) (root *x509.Certificate, rootFile, int
 func freshVault(t *testing.T) string {
 	t.Helper()
 	st := testenv.Stack(t)
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
+	addr, err := freeport.Addr()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(st.VaultBinary, "server", "-dev", "-dev-root-token-id=operator-token", "-dev-listen-address="+addr, "-dev-no-store-token")
 	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
 	if err := cmd.Start(); err != nil {

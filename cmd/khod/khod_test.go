@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 
 	"kho/internal/devidp"
 	"kho/internal/devstack"
+	"kho/internal/freeport"
 	"kho/internal/testenv"
 	"kho/storage/minioadmin"
 )
@@ -61,12 +61,11 @@ func (l *lockedBuffer) String() string {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // migratedSchema gives the test a migrated schema of its own, so khod starts

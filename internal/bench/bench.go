@@ -42,6 +42,7 @@ import (
 	"kho"
 	"kho/internal/devidp"
 	"kho/internal/devstack"
+	"kho/internal/freeport"
 	"kho/storage/minioadmin"
 )
 
@@ -251,28 +252,19 @@ func ParseSize(s string) (int64, error) {
 	return n, nil
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 // start runs khod (rate limits out of the way, metrics and profiles on
 // ports of their own) and the SSE MinIO, and finds every process to watch.
 func (r *runner) start(ctx context.Context) error {
 	st := r.cfg.State
 	r.pids = map[string]int{}
-	listen, err := freeAddr()
+	listen, err := freeport.Addr()
 	if err != nil {
 		return err
 	}
-	if r.metrics, err = freeAddr(); err != nil {
+	if r.metrics, err = freeport.Addr(); err != nil {
 		return err
 	}
-	if r.pprof, err = freeAddr(); err != nil {
+	if r.pprof, err = freeport.Addr(); err != nil {
 		return err
 	}
 	logf, err := os.Create(filepath.Join(r.cfg.Dir, "khod.log"))
@@ -333,7 +325,7 @@ func (r *runner) startSSE(ctx context.Context) error {
 	if st.MinIOBinary == "" {
 		return errors.New("the dev stack does not say where its MinIO binary is: run kho dev up")
 	}
-	addr, err := freeAddr()
+	addr, err := freeport.Addr()
 	if err != nil {
 		return err
 	}
