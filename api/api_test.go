@@ -220,7 +220,7 @@ func TestLogsCarryNoPersonalData(t *testing.T) {
 func TestReadyz(t *testing.T) {
 	ok := api.Check{Name: "postgres", Check: func(context.Context) error { return nil }}
 	down := api.Check{Name: "minio", Check: func(context.Context) error {
-		return kho.WrapError(kho.EUNAVAILABLE, "storage: MinIO not reachable", errors.New("dial tcp 127.0.0.1:59000: secret detail"))
+		return kho.WrapError(kho.EUNAVAILABLE, "storage: MinIO not reachable", errors.New("dial tcp 127.0.0.1:19000: secret detail"))
 	}}
 	slow := api.Check{Name: "vault", Check: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }}
 	panicky := api.Check{Name: "broken", Check: func(context.Context) error { panic("adapter bug") }}

@@ -37,8 +37,9 @@ func TestConcurrentRetriesOfOneDepositCreateOneDocument(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// A client retries while the first is at work (409).
-			for attempt := 0; attempt < 200; attempt++ {
+			// A client retries while the first is at work (409), for as
+			// long as a slow machine may take to do it.
+			for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
 				resp, b := d.call(t, justice, "POST", "/v1/documents", ct, bytes.NewReader(raw), map[string]string{"Idempotency-Key": "deposit-0001"})
 				switch resp.StatusCode {
 				case 201:

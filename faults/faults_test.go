@@ -99,7 +99,8 @@ func newRigOf(t *testing.T, cluster bool) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Under /tmp, not t.TempDir: PostgreSQL runs as another user, who must
+	// Under the temporary folder ($TMPDIR, which CI makes one of the job's
+	// own), not t.TempDir: PostgreSQL runs as another user, who must
 	// reach its data folder.
 	dir, err := os.MkdirTemp("", "kho-faults-")
 	if err != nil {
@@ -595,17 +596,25 @@ func (r *rig) seed(t *testing.T) {
 	r.check("the start")
 }
 
-// waitGone waits until a stopped process has exited (a zombie has).
-func (r *rig) waitGone(pid int) {
+// waitGone waits until a stopped process has exited (a zombie has). It is
+// named by its start time too: its pid may be given to another process
+// (a backend of a PostgreSQL) before this looks.
+func (r *rig) waitGone(p devstack.Proc) {
 	r.t.Helper()
 	if _, err := r.until("process gone", 30*time.Second, func() error {
-		if !devstack.Exited(pid) {
-			return fmt.Errorf("pid %d still runs", pid)
+		if !p.Gone() {
+			return fmt.Errorf("pid %d still runs", p.PID)
 		}
 		return nil
 	}); err != nil {
 		r.t.Fatal(err)
 	}
+}
+
+// proc is the named service's process as it runs now.
+func (r *rig) proc(name string) devstack.Proc {
+	r.t.Helper()
+	return devstack.ProcOf(r.pid(name))
 }
 
 func TestFaults(t *testing.T) {
@@ -662,10 +671,10 @@ func TestFaults(t *testing.T) {
 	})
 
 	run("MinIO killed", func(t *testing.T) {
-		var pid int
+		var p devstack.Proc
 		r.fault("MinIO killed", kho.DependencyMinIO,
-			func() { pid = r.pid("minio"); r.signal("minio", syscall.SIGKILL) },
-			func() { r.waitGone(pid); r.up() })
+			func() { p = r.proc("minio"); r.signal("minio", syscall.SIGKILL) },
+			func() { r.waitGone(p); r.up() })
 	})
 
 	run("Vault sealed", func(t *testing.T) {
@@ -689,10 +698,10 @@ func TestFaults(t *testing.T) {
 	})
 
 	run("Vault killed", func(t *testing.T) {
-		var pid int
+		var p devstack.Proc
 		r.fault("Vault killed", kho.DependencyVault,
-			func() { pid = r.pid("vault"); r.signal("vault", syscall.SIGKILL) },
-			func() { r.waitGone(pid); r.up() })
+			func() { p = r.proc("vault"); r.signal("vault", syscall.SIGKILL) },
+			func() { r.waitGone(p); r.up() })
 	})
 
 	run("khod's Vault token revoked", func(t *testing.T) {
@@ -746,22 +755,22 @@ func TestFaults(t *testing.T) {
 	})
 
 	run("PostgreSQL restarted", func(t *testing.T) {
-		var pid int
+		var p devstack.Proc
 		r.fault("PostgreSQL restarted", kho.DependencyPostgreSQL,
-			func() { pid = r.pid("postgres"); r.signal("postgres", syscall.SIGINT) },
-			func() { r.waitGone(pid); r.up() })
+			func() { p = r.proc("postgres"); r.signal("postgres", syscall.SIGINT) },
+			func() { r.waitGone(p); r.up() })
 	})
 
 	run("PostgreSQL postmaster killed", func(t *testing.T) {
-		var pid int
+		var p devstack.Proc
 		r.fault("PostgreSQL postmaster killed", kho.DependencyPostgreSQL,
 			func() {
-				pid = r.pid("postgres")
+				p = r.proc("postgres")
 				// The postmaster and its backends, as a machine losing it.
-				_ = syscall.Kill(-pid, syscall.SIGKILL)
-				_ = syscall.Kill(pid, syscall.SIGKILL)
+				_ = syscall.Kill(-p.PID, syscall.SIGKILL)
+				_ = syscall.Kill(p.PID, syscall.SIGKILL)
 			},
-			func() { r.waitGone(pid); r.up() })
+			func() { r.waitGone(p); r.up() })
 	})
 
 	run("20 deposits across khod restarts", func(t *testing.T) {

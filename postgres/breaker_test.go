@@ -76,7 +76,7 @@ func TestSilentPostgreSQLOpensTheCircuit(t *testing.T) {
 	}()
 	url := strings.Replace(st.DatabaseURL, target, ln.Addr().String(), 1)
 	b := breaker.New(kho.DependencyPostgreSQL, 2, time.Hour)
-	db, err := postgres.Open(ctx, url, postgres.WithIdleTimeout(500*time.Millisecond), postgres.WithBreaker(b), postgres.WithMaxConns(2))
+	db, err := postgres.Open(ctx, url, postgres.WithIdleTimeout(3*time.Second), postgres.WithBreaker(b), postgres.WithMaxConns(2))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -317,7 +317,9 @@ func TestFrozenMinIOIsRefusedFastAndRecovers(t *testing.T) {
 	docs := testenv.NewDocuments(t, func(c *storage.Config) {
 		proxy = newCuttingProxy(t, st.MinIOEndpoint, 0)
 		m, err := storage.NewMinIO(storage.MinIOConfig{Endpoint: proxy.ln.Addr().String(), AccessKey: st.MinIOAccessKey, SecretKey: st.MinIOSecretKey,
-			Bucket: st.MinIOBucket, Timeout: time.Second, IdleTimeout: 2 * time.Second, WrapTransport: brk.Transport})
+			// Short bounds, so the freeze is seen soon, yet long enough for
+			// the 32 MiB deposit's parts to be answered on a busy disk.
+			Bucket: st.MinIOBucket, Timeout: 4 * time.Second, IdleTimeout: 4 * time.Second, WrapTransport: brk.Transport})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -105,6 +105,8 @@ func TestTransientFailures(t *testing.T) {
 		{"closed under a write", ctx, urlErr(&net.OpError{Op: "write", Err: net.ErrClosed}), true},
 		{"closed before an answer", ctx, urlErr(errors.New("Connection closed by foreign host http://minio/o. Retry again.")), true},
 		{"SlowDownWrite", ctx, minio.ErrorResponse{Code: "SlowDownWrite", StatusCode: 503}, true},
+		{"a node starting", ctx, minio.ErrorResponse{Code: "XMinioServerNotInitialized", StatusCode: 503}, true},
+		{"a node loading its accounts", ctx, minio.ErrorResponse{Code: "XMinioIAMNotInitialized", StatusCode: 503}, true},
 		{"timeout", ctx, urlErr(timeoutErr{}), false},
 		{"deadline", ctx, urlErr(os.ErrDeadlineExceeded), false},
 		{"open circuit", ctx, &breaker.OpenError{Name: "minio", Until: time.Now().Add(time.Second)}, false},
@@ -123,11 +125,13 @@ func TestTransientFailures(t *testing.T) {
 
 // A call is tried again after transient failures while attempts remain;
 // after a timeout only while MinIO answers its liveness probe and the call
-// is within its budget; never after an open circuit or an answer.
+// is within its budget; while a node is starting, within the budget; never
+// after an open circuit or an answer.
 func TestRetry(t *testing.T) {
 	ctx := context.Background()
 	timeout := &url.Error{Op: "Get", URL: "http://minio/o", Err: timeoutErr{}}
 	reset := &url.Error{Op: "Get", URL: "http://minio/o", Err: &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}}
+	iamStarting := minio.ErrorResponse{Code: "XMinioIAMNotInitialized", StatusCode: 503}
 	alive := func(context.Context) bool { return true }
 	frozen := func(context.Context) bool { return false }
 	for _, tt := range []struct {
@@ -141,6 +145,8 @@ func TestRetry(t *testing.T) {
 		{"a timeout while MinIO answers nothing", frozen, 0, []error{timeout}, []bool{false}},
 		{"a timeout past the budget", alive, degradedBudget + time.Second, []error{timeout}, []bool{false}},
 		{"resets until the last attempt", frozen, 0, []error{reset, reset, reset, reset}, []bool{true, true, true, false}},
+		{"a starting node past the attempts", frozen, 0, []error{iamStarting, iamStarting, iamStarting, iamStarting, iamStarting}, []bool{true, true, true, true, true}},
+		{"a starting node past the budget", alive, degradedBudget + time.Second, []error{iamStarting}, []bool{false}},
 		{"open circuit", alive, 0, []error{&breaker.OpenError{Name: "minio"}}, []bool{false}},
 		{"an answer", alive, 0, []error{minio.ErrorResponse{Code: "NoSuchKey", StatusCode: 404}}, []bool{false}},
 	} {

@@ -39,7 +39,10 @@ func transient(ctx context.Context, err error) bool {
 		return false
 	}
 	switch minio.ToErrorResponse(err).Code {
-	case "SlowDown", "SlowDownWrite", "SlowDownRead", "XMinioServerNotInitialized":
+	case "SlowDown", "SlowDownWrite", "SlowDownRead":
+		return true
+	}
+	if starting(err) {
 		return true
 	}
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
@@ -52,10 +55,22 @@ func transient(ctx context.Context, err error) bool {
 		strings.Contains(err.Error(), "Connection closed by foreign host")
 }
 
+// starting reports whether err is a MinIO node's answer while it starts:
+// it listens before its object layer, its accounts and its buckets'
+// settings are loaded, and a balancer's health check (live, ready) passes
+// meanwhile, so a connection can reach it for a few seconds.
+func starting(err error) bool {
+	switch minio.ToErrorResponse(err).Code {
+	case "XMinioServerNotInitialized", "XMinioIAMNotInitialized", "XMinioBucketMetadataNotInitialized":
+		return true
+	}
+	return false
+}
+
 // retry decides, call by call, whether a call that failed is tried again:
-// a transient failure while attempts remain; and a timeout while MinIO
-// answers its liveness probe (live) and the call is younger than
-// degradedBudget. A cluster that lost a node stalls writes for a few
+// a transient failure while attempts remain; a node that is starting, and
+// a timeout while MinIO answers its liveness probe (live), while the call
+// is younger than degradedBudget. A cluster that lost a node stalls writes for a few
 // seconds while it settles, and answers its probe meanwhile; a MinIO that
 // froze answers nothing, and its timeout is the outage, reported at once.
 type retry struct {
@@ -84,6 +99,11 @@ func (r *retry) again(ctx context.Context, err error) bool {
 			return false
 		}
 		return pause(ctx, 1)
+	}
+	if starting(err) {
+		// The connection may stay with that node (a TCP balancer keeps
+		// it), so the call waits for the node rather than for another.
+		return time.Since(r.start) <= degradedBudget && pause(ctx, min(r.attempts, 5))
 	}
 	if r.attempts >= callAttempts || !transient(ctx, err) {
 		return false

@@ -9,9 +9,11 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,10 +61,12 @@ func operatorCA(t *testing.T, dir string) (root *x509.Certificate, rootFile, int
 func freshVault(t *testing.T) string {
 	t.Helper()
 	st := testenv.Stack(t)
-	addr, err := freeport.Addr()
+	// A dev-mode Vault also listens for its cluster on the port after.
+	port, err := freeport.Range(2)
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	cmd := exec.Command(st.VaultBinary, "server", "-dev", "-dev-root-token-id=operator-token", "-dev-listen-address="+addr, "-dev-no-store-token")
 	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
 	if err := cmd.Start(); err != nil {

@@ -14,16 +14,46 @@ import (
 	"time"
 )
 
-// PIDFile records a process the stack started. A pid file holds the pid of a process the stack started and the absolute
-// path of its executable. down signals a pid only when /proc still shows that
-// executable behind it, so a recycled pid is never signalled, and nothing is
+// PIDFile records a process the stack started: its pid, the absolute path
+// of its executable and its start time. down signals a pid only when /proc
+// still shows that executable, started then, behind it, so a recycled pid
+// is never signalled (PostgreSQL's backends run the postmaster's
+// executable, and pids wrap at 32768 on a busy machine), and nothing is
 // ever stopped by process name.
 type PIDFile struct {
 	path string
 }
 
 func (p PIDFile) write(pid int, exe string) error {
-	return os.WriteFile(p.path, []byte(fmt.Sprintf("%d\n%s\n", pid, exe)), 0o600)
+	return os.WriteFile(p.path, []byte(fmt.Sprintf("%d\n%s\n%s\n", pid, exe, ProcOf(pid).start)), 0o600)
+}
+
+// Proc is one process: its pid and its start time, so that a pid the
+// kernel has since given to another process is not taken for it.
+type Proc struct {
+	PID   int
+	start string // clock ticks after boot (/proc/PID/stat field 22); "" if gone
+}
+
+// ProcOf is the process that has pid now.
+func ProcOf(pid int) Proc {
+	return Proc{PID: pid, start: startOf(statOf(fmt.Sprintf("/proc/%d", pid)))}
+}
+
+// Gone reports whether the process has exited (a zombie has), its pid
+// perhaps given to another process since.
+func (p Proc) Gone() bool {
+	f := statOf(fmt.Sprintf("/proc/%d", p.PID))
+	return len(f) == 0 || f[0] == "Z" || startOf(f) != p.start
+}
+
+// startOf is the start time among a stat's fields after the command name
+// (field 22 of the whole line, the 20th after the name).
+func startOf(fields []string) string {
+	if len(fields) < 20 {
+		return ""
+	}
+	return fields[19]
 }
 
 // Running returns the pid when the recorded process is alive and still runs
@@ -36,9 +66,9 @@ func (p PIDFile) Running() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	lines := strings.SplitN(strings.TrimSpace(string(b)), "\n", 2)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	pid, err := strconv.Atoi(lines[0])
-	if err != nil || pid <= 1 || len(lines) != 2 {
+	if err != nil || pid <= 1 || len(lines) < 2 || len(lines) > 3 {
 		return 0, fmt.Errorf("pid file %s is malformed", p.path)
 	}
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
@@ -48,8 +78,13 @@ func (p PIDFile) Running() (int, error) {
 	if strings.TrimSuffix(exe, " (deleted)") != lines[1] {
 		return 0, nil // the pid now belongs to someone else
 	}
-	if Exited(pid) {
-		// A zombie has exited; only its parent's wait is missing.
+	recorded := ProcOf(pid)
+	if len(lines) == 3 { // a pid file written before start times were recorded has two
+		recorded.start = lines[2]
+	}
+	if recorded.Gone() {
+		// Another process with the same executable took the pid, or a
+		// zombie has exited and only its parent's wait is missing.
 		return 0, nil
 	}
 	return pid, nil
@@ -174,13 +209,6 @@ func Children(pid int) []int {
 		}
 	}
 	return out
-}
-
-// Exited reports whether pid has exited: it is gone, or a zombie whose
-// parent has not waited for it yet.
-func Exited(pid int) bool {
-	f := statOf(fmt.Sprintf("/proc/%d", pid))
-	return len(f) == 0 || f[0] == "Z"
 }
 
 // statOf returns the fields of a /proc/PID/stat after the command name

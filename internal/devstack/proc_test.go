@@ -74,8 +74,55 @@ func TestPIDFileStopsWhatItRecorded(t *testing.T) {
 	}
 }
 
+// A pid recycled to a process of the same program (a PostgreSQL backend
+// given the pid of a postmaster that was killed) is not the one recorded:
+// its start time differs.
+func TestPIDFileNeverSignalsTheSameProgramStartedLater(t *testing.T) {
+	cmd := sleeper(t)
+	exe, err := os.Readlink("/proc/" + itoa(cmd.Process.Pid) + "/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "svc.pid")
+	if err := os.WriteFile(path, []byte(itoa(cmd.Process.Pid)+"\n"+exe+"\n1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pf := devstack.NewPIDFile(path)
+	if pid, err := pf.Running(); err != nil || pid != 0 {
+		t.Fatalf("Running = %d, %v; want 0 for a process started after the one recorded", pid, err)
+	}
+	if err := pf.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the later process was signalled: %v", err)
+	}
+}
+
+// A process is gone once it exited, zombie or reaped, and never while it
+// runs.
+func TestProcGone(t *testing.T) {
+	cmd := sleeper(t)
+	p := devstack.ProcOf(cmd.Process.Pid)
+	if p.Gone() {
+		t.Fatal("a running process is gone")
+	}
+	_ = cmd.Process.Kill()
+	deadline := time.Now().Add(10 * time.Second)
+	for !p.Gone() { // a zombie until it is waited for
+		if time.Now().After(deadline) {
+			t.Fatal("a killed process is not gone")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, _ = cmd.Process.Wait()
+	if !p.Gone() {
+		t.Fatal("a reaped process is not gone")
+	}
+}
+
 func TestPIDFileMalformed(t *testing.T) {
-	for name, body := range map[string]string{"garbage": "abc\n", "pid 1": "1\n/sbin/init\n", "no exe": "1234\n"} {
+	for name, body := range map[string]string{"garbage": "abc\n", "pid 1": "1\n/sbin/init\n", "no exe": "1234\n", "extra lines": "1234\n/bin/sleep\n1\nx\n"} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "x.pid")
 			_ = os.WriteFile(path, []byte(body), 0o600)

@@ -40,7 +40,11 @@ type Stack struct {
 	KhoBinary string
 }
 
-// Ports are the loopback ports the services listen on.
+// Ports are the loopback ports the services listen on. The defaults (and
+// the cluster's nodes that follow them) lie below the kernel's ephemeral
+// range (32768 and up on Linux): a port in it can be held, at the moment a
+// server starts or restarts, as the source port of any outgoing connection,
+// and the server then fails with "address already in use".
 type Ports struct {
 	Postgres, MinIO, Vault, Khod int
 }
@@ -103,9 +107,9 @@ func New(dir string, getenv func(string) string, out io.Writer) (*Stack, error) 
 		def  int
 		into *int
 	}{
-		{"KHO_DEV_POSTGRES_PORT", 55432, &s.Ports.Postgres},
-		{"KHO_DEV_MINIO_PORT", 59000, &s.Ports.MinIO},
-		{"KHO_DEV_VAULT_PORT", 58200, &s.Ports.Vault},
+		{"KHO_DEV_POSTGRES_PORT", 15432, &s.Ports.Postgres},
+		{"KHO_DEV_MINIO_PORT", 19000, &s.Ports.MinIO},
+		{"KHO_DEV_VAULT_PORT", 18200, &s.Ports.Vault},
 		{"KHO_DEV_KHOD_PORT", 8480, &s.Ports.Khod},
 	}
 	for _, p := range ports {

@@ -49,7 +49,7 @@ func TestNewReadsPortsAndRejectsBadOnes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Ports.MinIO != 61000 || s.Ports.Postgres != 55432 || s.StateDir != "/tmp/x" || s.CacheDir != "/tmp/c" {
+	if s.Ports.MinIO != 61000 || s.Ports.Postgres != 15432 || s.StateDir != "/tmp/x" || s.CacheDir != "/tmp/c" {
 		t.Fatalf("stack: %+v", s)
 	}
 	for _, bad := range []string{"80", "abc", "70000"} {
@@ -76,7 +76,7 @@ func TestShellQuote(t *testing.T) {
 // cluster goes instead, and touches nothing.
 func TestClusterRefusesASingleNodeFolder(t *testing.T) {
 	dir := t.TempDir()
-	single := []byte(`{"minio_endpoint": "127.0.0.1:59000", "vault_root_token": "kept"}`)
+	single := []byte(`{"minio_endpoint": "127.0.0.1:19000", "vault_root_token": "kept"}`)
 	if err := os.WriteFile(filepath.Join(dir, "stack.json"), single, 0o600); err != nil {
 		t.Fatal(err)
 	}

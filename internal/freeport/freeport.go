@@ -20,8 +20,8 @@ import (
 )
 
 // lowest is where the draw starts: above the dev stack's usual ports
-// (5432, 8200, 8480, 9000 and the nodes that follow them).
-const lowest = 15000
+// (15432, 18200, 19000, 8480 and the cluster's nodes that follow them).
+const lowest = 20000
 
 var (
 	mu    sync.Mutex
@@ -32,6 +32,9 @@ var (
 // port it returned is never returned again by this process.
 func Range(n int) (int, error) {
 	hi := ephemeralLow()
+	if hi < lowest+1000 {
+		return 0, fmt.Errorf("the kernel's ephemeral ports start at %d (net.ipv4.ip_local_port_range): no room below them for servers started by tests", hi)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	for try := 0; try < 500; try++ {
@@ -73,12 +76,12 @@ func free(base, n int) bool {
 }
 
 // ephemeralLow is the first port the kernel may give an outgoing
-// connection (Linux's ip_local_port_range), 32768 where it cannot be read
-// or leaves too little below it.
+// connection (Linux's ip_local_port_range), or 32768 where that cannot be
+// read.
 func ephemeralLow() int {
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) > 0 {
-			if lo, err := strconv.Atoi(f[0]); err == nil && lo >= lowest+1000 {
+			if lo, err := strconv.Atoi(f[0]); err == nil {
 				return lo
 			}
 		}

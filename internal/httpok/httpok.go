@@ -7,7 +7,10 @@ import (
 	"net/http"
 )
 
-// Get reports whether a GET of url through c answers 200 within ctx.
+// Get reports whether a GET of url through c answers 200 within ctx, and
+// the server does not say it is still starting: a MinIO node answers its
+// health checks 200 as soon as it listens, before its object layer and
+// accounts are loaded, and says so only in X-Minio-Server-Status.
 func Get(ctx context.Context, c *http.Client, url string) bool {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -18,5 +21,5 @@ func Get(ctx context.Context, c *http.Client, url string) bool {
 		return false
 	}
 	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return resp.StatusCode == http.StatusOK && resp.Header.Get("X-Minio-Server-Status") == ""
 }
