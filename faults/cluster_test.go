@@ -57,6 +57,8 @@ type load struct {
 	ok     atomic.Int64
 	mu     sync.Mutex
 	failed []failure
+	// When the latest-begun deposit that succeeded began, since start.
+	depositOK time.Duration
 }
 
 type failure struct {
@@ -85,8 +87,9 @@ func (r *rig) startLoad(tag string, workers int, big string, retry bool) *load {
 				ctx, cancel := context.WithTimeout(r.ctx, 90*time.Second)
 				file := content(256<<10 + w*1000 + i)
 				key := fmt.Sprintf("%s-%d-%d", tag, w, i)
+				began := time.Since(l.start)
 				o := r.deposit(ctx, file, key)
-				l.noteDeposit(o, key, file)
+				l.noteDeposit(o, key, file, began)
 				if retry && !(o.err == nil && o.status == http.StatusCreated) {
 					// A deposit cut with its khod keeps its key's claim
 					// until its heartbeats have stopped for 45 s.
@@ -106,21 +109,27 @@ func (l *load) note(what string, o outcome, want int) {
 	l.noteAs(failure{what: what, o: o}, want)
 }
 
-// noteDeposit records a deposit's answer, and with a failure its key and
-// file, for settle.
-func (l *load) noteDeposit(o outcome, key string, file []byte) {
-	l.noteAs(failure{what: "deposit", o: o, key: key, file: file}, http.StatusCreated)
+// noteDeposit records the answer of a deposit that began then, and with a
+// failure its key and file, for settle.
+func (l *load) noteDeposit(o outcome, key string, file []byte, began time.Duration) {
+	if l.noteAs(failure{what: "deposit", o: o, key: key, file: file}, http.StatusCreated) {
+		l.mu.Lock()
+		l.depositOK = max(l.depositOK, began)
+		l.mu.Unlock()
+	}
 }
 
-func (l *load) noteAs(f failure, want int) {
+// noteAs records an answer and reports whether it was the one wanted.
+func (l *load) noteAs(f failure, want int) bool {
 	if f.o.err == nil && f.o.status == want {
 		l.ok.Add(1)
-		return
+		return true
 	}
 	f.at = time.Since(l.start)
 	l.mu.Lock()
 	l.failed = append(l.failed, f)
 	l.mu.Unlock()
+	return false
 }
 
 func (l *load) noteErr(what string, err error) {
@@ -154,21 +163,27 @@ func (l *load) settle(t *testing.T, failed []failure) {
 	}
 }
 
-// quiet waits until no request has failed for d, or until max has passed
-// since the load started, and reports whether it became quiet.
-func (l *load) quiet(d, max time.Duration) bool {
+// recovered waits until the service is back after a fault at since: a
+// deposit (which needs PostgreSQL, MinIO and Vault) that began after the
+// fault and after the last failure was answered has succeeded, and nothing
+// has failed for d. It gives up at giveUp after the load started. A failure
+// is recorded when its request ends, which may be seconds after it began
+// (a call waiting out its timeout), so a pause between failures alone
+// would not show the service back.
+func (l *load) recovered(since, d, giveUp time.Duration) bool {
 	for {
 		l.mu.Lock()
-		var last time.Duration
+		var lastFailed time.Duration
 		if n := len(l.failed); n > 0 {
-			last = l.failed[n-1].at
+			lastFailed = l.failed[n-1].at
 		}
+		ok := l.depositOK
 		l.mu.Unlock()
 		now := time.Since(l.start)
-		if now-last >= d {
+		if ok > since && ok >= lastFailed && now-lastFailed >= d {
 			return true
 		}
-		if now >= max {
+		if now >= giveUp {
 			return false
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -312,14 +327,13 @@ func TestClusterFaults(t *testing.T) {
 		leader := r.activeVaultNode()
 		killedAt := time.Since(l.start)
 		pid := r.kill(r.stack.VaultNodePID(leader), fmt.Sprintf("vault node %d", leader+1))
-		// The load goes on until it has seen no failure for 3 s: Vault
-		// recovered by itself. How long that took is measured and printed;
-		// the bound here is only that it happens at all.
-		time.Sleep(3 * time.Second)
-		recovered := l.quiet(3*time.Second, killedAt+60*time.Second)
+		// The load goes on until Vault is back by itself, which a new
+		// leader's election takes seconds for: how many is measured and
+		// printed, and 30 s is where waiting gives up.
+		recovered := l.recovered(killedAt, 3*time.Second, killedAt+30*time.Second)
 		failed := l.end()
 		if !recovered {
-			t.Errorf("requests still failed 60 s after the Vault leader was killed: it did not recover by itself")
+			t.Errorf("30 s after the Vault leader was killed, deposits still failed or none begun since had succeeded: it did not recover by itself")
 		}
 		var first, last time.Duration
 		for _, f := range failed {
@@ -341,7 +355,9 @@ func TestClusterFaults(t *testing.T) {
 		say(fmt.Sprintf("Vault leader (node %d) killed under 6 clients: %s; %s", leader+1, l.summary(failed), window))
 		r.waitGone(pid)
 		r.up() // restarted and unsealed, it rejoins as a standby
-		l.settle(t, failed)
+		// Not settled: Vault is only used before a deposit commits, so a
+		// deposit answered 503 naming Vault must not have been stored,
+		// which check's count asserts.
 		r.check("Vault leader killed")
 	})
 

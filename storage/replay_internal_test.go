@@ -125,8 +125,7 @@ func TestTransientFailures(t *testing.T) {
 
 // A call is tried again after transient failures while attempts remain;
 // after a timeout only while MinIO answers its liveness probe and the call
-// is within its budget; while a node is starting, within the budget; never
-// after an open circuit or an answer.
+// is within its budget; never after an open circuit or an answer.
 func TestRetry(t *testing.T) {
 	ctx := context.Background()
 	timeout := &url.Error{Op: "Get", URL: "http://minio/o", Err: timeoutErr{}}
@@ -145,8 +144,7 @@ func TestRetry(t *testing.T) {
 		{"a timeout while MinIO answers nothing", frozen, 0, []error{timeout}, []bool{false}},
 		{"a timeout past the budget", alive, degradedBudget + time.Second, []error{timeout}, []bool{false}},
 		{"resets until the last attempt", frozen, 0, []error{reset, reset, reset, reset}, []bool{true, true, true, false}},
-		{"a starting node past the attempts", frozen, 0, []error{iamStarting, iamStarting, iamStarting, iamStarting, iamStarting}, []bool{true, true, true, true, true}},
-		{"a starting node past the budget", alive, degradedBudget + time.Second, []error{iamStarting}, []bool{false}},
+		{"a node starting, until the last attempt", frozen, 0, []error{iamStarting, iamStarting, iamStarting, iamStarting}, []bool{true, true, true, false}},
 		{"open circuit", alive, 0, []error{&breaker.OpenError{Name: "minio"}}, []bool{false}},
 		{"an answer", alive, 0, []error{minio.ErrorResponse{Code: "NoSuchKey", StatusCode: 404}}, []bool{false}},
 	} {

@@ -16,10 +16,11 @@ import (
 )
 
 // A MinIO call that fails on its way, rather than being answered, is tried
-// again on a fresh connection: in a distributed MinIO a node that dies drops
-// the connections it held (the balancer sends the next one to a node that
-// lives), and a node that loses a peer answers SlowDown or stalls while its
-// locks settle. A timeout is tried again once, each attempt waiting half
+// again, on a fresh connection since the old one died: in a distributed
+// MinIO a node that dies drops the connections it held (the balancer sends
+// the next one to a node that lives). One refused for now is tried again
+// too: a node that loses a peer answers SlowDown or stalls while its locks
+// settle, and one that starts refuses calls while it loads. A timeout is tried again once, each attempt waiting half
 // the answer timeout, so a frozen MinIO is still reported within it; an
 // open circuit is an outage to report at once, and an answer (NoSuchKey,
 // AccessDenied) is the answer.
@@ -39,10 +40,11 @@ func transient(ctx context.Context, err error) bool {
 		return false
 	}
 	switch minio.ToErrorResponse(err).Code {
-	case "SlowDown", "SlowDownWrite", "SlowDownRead":
-		return true
-	}
-	if starting(err) {
+	case "SlowDown", "SlowDownWrite", "SlowDownRead",
+		// A node that listens before its object layer, its accounts and
+		// its buckets' settings are loaded, which a balancer's health
+		// check (live, ready) does not show for the last two.
+		"XMinioServerNotInitialized", "XMinioIAMNotInitialized", "XMinioBucketMetadataNotInitialized":
 		return true
 	}
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
@@ -55,22 +57,10 @@ func transient(ctx context.Context, err error) bool {
 		strings.Contains(err.Error(), "Connection closed by foreign host")
 }
 
-// starting reports whether err is a MinIO node's answer while it starts:
-// it listens before its object layer, its accounts and its buckets'
-// settings are loaded, and a balancer's health check (live, ready) passes
-// meanwhile, so a connection can reach it for a few seconds.
-func starting(err error) bool {
-	switch minio.ToErrorResponse(err).Code {
-	case "XMinioServerNotInitialized", "XMinioIAMNotInitialized", "XMinioBucketMetadataNotInitialized":
-		return true
-	}
-	return false
-}
-
 // retry decides, call by call, whether a call that failed is tried again:
-// a transient failure while attempts remain; a node that is starting, and
-// a timeout while MinIO answers its liveness probe (live), while the call
-// is younger than degradedBudget. A cluster that lost a node stalls writes for a few
+// a transient failure while attempts remain; and a timeout while MinIO
+// answers its liveness probe (live) and the call is younger than
+// degradedBudget. A cluster that lost a node stalls writes for a few
 // seconds while it settles, and answers its probe meanwhile; a MinIO that
 // froze answers nothing, and its timeout is the outage, reported at once.
 type retry struct {
@@ -99,11 +89,6 @@ func (r *retry) again(ctx context.Context, err error) bool {
 			return false
 		}
 		return pause(ctx, 1)
-	}
-	if starting(err) {
-		// The connection may stay with that node (a TCP balancer keeps
-		// it), so the call waits for the node rather than for another.
-		return time.Since(r.start) <= degradedBudget && pause(ctx, min(r.attempts, 5))
 	}
 	if r.attempts >= callAttempts || !transient(ctx, err) {
 		return false

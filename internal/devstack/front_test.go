@@ -86,7 +86,8 @@ func TestFrontSpreadsAndSkipsNodesThatAreDown(t *testing.T) {
 	}
 
 	c := node(t, "c", &ok3)
-	checked := serveFront(t, &Front{Backends: []string{a, b, c}, HealthPath: "/health", Interval: 50 * time.Millisecond})
+	front := &Front{Backends: []string{a, b, c}, HealthPath: "/health", Interval: 50 * time.Millisecond}
+	checked := serveFront(t, front)
 	ok1.Store(false)
 	ok2.Store(false)
 	if seen := settled(t, checked, 6, func(seen map[string]int) bool { return seen["c"] == 6 }); seen["c"] != 6 {
@@ -94,7 +95,20 @@ func TestFrontSpreadsAndSkipsNodesThatAreDown(t *testing.T) {
 	}
 	// No node passes: every node is tried rather than none.
 	ok3.Store(false)
-	time.Sleep(200 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		failing := 0
+		for i := range front.healthy {
+			if !front.healthy[i].Load() {
+				failing++
+			}
+		}
+		if failing == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 3 nodes marked failing, 10 s after all three began to fail their check", failing)
+		}
+	}
 	if seen := who(t, checked, 6); seen[""] != 0 {
 		t.Fatalf("with every check failing: %v, want connections still served", seen)
 	}

@@ -17,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -211,6 +213,9 @@ func (s *Stack) Up(ctx context.Context) (*State, error) {
 	if err != nil {
 		st = &State{}
 	}
+	if err := s.samePorts(st); err != nil {
+		return nil, err
+	}
 	st.KhodListen = fmt.Sprintf("127.0.0.1:%d", s.Ports.Khod)
 	st.DevIdPKey = s.path("dev-idp.jwk.json")
 
@@ -254,6 +259,48 @@ func (s *Stack) Up(ctx context.Context) (*State, error) {
 	}
 	s.say("stack ready in %s (state in %s)", time.Since(start).Round(100*time.Millisecond), s.StateDir)
 	return st, nil
+}
+
+// samePorts refuses to go on when a server this stack started still runs
+// on another port than the one it is now configured for (the defaults
+// changed, or a KHO_DEV_*_PORT did): up would hand out addresses nothing
+// listens on.
+func (s *Stack) samePorts(st *State) error {
+	for _, svc := range []struct {
+		name, env string
+		port      int
+		recorded  string
+		pids      []PIDFile
+	}{
+		{"postgres", "KHO_DEV_POSTGRES_PORT", s.Ports.Postgres, st.DatabaseURL, []PIDFile{s.pgPID()}},
+		{"minio", "KHO_DEV_MINIO_PORT", s.Ports.MinIO, st.MinIOEndpoint, []PIDFile{s.minioPID(), {s.path("run", "minio-front.pid")}}},
+		{"vault", "KHO_DEV_VAULT_PORT", s.Ports.Vault, st.VaultAddr, []PIDFile{s.vaultPID(), {s.path("run", "vault-front.pid")}}},
+	} {
+		was := portOf(svc.recorded)
+		if was == 0 || was == svc.port {
+			continue
+		}
+		for _, pf := range svc.pids {
+			if pid, _ := pf.Running(); pid != 0 {
+				return fmt.Errorf("%s runs on port %d (pid %d), but this stack is now configured for port %d: run kho dev down first, or set %s=%d", svc.name, was, pid, svc.port, svc.env, was)
+			}
+		}
+	}
+	return nil
+}
+
+// portOf is the port in a URL (postgres://…, http://…) or a host:port; 0
+// when there is none.
+func portOf(addr string) int {
+	if u, err := url.Parse(addr); err == nil && u.Host != "" {
+		addr = u.Host
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // Down stops the servers up started, newest first; their data stays.

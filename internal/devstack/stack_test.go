@@ -94,3 +94,38 @@ func TestClusterRefusesASingleNodeFolder(t *testing.T) {
 		t.Fatalf("stack.json changed: %s", b)
 	}
 }
+
+// A server the stack started that still runs on a port other than the one
+// now configured (the defaults moved, or a KHO_DEV_*_PORT changed) stops
+// up with what to do, before anything is touched: otherwise up would hand
+// out addresses nothing listens on.
+func TestUpRefusesServersRunningOnOtherPorts(t *testing.T) {
+	dir := t.TempDir()
+	old := []byte(`{"minio_endpoint": "127.0.0.1:59000", "vault_root_token": "kept"}`)
+	if err := os.WriteFile(filepath.Join(dir, "stack.json"), old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	minio := sleeper(t) // stands for the MinIO the stack started on 59000
+	exe, err := os.Readlink("/proc/" + itoa(minio.Process.Pid) + "/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "run", "minio.pid"), []byte(itoa(minio.Process.Pid)+"\n"+exe+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"KHO_STATE_DIR": dir, "KHO_CACHE_DIR": t.TempDir(), "KHO_DEV_MINIO_PORT": "19000"}
+	s, err := devstack.New(testenv.RepoDir(t), func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Up(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "kho dev down") || !strings.Contains(err.Error(), "KHO_DEV_MINIO_PORT=59000") {
+		t.Fatalf("up with MinIO running on another port: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "stack.json")); string(b) != string(old) {
+		t.Fatalf("stack.json changed: %s", b)
+	}
+}

@@ -9,8 +9,10 @@ import (
 
 // Get reports whether a GET of url through c answers 200 within ctx, and
 // the server does not say it is still starting: a MinIO node answers its
-// health checks 200 as soon as it listens, before its object layer and
-// accounts are loaded, and says so only in X-Minio-Server-Status.
+// liveness and readiness checks 200 as soon as it listens, and says that
+// its object layer is not loaded yet only in X-Minio-Server-Status. (Its
+// accounts and buckets' settings load after that, unseen by those checks;
+// khod tries a call such a node refuses again, storage/retry.go.)
 func Get(ctx context.Context, c *http.Client, url string) bool {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
