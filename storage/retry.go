@@ -20,10 +20,10 @@ import (
 // MinIO a node that dies drops the connections it held (the balancer sends
 // the next one to a node that lives). One refused for now is tried again
 // too: a node that loses a peer answers SlowDown or stalls while its locks
-// settle, and one that starts refuses calls while it loads. A timeout is tried again once, each attempt waiting half
-// the answer timeout, so a frozen MinIO is still reported within it; an
-// open circuit is an outage to report at once, and an answer (NoSuchKey,
-// AccessDenied) is the answer.
+// settle, and one that starts refuses calls while it loads. A timeout is
+// tried again once, each attempt waiting half the answer timeout, so a
+// frozen MinIO is still reported within it; an open circuit is an outage
+// to report at once, and an answer (NoSuchKey, AccessDenied) is the answer.
 const (
 	callAttempts = 4
 	retryPause   = 100 * time.Millisecond
