@@ -488,15 +488,29 @@ func (r *rig) check(after string) {
 		}
 	}
 	// Once reconciled (kho reconcile, nothing being uploaded now), no
-	// object and no upload without its row.
-	cmd := exec.CommandContext(ctx, filepath.Join(r.repo, "bin", "kho"), "reconcile", "--grace", "0s")
-	cmd.Dir = r.repo
-	cmd.Env = os.Environ()
-	for k, v := range r.env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+	// object and no upload without its row. A MinIO cluster whose node
+	// just came back can stall a removal for seconds while its peers
+	// reconnect to it (seen: 19 s); kho reconcile then stops with that
+	// outage, and is run again as its operator (or khod's own timer)
+	// would, until it completes.
+	var failures []string
+	if _, err := r.until("kho reconcile", 90*time.Second, func() error {
+		cmd := exec.CommandContext(ctx, filepath.Join(r.repo, "bin", "kho"), "reconcile", "--grace", "0s")
+		cmd.Dir = r.repo
+		cmd.Env = os.Environ()
+		for k, v := range r.env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			failures = append(failures, fmt.Sprintf("%v: %s", err, bytes.TrimSpace(out)))
+			return err
+		}
+		return nil
+	}); err != nil {
+		r.t.Fatalf("after %s: kho reconcile never completed: %v\n%s", after, err, strings.Join(failures, "\n"))
 	}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		r.t.Fatalf("after %s: kho reconcile: %v\n%s", after, err, out)
+	if len(failures) > 0 {
+		r.t.Logf("after %s: kho reconcile completed on try %d; before that:\n%s", after, len(failures)+1, strings.Join(failures, "\n"))
 	}
 	for o := range r.s3.ListObjects(ctx, r.st.MinIOBucket, minio.ListObjectsOptions{Recursive: true}) {
 		if o.Err != nil {
