@@ -110,8 +110,11 @@ func (p PIDFile) stop(sig syscall.Signal, grace time.Duration) (bool, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	time.Sleep(200 * time.Millisecond)
+	// Still the recorded process (its pid not given to another since)?
+	if cur, _ := p.Running(); cur == pid {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		time.Sleep(200 * time.Millisecond)
+	}
 	_ = os.Remove(p.path)
 	return true, nil
 }

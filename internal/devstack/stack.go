@@ -210,8 +210,12 @@ func (s *Stack) Up(ctx context.Context) (*State, error) {
 		return nil, err
 	}
 	st, err := s.LoadState()
-	if err != nil {
-		st = &State{}
+	if _, statErr := os.Stat(s.statePath()); errors.Is(statErr, os.ErrNotExist) {
+		st = &State{} // a first up here
+	} else if err != nil {
+		// Never written over: it holds Vault's unseal key and root token,
+		// without which Vault's data cannot be opened again.
+		return nil, err
 	}
 	if err := s.samePorts(st); err != nil {
 		return nil, err
@@ -299,8 +303,10 @@ func portOf(addr string) int {
 	if err != nil {
 		return 0
 	}
-	n, _ := strconv.Atoi(port)
-	return n
+	if n, err := strconv.Atoi(port); err == nil && n > 0 && n <= 65535 {
+		return n
+	}
+	return 0
 }
 
 // Down stops the servers up started, newest first; their data stays.

@@ -129,3 +129,24 @@ func TestUpRefusesServersRunningOnOtherPorts(t *testing.T) {
 		t.Fatalf("stack.json changed: %s", b)
 	}
 }
+
+// A stack.json that cannot be read is never written over: it holds
+// Vault's unseal key and root token. Up says what is wrong and stops.
+func TestUpRefusesACorruptState(t *testing.T) {
+	dir := t.TempDir()
+	corrupt := []byte(`{"vault_unseal_key": "kept", `)
+	if err := os.WriteFile(filepath.Join(dir, "stack.json"), corrupt, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"KHO_STATE_DIR": dir, "KHO_CACHE_DIR": t.TempDir()}
+	s, err := devstack.New(testenv.RepoDir(t), func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Up(context.Background()); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("up with a corrupt stack.json: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "stack.json")); string(b) != string(corrupt) {
+		t.Fatalf("stack.json changed: %s", b)
+	}
+}
