@@ -64,6 +64,11 @@ func (s *Stack) VaultNodePID(i int) PIDFile {
 }
 func (s *Stack) pgReplicaPID() PIDFile { return PIDFile{s.path("run", "postgres-replica.pid")} }
 
+// frontPID is the pid file of the cluster's front for a service.
+func (s *Stack) frontPID(service string) PIDFile {
+	return PIDFile{s.path("run", service+"-front.pid")}
+}
+
 // KhodNodePID is the pid file of the cluster's khod replica i.
 func (s *Stack) KhodNodePID(i int) PIDFile {
 	return PIDFile{s.path("run", fmt.Sprintf("khod-%d.pid", i+1))}
@@ -507,7 +512,7 @@ func (s *Stack) clusterPIDs() []struct {
 		out = append(out, entry{fmt.Sprintf("khod %d", i+1), s.KhodNodePID(i), syscall.SIGTERM})
 	}
 	for _, f := range []string{"khod", "vault", "minio"} {
-		out = append(out, entry{f + " front", PIDFile{s.path("run", f+"-front.pid")}, syscall.SIGTERM})
+		out = append(out, entry{f + " front", s.frontPID(f), syscall.SIGTERM})
 	}
 	for i := 0; i < ClusterVaultNodes; i++ {
 		out = append(out, entry{fmt.Sprintf("vault node %d", i+1), s.VaultNodePID(i), syscall.SIGTERM})
@@ -590,7 +595,7 @@ func (s *Stack) clusterStatus(ctx context.Context, st *State) []ServiceStatus {
 	}
 	for _, f := range fronts {
 		fs := ServiceStatus{Name: f.name + " front", Address: f.addr, Detail: "round-robin over the nodes that answer"}
-		fs.PID, _ = PIDFile{s.path("run", f.name+"-front.pid")}.Running()
+		fs.PID, _ = s.frontPID(f.name).Running()
 		fs.Healthy = fs.PID != 0
 		out = append(out, fs)
 	}

@@ -189,7 +189,7 @@ func frontArgs(listen string, backends []string, health string) []string {
 
 // startFront starts `kho dev front` detached and waits until it accepts.
 func (s *Stack) startFront(name, listen string, backends []string, health string) error {
-	pf := PIDFile{s.path("run", name+"-front.pid")}
+	pf := s.frontPID(name)
 	if pid, err := pf.Running(); err != nil {
 		return err
 	} else if pid != 0 {

@@ -23,6 +23,22 @@ func sleeper(t *testing.T) *exec.Cmd {
 	return cmd
 }
 
+// recordPID writes a pid file for cmd as up would (its pid, then its
+// executable), with extra lines after them (a start time; none, as an
+// older kho wrote), and names it.
+func recordPID(t *testing.T, path string, cmd *exec.Cmd, extra ...string) devstack.PIDFile {
+	t.Helper()
+	exe, err := os.Readlink("/proc/" + itoa(cmd.Process.Pid) + "/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := append([]string{itoa(cmd.Process.Pid), exe}, extra...)
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return devstack.NewPIDFile(path)
+}
+
 // down stops what up started by pid file and never anything else: a pid file
 // naming a live process that runs another program is not acted on.
 func TestPIDFileNeverSignalsAnotherProgram(t *testing.T) {
@@ -50,15 +66,7 @@ func TestPIDFileNeverSignalsAnotherProgram(t *testing.T) {
 
 func TestPIDFileStopsWhatItRecorded(t *testing.T) {
 	cmd := sleeper(t)
-	exe, err := os.Readlink("/proc/" + itoa(cmd.Process.Pid) + "/exe")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "svc.pid")
-	if err := os.WriteFile(path, []byte(itoa(cmd.Process.Pid)+"\n"+exe+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pf := devstack.NewPIDFile(path)
+	pf := recordPID(t, filepath.Join(t.TempDir(), "svc.pid"), cmd)
 	if pid, _ := pf.Running(); pid != cmd.Process.Pid {
 		t.Fatalf("Running = %d, want %d", pid, cmd.Process.Pid)
 	}
@@ -79,15 +87,7 @@ func TestPIDFileStopsWhatItRecorded(t *testing.T) {
 // its start time differs.
 func TestPIDFileNeverSignalsTheSameProgramStartedLater(t *testing.T) {
 	cmd := sleeper(t)
-	exe, err := os.Readlink("/proc/" + itoa(cmd.Process.Pid) + "/exe")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "svc.pid")
-	if err := os.WriteFile(path, []byte(itoa(cmd.Process.Pid)+"\n"+exe+"\n1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pf := devstack.NewPIDFile(path)
+	pf := recordPID(t, filepath.Join(t.TempDir(), "svc.pid"), cmd, "1") // started at tick 1, long before
 	if pid, err := pf.Running(); err != nil || pid != 0 {
 		t.Fatalf("Running = %d, %v; want 0 for a process started after the one recorded", pid, err)
 	}

@@ -277,8 +277,8 @@ func (s *Stack) samePorts(st *State) error {
 		pids      []PIDFile
 	}{
 		{"postgres", "KHO_DEV_POSTGRES_PORT", s.Ports.Postgres, st.DatabaseURL, []PIDFile{s.pgPID()}},
-		{"minio", "KHO_DEV_MINIO_PORT", s.Ports.MinIO, st.MinIOEndpoint, []PIDFile{s.minioPID(), {s.path("run", "minio-front.pid")}}},
-		{"vault", "KHO_DEV_VAULT_PORT", s.Ports.Vault, st.VaultAddr, []PIDFile{s.vaultPID(), {s.path("run", "vault-front.pid")}}},
+		{"minio", "KHO_DEV_MINIO_PORT", s.Ports.MinIO, st.MinIOEndpoint, []PIDFile{s.minioPID(), s.frontPID("minio")}},
+		{"vault", "KHO_DEV_VAULT_PORT", s.Ports.Vault, st.VaultAddr, []PIDFile{s.vaultPID(), s.frontPID("vault")}},
 	} {
 		was := portOf(svc.recorded)
 		if was == 0 || was == svc.port {

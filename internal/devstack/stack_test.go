@@ -77,20 +77,37 @@ func TestShellQuote(t *testing.T) {
 func TestClusterRefusesASingleNodeFolder(t *testing.T) {
 	dir := t.TempDir()
 	single := []byte(`{"minio_endpoint": "127.0.0.1:19000", "vault_root_token": "kept"}`)
-	if err := os.WriteFile(filepath.Join(dir, "stack.json"), single, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"KHO_STATE_DIR": dir, "KHO_CACHE_DIR": t.TempDir()}
-	s, err := devstack.New(testenv.RepoDir(t), func(k string) string { return env[k] }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := stackWithState(t, dir, single, nil)
 	s.Cluster = true
-	_, err = s.Up(context.Background())
+	_, err := s.Up(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "KHO_STATE_DIR") {
 		t.Fatalf("up --cluster on a single-node folder: %v", err)
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "stack.json")); string(b) != string(single) {
+	stateUnchanged(t, dir, single)
+}
+
+// stackWithState is a stack in dir whose stack.json holds state, with env
+// added to its folders.
+func stackWithState(t *testing.T, dir string, state []byte, env map[string]string) *devstack.Stack {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "stack.json"), state, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	all := map[string]string{"KHO_STATE_DIR": dir, "KHO_CACHE_DIR": t.TempDir()}
+	for k, v := range env {
+		all[k] = v
+	}
+	s, err := devstack.New(testenv.RepoDir(t), func(k string) string { return all[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// stateUnchanged fails unless dir's stack.json still holds want.
+func stateUnchanged(t *testing.T, dir string, want []byte) {
+	t.Helper()
+	if b, _ := os.ReadFile(filepath.Join(dir, "stack.json")); string(b) != string(want) {
 		t.Fatalf("stack.json changed: %s", b)
 	}
 }
@@ -102,32 +119,17 @@ func TestClusterRefusesASingleNodeFolder(t *testing.T) {
 func TestUpRefusesServersRunningOnOtherPorts(t *testing.T) {
 	dir := t.TempDir()
 	old := []byte(`{"minio_endpoint": "127.0.0.1:59000", "vault_root_token": "kept"}`)
-	if err := os.WriteFile(filepath.Join(dir, "stack.json"), old, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	minio := sleeper(t) // stands for the MinIO the stack started on 59000
-	exe, err := os.Readlink("/proc/" + itoa(minio.Process.Pid) + "/exe")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := stackWithState(t, dir, old, map[string]string{"KHO_DEV_MINIO_PORT": "19000"})
 	if err := os.MkdirAll(filepath.Join(dir, "run"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "run", "minio.pid"), []byte(itoa(minio.Process.Pid)+"\n"+exe+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"KHO_STATE_DIR": dir, "KHO_CACHE_DIR": t.TempDir(), "KHO_DEV_MINIO_PORT": "19000"}
-	s, err := devstack.New(testenv.RepoDir(t), func(k string) string { return env[k] }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = s.Up(context.Background())
+	// A sleep stands for the MinIO the stack started on 59000.
+	recordPID(t, filepath.Join(dir, "run", "minio.pid"), sleeper(t))
+	_, err := s.Up(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "kho dev down") || !strings.Contains(err.Error(), "KHO_DEV_MINIO_PORT=59000") {
 		t.Fatalf("up with MinIO running on another port: %v", err)
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "stack.json")); string(b) != string(old) {
-		t.Fatalf("stack.json changed: %s", b)
-	}
+	stateUnchanged(t, dir, old)
 }
 
 // A stack.json that cannot be read is never written over: it holds
@@ -135,18 +137,9 @@ func TestUpRefusesServersRunningOnOtherPorts(t *testing.T) {
 func TestUpRefusesACorruptState(t *testing.T) {
 	dir := t.TempDir()
 	corrupt := []byte(`{"vault_unseal_key": "kept", `)
-	if err := os.WriteFile(filepath.Join(dir, "stack.json"), corrupt, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"KHO_STATE_DIR": dir, "KHO_CACHE_DIR": t.TempDir()}
-	s, err := devstack.New(testenv.RepoDir(t), func(k string) string { return env[k] }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := stackWithState(t, dir, corrupt, nil)
 	if _, err := s.Up(context.Background()); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("up with a corrupt stack.json: %v", err)
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "stack.json")); string(b) != string(corrupt) {
-		t.Fatalf("stack.json changed: %s", b)
-	}
+	stateUnchanged(t, dir, corrupt)
 }
